@@ -1,0 +1,5 @@
+"""Kernels: fused LM-head reductions (Triton) and their plain-torch twins. No I/O, no models."""
+
+from kernels.fused_head import fused_head, fused_head_torch
+
+__all__ = ["fused_head", "fused_head_torch"]

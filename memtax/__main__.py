@@ -1,0 +1,3 @@
+from memtax.cli import main
+
+raise SystemExit(main())
