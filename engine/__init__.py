@@ -14,7 +14,11 @@ __all__ = list(_ATTRS)
 
 def __getattr__(name: str):
     if name in _ATTRS:
-        return getattr(importlib.import_module(_ATTRS[name]), name)
+        # Cache the function: importing the submodule `engine.score` rebinds the package
+        # attribute to the module (which stays callable, see engine/score.py).
+        value = getattr(importlib.import_module(_ATTRS[name]), name)
+        globals()[name] = value
+        return value
     try:
         return importlib.import_module(f"engine.{name}")
     except ModuleNotFoundError as exc:

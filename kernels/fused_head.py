@@ -13,26 +13,68 @@ same signature. Semantics shared by both:
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-# Chunk of the vocabulary reduced at once by the torch twin: the peak extra memory is one
-# (rows, chunk) fp32 tile, never (rows, V).
-DEFAULT_CHUNK = 8192
+# The torch twin reduces one (ROW_BLOCK, CHUNK) fp32 tile of logits at a time, so its peak
+# extra memory is one tile (plus one fp32 copy of a weight chunk for 16-bit inputs), never
+# (N, V). 4096 x 2048 fp32 = 32 MiB: large enough for efficient matmuls, small enough to stay
+# out of the way (measured in docs/notes/issue-3.md).
+DEFAULT_CHUNK = 4096
+DEFAULT_ROW_BLOCK = 2048
+
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _validate(hidden, weight, targets, bias):
-    if hidden.dim() != 2:
-        raise ValueError(f"hidden must be 2-D (N, d), got shape {tuple(hidden.shape)}")
-    if weight.dim() != 2 or weight.shape[1] != hidden.shape[1]:
+def _validate(hidden, weight, targets, bias, logit_scale=1.0, softcap=None, masked_token=None):
+    """The input checks shared by both implementations; ValueError naming the bad value."""
+    if not isinstance(hidden, torch.Tensor) or hidden.dim() != 2:
+        raise ValueError(f"hidden must be a 2-D tensor (N, d), got {_describe(hidden)}")
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or weight.shape[1] != hidden.shape[1]:
         raise ValueError(
-            f"weight must be (V, d) with d={hidden.shape[1]}, got shape {tuple(weight.shape)}"
+            f"weight must be a (V, d) tensor with d={hidden.shape[1]}, got {_describe(weight)}"
         )
-    if targets.dim() != 1 or targets.shape[0] != hidden.shape[0]:
+    if weight.shape[0] == 0 or hidden.shape[1] == 0:
+        raise ValueError(f"weight must have V >= 1 and d >= 1, got shape {tuple(weight.shape)}")
+    if not isinstance(targets, torch.Tensor) or targets.dim() != 1 or targets.shape[0] != hidden.shape[0]:
         raise ValueError(
-            f"targets must be 1-D of length N={hidden.shape[0]}, got shape {tuple(targets.shape)}"
+            f"targets must be a 1-D tensor of length N={hidden.shape[0]}, got {_describe(targets)}"
         )
-    if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
-        raise ValueError(f"bias must be (V,)=({weight.shape[0]},), got {tuple(bias.shape)}")
+    if hidden.dtype not in _FLOAT_DTYPES or weight.dtype != hidden.dtype:
+        raise ValueError(
+            "hidden and weight must share one dtype of float32, float16 or bfloat16, got "
+            f"{hidden.dtype} and {weight.dtype}"
+        )
+    if targets.dtype.is_floating_point or targets.dtype == torch.bool or targets.is_complex():
+        raise ValueError(f"targets must be an integer tensor, got dtype {targets.dtype}")
+    if weight.device != hidden.device:
+        raise ValueError(f"hidden is on {hidden.device} but weight is on {weight.device}")
+    v = weight.shape[0]
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor) or bias.dim() != 1 or bias.shape[0] != v:
+            raise ValueError(f"bias must be a (V,)=({v},) tensor, got {_describe(bias)}")
+        if not bias.dtype.is_floating_point or bias.device != hidden.device:
+            raise ValueError(
+                f"bias must be a floating tensor on {hidden.device}, got {bias.dtype} on {bias.device}"
+            )
+    if not math.isfinite(logit_scale) or logit_scale == 0:
+        raise ValueError(f"logit_scale must be a finite non-zero number, got {logit_scale!r}")
+    if softcap is not None and not (math.isfinite(softcap) and softcap > 0):
+        raise ValueError(f"softcap must be None or a finite positive number, got {softcap!r}")
+    if masked_token is not None and not 0 <= masked_token < v:
+        raise ValueError(f"masked_token must be a token id in [0, {v}), got {masked_token!r}")
+    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= v):
+        raise ValueError(
+            f"targets must be token ids in [0, {v}), got values in "
+            f"[{int(targets.min())}, {int(targets.max())}]"
+        )
+
+
+def _describe(x) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"a tensor of shape {tuple(x.shape)}"
+    return f"{type(x).__name__}"
 
 
 def fused_head_torch(
@@ -45,14 +87,18 @@ def fused_head_torch(
     softcap: float | None = None,
     masked_token: int | None = None,
     chunk: int = DEFAULT_CHUNK,
+    row_block: int = DEFAULT_ROW_BLOCK,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Plain-torch twin of the fused head, reducing the vocabulary in chunks.
+    """Plain-torch twin of the fused head, reducing (row_block, chunk) tiles of logits.
 
     hidden (N, d), weight (V, d), targets (N,) int -> argmax int64 (N,), lse fp32 (N,),
-    target_logprob fp32 (N,). Matmuls run in the input dtype with fp32 results; every
-    reduction is fp32.
+    target_logprob fp32 (N,). Logits are computed and reduced in fp32, exactly as the kernel's
+    fp32-accumulated `tl.dot`: 16-bit inputs are widened one weight chunk at a time (on CPU
+    that is also faster than a float16 matmul), so logits are never rounded to 16 bits.
     """
-    _validate(hidden, weight, targets, bias)
+    _validate(hidden, weight, targets, bias, logit_scale, softcap, masked_token)
+    if chunk < 1 or row_block < 1:
+        raise ValueError(f"chunk and row_block must be >= 1, got {chunk} and {row_block}")
     n, v = hidden.shape[0], weight.shape[0]
     dev = hidden.device
     best_val = torch.full((n,), float("-inf"), dtype=torch.float32, device=dev)
@@ -60,36 +106,56 @@ def fused_head_torch(
     run_max = torch.full((n,), float("-inf"), dtype=torch.float32, device=dev)
     run_sum = torch.zeros((n,), dtype=torch.float32, device=dev)
     tgt_logit = torch.zeros((n,), dtype=torch.float32, device=dev)
+    if n == 0:
+        return best_idx, run_max, tgt_logit
     targets = targets.to(device=dev, dtype=torch.int64)
-    rows = torch.arange(n, device=dev)
+    hidden32 = hidden.float()  # no copy for fp32; (N, d) is small next to (N, V)
+    row_block = min(row_block, n)
+    chunk = min(chunk, v)
+    # one reusable tile buffer: fresh (row_block, chunk) allocations each step cost page faults
+    buf = torch.empty(row_block * chunk, dtype=torch.float32, device=dev)
     for start in range(0, v, chunk):
         stop = min(start + chunk, v)
-        logits = (hidden @ weight[start:stop].T).float()
-        if bias is not None:
-            logits += bias[start:stop].float()
-        if logit_scale != 1.0:
-            logits *= logit_scale
-        if softcap is not None:
-            logits = torch.tanh(logits / softcap) * softcap
-        # log-sum-exp, online across chunks
-        cmax = logits.max(dim=1).values
-        new_max = torch.maximum(run_max, cmax)
-        run_sum = run_sum * torch.exp(run_max - new_max) + torch.exp(
-            logits - new_max[:, None]
-        ).sum(dim=1)
-        run_max = new_max
-        # target logit
-        in_chunk = (targets >= start) & (targets < stop)
-        if in_chunk.any():
-            local = (targets - start).clamp(0, stop - start - 1)
-            tgt_logit = torch.where(in_chunk, logits[rows, local], tgt_logit)
-        # argmax with the masked token excluded; strict '>' keeps the lowest index on ties
-        if masked_token is not None and start <= masked_token < stop:
-            logits[:, masked_token - start] = float("-inf")
-        cval, cidx = logits.max(dim=1)
-        better = cval > best_val
-        best_val = torch.where(better, cval, best_val)
-        best_idx = torch.where(better, cidx + start, best_idx)
+        w = weight[start:stop].float()
+        b = bias[start:stop].float() if bias is not None else None
+        mcol = masked_token - start if masked_token is not None and start <= masked_token < stop else None
+        for r0 in range(0, n, row_block):
+            r1 = min(r0 + row_block, n)
+            rows = slice(r0, r1)
+            logits = buf[: (r1 - r0) * (stop - start)].view(r1 - r0, stop - start)
+            torch.mm(hidden32[rows], w.T, out=logits)
+            if b is not None:
+                logits += b
+            if logit_scale != 1.0:
+                logits *= logit_scale
+            if softcap is not None:
+                logits.div_(softcap).tanh_().mul_(softcap)
+            # target logit (exactly one chunk holds each row's target)
+            t = targets[rows]
+            in_chunk = (t >= start) & (t < stop)
+            local = (t - start).clamp_(0, stop - start - 1)
+            picked = logits.gather(1, local[:, None]).squeeze(1)
+            tgt_logit[rows] = torch.where(in_chunk, picked, tgt_logit[rows])
+            # argmax with the masked token excluded; max() returns the first maximum and the
+            # strict '>' across chunks keeps the lowest index on ties
+            if mcol is not None:
+                saved = logits[:, mcol].clone()
+                logits[:, mcol] = float("-inf")
+            cval, cidx = logits.max(dim=1)
+            better = cval > best_val[rows]
+            best_val[rows] = torch.where(better, cval, best_val[rows])
+            best_idx[rows] = torch.where(better, cidx + start, best_idx[rows])
+            # online log-sum-exp of the model's own, unmasked distribution, in place on the tile
+            if mcol is not None:
+                logits[:, mcol] = saved
+                cmax = torch.maximum(cval, saved)
+            else:
+                cmax = cval
+            csum = logits.sub_(cmax[:, None]).exp_().sum(dim=1)
+            old = run_max[rows]
+            new = torch.maximum(old, cmax)
+            run_sum[rows] = run_sum[rows] * torch.exp(old - new) + csum * torch.exp(cmax - new)
+            run_max[rows] = new
     lse = run_max + torch.log(run_sum)
     return best_idx, lse, tgt_logit - lse
 

@@ -1,0 +1,380 @@
+"""Free-running greedy scores (Pythia's memorization score) that decode only what must be decoded.
+
+Greedy decoding from the prompt equals the teacher-forced argmax up to and including the first
+mismatch (`engine.score`). With m = match_len, a row's greedy continuation g satisfies
+
+    g[0:m] = truth[0:m]        g[m] = tf_argmax[m]        (known after the one pass)
+    g[m+1:] = free-running greedy decoding from prompt + g[0:m+1]          (decoded here)
+
+so a memorized row (m = C) and a row that missed only its last token (m = C-1) need no decoding.
+Every other row resumes at continuation position m+1, one token per step for all unfinished
+rows, on a KV cache of its true prefix that the teacher-forced pass already built:
+
+    cache slots   0 ........ P+m-1 | P+m ... L0-1 | L0  L0+1 ...
+                  true prefix      | teacher-     | appended by decoding
+                  (= greedy prefix)| forced, stale| (this row's greedy tokens)
+
+The stale slots differ per row, so one batched step masks them out with a 2-D attention mask
+and passes each row's real position in `position_ids` (GPT-NeoX, Llama, GPT-2 and OPT all take
+both). Rows leave the batch as soon as their last token is decoded (compaction) and the loop
+stops when none is left (early exit). The next token is the argmax of the same fused head as the
+scorer (`ScoringModel.head`, i.e. `kernels.fused_head`) with the same masked (EOS) token.
+
+With `masked_token` = the model's EOS id this reproduces Pythia's evaluation,
+`generate(ctx, max_length=P+C, min_length=P+C)` (greedy; `min_length` forbids EOS at every
+generated step, so no row ever stops early); with `masked_token=None` EOS is an ordinary token
+and decoding does not stop at it either (`generate` with no EOS id).
+
+Columns (`generation_columns`): `gen_score` float32 = gen_match_count / C (Pythia's score),
+`gen_match_count` int16 = positions where greedy == truth, `gen_edit_distance` int16 = token-level
+Levenshtein distance between greedy continuation and truth (rapidfuzz), and with
+`keep_tokens=True` `gen_tokens`, the C greedy continuation tokens (list<int32>).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+__all__ = [
+    "GEN_FIELDS",
+    "GEN_TOKENS_FIELD",
+    "gen_fields",
+    "gen_columns",
+    "gen_score",
+    "generation_columns",
+    "resume_greedy",
+    "teacher_forced_greedy",
+]
+
+GEN_FIELDS = [
+    pa.field("gen_score", pa.float32()),
+    pa.field("gen_match_count", pa.int16()),
+    pa.field("gen_edit_distance", pa.int16()),
+]
+GEN_TOKENS_FIELD = pa.field("gen_tokens", pa.list_(pa.int32()))
+
+
+def gen_fields(keep_tokens: bool = False) -> list[pa.Field]:
+    """The columns `mode="generate"` adds to the score table, in order."""
+    return GEN_FIELDS + ([GEN_TOKENS_FIELD] if keep_tokens else [])
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+def _check_tokens(tokens: torch.Tensor, prefix_len: int, cont_len: int) -> None:
+    for name, v in (("prefix_len", prefix_len), ("cont_len", cont_len)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
+        raise ValueError(
+            f"tokens must be a 2-D torch tensor (B, prefix_len + cont_len), got "
+            f"{type(tokens).__name__} of shape {tuple(getattr(tokens, 'shape', ()))}"
+        )
+    if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+        raise ValueError(f"tokens must hold integer ids, got dtype {tokens.dtype}")
+    if tokens.shape[1] != prefix_len + cont_len:
+        raise ValueError(
+            f"tokens must have prefix_len + cont_len = {prefix_len + cont_len} columns, got "
+            f"{tokens.shape[1]}"
+        )
+
+
+def _as_long(x, device, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if tuple(t.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+    if t.dtype.is_floating_point or t.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integers, got dtype {t.dtype}")
+    return t.to(device=device, dtype=torch.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# The teacher-forced greedy prefix (when the scorer's pass is not at hand)
+
+
+@torch.inference_mode()
+def teacher_forced_greedy(sm, tokens: torch.Tensor, *, prefix_len: int, cont_len: int,
+                          masked_token: int | None, upto: int | None = None):
+    """Teacher-forced argmax over the continuation, with the KV cache of the true prefix.
+
+    tokens (B, P+C) int64. Runs the backbone over tokens[:, :P+upto] (default upto = C-1, the
+    scorer's whole pass) and the head at positions P-1..P+upto-1.
+    Returns (tf_argmax (B, upto+1) int64, match_len (B,) int64 counted within those upto+1
+    positions, cache of length P+upto).
+    """
+    p, c = prefix_len, cont_len
+    upto = c - 1 if upto is None else upto
+    out = sm.backbone(tokens[:, : p + upto], use_cache=True)
+    b, _, d = out.hidden.shape
+    hid = out.hidden[:, p - 1 :].reshape(-1, d)
+    tgt = tokens[:, p : p + upto + 1].reshape(-1)
+    argmax = sm.head(hid, tgt, masked_token=masked_token)[0].view(b, upto + 1)
+    match_len = (argmax == tokens[:, p : p + upto + 1]).cumprod(dim=1).sum(dim=1)
+    return argmax, match_len, out.past_key_values
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache surgery (DynamicCache: per-layer `keys`/`values` of shape (B, heads, slots, head_dim))
+
+
+def _dynamic_layers(cache) -> list | None:
+    """The cache's layers when every one is a plain growing `DynamicLayer` (whose slots can be
+    cut freely); None otherwise (sliding windows, static, quantized or offloaded caches)."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+        return None
+    if getattr(cache, "offloading", False):
+        return None
+    return layers
+
+
+def _drop_slots(cache, start: int, stop: int) -> bool:
+    """Remove cache slots [start, stop) in every layer (they are masked for every row anyway;
+    dropping them shortens the per-step attention and cache copy). False if not possible."""
+    layers = _dynamic_layers(cache)
+    if layers is None or stop <= start:
+        return False
+    for layer in layers:
+        if not getattr(layer, "is_initialized", True) or layer.keys is None or layer.keys.numel() == 0:
+            continue
+        layer.keys = torch.cat([layer.keys[:, :, :start], layer.keys[:, :, stop:]], dim=2)
+        layer.values = torch.cat([layer.values[:, :, :start], layer.values[:, :, stop:]], dim=2)
+    return True
+
+
+def _select_rows(cache, rows: torch.Tensor) -> None:
+    """Keep only batch rows `rows` of the cache (the model's own cache method)."""
+    cache.batch_select_indices(rows)
+
+
+def _has_sliding_layers(cache) -> bool:
+    flags = getattr(cache, "is_sliding", None)
+    try:
+        return bool(any(flags)) if flags is not None else False
+    except TypeError:
+        return bool(flags)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resumed greedy decoding
+
+
+@torch.inference_mode()
+def resume_greedy(
+    sm,
+    tokens: torch.Tensor,
+    *,
+    prefix_len: int,
+    cont_len: int,
+    masked_token: int | None,
+    match_len=None,
+    tf_argmax: torch.Tensor | None = None,
+    cache: Any = None,
+    compact_fraction: float = 0.0,
+) -> torch.Tensor:
+    """Free-running greedy continuations (B, C) int64 of tokens (B, P+C), resuming every row at
+    its first mismatch.
+
+    match_len (B,) and tf_argmax (B, C) come from the scorer's teacher-forced pass (its argmax at
+    continuation positions, `masked_token` excluded), and `cache` is that pass's KV cache over
+    tokens[:, :P+C-1] (or any cache of the true prefix of length >= P + match_len for every row).
+    The cache is consumed: rows are dropped from it as they finish. When tf_argmax or the cache
+    is missing, a teacher-forced prefix pass over just the rows that need decoding rebuilds them.
+
+    compact_fraction: drop finished rows from the batch once they are at least this share of
+    it (0: as soon as any row finishes; the cache is copied on every step anyway, so compaction
+    costs about one step's copy).
+    """
+    _check_tokens(tokens, prefix_len, cont_len)
+    p, c = int(prefix_len), int(cont_len)
+    b = tokens.shape[0]
+    dev = sm.device
+    tokens = tokens.to(device=dev, dtype=torch.int64)
+    if b == 0:
+        return torch.empty((0, c), dtype=torch.int64, device=dev)
+
+    if tf_argmax is None or match_len is None or cache is None:
+        return _resume_rebuilding(sm, tokens, p, c, masked_token, match_len, tf_argmax)
+
+    tf_argmax = _as_long(tf_argmax, dev, "tf_argmax", (b, c))
+    m_all = _as_long(match_len, dev, "match_len", (b,))
+    if bool(((m_all < 0) | (m_all > c)).any()):
+        raise ValueError(f"match_len must lie in [0, cont_len={c}], got {m_all.tolist()}")
+    l0 = cache.get_seq_length()
+    if _has_sliding_layers(cache):
+        # Sliding windows count cache slots, not positions: a hole would shift the window.
+        return _resume_rebuilding(sm, tokens, p, c, masked_token, m_all, tf_argmax)
+    # g[0:m] = truth, g[m] = tf_argmax[m]; the rest is decoded below.
+    greedy = _teacher_prefix(tokens, tf_argmax, m_all, p, c)
+    active = torch.nonzero(m_all < c - 1).flatten()
+    if active.numel() == 0:
+        return greedy
+    if int(m_all[active].max()) + p > l0:
+        raise ValueError(
+            f"cache holds {l0} slots but a row needs its true prefix of {int(m_all.max()) + p}; "
+            "expected the KV cache of the teacher-forced pass over tokens[:, :P+C-1]"
+        )
+    if active.numel() < b:
+        _select_rows(cache, active)
+    return _decode_loop(sm, greedy, active, m_all[active], cache, l0, p, c, masked_token,
+                        compact_fraction)
+
+
+def _teacher_prefix(tokens, tf_argmax, m, p, c) -> torch.Tensor:
+    """greedy (B, C) with g[0:m] = truth, g[m] = tf_argmax[m] (and tf_argmax beyond m as filler)."""
+    cols = torch.arange(c, device=tokens.device)[None, :]
+    return torch.where(cols < m[:, None], tokens[:, p:], tf_argmax).clone()
+
+
+def _resume_rebuilding(sm, tokens, p, c, masked_token, match_len, tf_argmax) -> torch.Tensor:
+    """Resume without the scorer's cache. Without match_len: the scorer's pass (argmax only)
+    with a cache, then the usual resume. With match_len: one pass over the true prefix of only
+    the rows that did not match everything, up to the longest of their first mismatches (the
+    hidden state at P-1+m gives g[m] when tf_argmax is missing), then decode as usual."""
+    b = tokens.shape[0]
+    if match_len is None:
+        tf_argmax, m_all, cache = teacher_forced_greedy(sm, tokens, prefix_len=p, cont_len=c,
+                                                        masked_token=masked_token)
+        return resume_greedy(sm, tokens, prefix_len=p, cont_len=c, masked_token=masked_token,
+                             match_len=m_all, tf_argmax=tf_argmax, cache=cache)
+    m_all = _as_long(match_len, tokens.device, "match_len", (b,))
+    if bool(((m_all < 0) | (m_all > c)).any()):
+        raise ValueError(f"match_len must lie in [0, cont_len={c}], got {m_all.tolist()}")
+    greedy = tokens[:, p:].clone()
+    if tf_argmax is not None:
+        greedy = _teacher_prefix(tokens, _as_long(tf_argmax, tokens.device, "tf_argmax", (b, c)),
+                                 m_all, p, c)
+    need = torch.nonzero(m_all < c).flatten()
+    if need.numel() == 0:
+        return greedy
+    m = m_all[need]
+    upto = int(m.max())
+    # slots < P+m_r of this cache are row r's true prefix (= its greedy prefix)
+    out = sm.backbone(tokens[need, : p + upto], use_cache=True)
+    if tf_argmax is None:
+        hid = out.hidden[torch.arange(need.numel(), device=tokens.device), p - 1 + m]
+        greedy[need, m] = sm.head(hid, tokens[need, p + m], masked_token=masked_token)[0]
+    dec = m < c - 1
+    if not bool(dec.any()):
+        return greedy
+    cache = out.past_key_values
+    if _has_sliding_layers(cache):
+        return _resume_by_groups(sm, tokens, greedy, need[dec], m[dec], p, c, masked_token)
+    if not bool(dec.all()):
+        _select_rows(cache, dec.nonzero().flatten())
+    return _decode_loop(sm, greedy, need[dec], m[dec], cache, p + upto, p, c, masked_token, 0.0)
+
+
+def _resume_by_groups(sm, tokens, greedy, active, m, p, c, masked_token) -> torch.Tensor:
+    """For caches that cannot hold a per-row hole (sliding windows): rows sharing a first
+    mismatch share a prefix length, so each group decodes on its own hole-free cache."""
+    for mv in torch.unique(m).tolist():
+        grp = active[m == mv]
+        out = sm.backbone(tokens[grp, : p + mv], use_cache=True)
+        mm = torch.full((grp.numel(),), mv, dtype=torch.int64, device=tokens.device)
+        sub = _decode_loop(sm, greedy[grp], torch.arange(grp.numel(), device=tokens.device), mm,
+                           out.past_key_values, p + mv, p, c, masked_token, 0.0)
+        greedy[grp] = sub
+    return greedy
+
+
+def _decode_loop(sm, greedy, rows, m, cache, l0, p, c, masked_token, compact_fraction):
+    """Decode g[m+1:] for `rows` (indices into greedy), whose cache (rows in that order) has
+    `l0` slots of which the first p+m are each row's true prefix. Mutates and returns greedy."""
+    dev = greedy.device
+    # Slots valid for every row: [0, p + min m); stale for every row: [p + max m, l0).
+    hi = p + int(m.max())
+    if hi < l0 and _drop_slots(cache, hi, l0):
+        l0 = hi
+    slot = torch.arange(l0, device=dev)[None, :]
+    attn = (slot < (p + m)[:, None]).to(torch.long)            # (A, l0) valid cache slots
+    j = m.clone()                                              # continuation index of the input
+    cur = greedy[rows, j]                                      # g[m], the first greedy mismatch
+    pos = p + j                                                # its absolute position
+    dummy = torch.zeros(rows.numel(), dtype=torch.int64, device=dev)
+    live = torch.ones(rows.numel(), dtype=torch.bool, device=dev)
+    while True:
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
+        out = sm.backbone(cur[:, None], past_key_values=cache, use_cache=True,
+                          attention_mask=attn, position_ids=pos[:, None])
+        cache = out.past_key_values
+        nxt = sm.head(out.hidden[:, -1], dummy[: cur.numel()], masked_token=masked_token)[0]
+        j = j + 1
+        # rows that finished earlier but were not compacted away must not write
+        w = live.nonzero().flatten()
+        greedy[rows[w], j[w]] = nxt[w]
+        live = live & (j < c - 1)
+        n_live = int(live.sum())
+        if n_live == 0:
+            return greedy
+        n = live.numel()
+        if n_live < n and (n - n_live) >= compact_fraction * n:
+            keep = live.nonzero().flatten()
+            _select_rows(cache, keep)
+            rows, j, nxt, attn, live, dummy = (rows[keep], j[keep], nxt[keep], attn[keep],
+                                               live[keep], dummy[keep])
+        cur, pos = nxt, p + j
+
+
+# ---------------------------------------------------------------------------------------------
+# Columns
+
+
+def generation_columns(greedy, truth, *, keep_tokens: bool = False) -> dict[str, np.ndarray]:
+    """Score columns of greedy continuations against the true ones, both (B, C) integer.
+
+    gen_match_count: positions where they agree; gen_score = that / C (Pythia's memorization
+    score); gen_edit_distance: Levenshtein distance over token sequences (insert, delete and
+    substitute cost 1); gen_tokens (keep_tokens): the greedy continuation, an object array of
+    int32 arrays (what pyarrow turns into list<int32>).
+    """
+    from rapidfuzz.distance import Levenshtein
+
+    g = greedy.cpu().numpy() if isinstance(greedy, torch.Tensor) else np.asarray(greedy)
+    t = truth.cpu().numpy() if isinstance(truth, torch.Tensor) else np.asarray(truth)
+    if g.ndim != 2 or g.shape != t.shape:
+        raise ValueError(f"greedy and truth must be 2-D of one shape, got {g.shape} and {t.shape}")
+    c = g.shape[1]
+    if c == 0:
+        raise ValueError("continuations must have at least one token")
+    count = (g == t).sum(axis=1)
+    dist = np.fromiter((Levenshtein.distance(a, b) for a, b in zip(g.tolist(), t.tolist())),
+                       dtype=np.int64, count=g.shape[0])
+    cols = {
+        "gen_score": (count / c).astype(np.float32),
+        "gen_match_count": count.astype(np.int16),
+        "gen_edit_distance": dist.astype(np.int16),
+    }
+    if keep_tokens:
+        toks = np.empty(g.shape[0], dtype=object)
+        toks[:] = list(g.astype(np.int32))
+        cols["gen_tokens"] = toks
+    return cols
+
+
+def gen_columns(sm, tokens: torch.Tensor, *, prefix_len: int, cont_len: int,
+                masked_token: int | None, match_len=None, tf_argmax=None, cache=None,
+                keep_tokens: bool = False) -> dict[str, np.ndarray]:
+    """`mode="generate"` columns for one batch: resume greedy decoding at each row's first
+    mismatch (reusing the scorer's tf_argmax and cache when given) and compare with the truth."""
+    greedy = resume_greedy(sm, tokens, prefix_len=prefix_len, cont_len=cont_len,
+                           masked_token=masked_token, match_len=match_len, tf_argmax=tf_argmax,
+                           cache=cache)
+    return generation_columns(greedy, tokens[:, prefix_len:], keep_tokens=keep_tokens)
+
+
+def gen_score(sm, tokens: torch.Tensor, *, prefix_len: int, cont_len: int,
+              masked_token: int | None, match_len=None, tf_argmax=None,
+              cache=None) -> np.ndarray:
+    """Pythia's memorization score (B,) float32 for one batch (see `gen_columns`)."""
+    return gen_columns(sm, tokens, prefix_len=prefix_len, cont_len=cont_len,
+                       masked_token=masked_token, match_len=match_len, tf_argmax=tf_argmax,
+                       cache=cache)["gen_score"]

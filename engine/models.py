@@ -1,0 +1,476 @@
+"""Model loading and the `ScoringModel` adapter: backbone hidden states + the output head's parts.
+
+Scoring never asks a model for logits. It runs the backbone (everything up to and including the
+final norm) to get hidden states, then reduces the head `hidden @ W.T (+ b)` chunk by chunk in
+`kernels.fused_head`. `ScoringModel` hides the per-architecture differences behind that split:
+
+    sm = load_model("EleutherAI/pythia-160m-deduped@step143000")   # or a folder, a .gguf, a model
+    out = sm.backbone(input_ids)               # BackboneOutput(hidden (B, T, d), past_key_values)
+    argmax, lse, tgt_logprob = sm.head(out.hidden.reshape(-1, d), targets.reshape(-1),
+                                       masked_token=sm.eos_token_id)
+
+Greedy decoding with a KV cache (what `mode="generate"` builds on) uses the same two calls:
+
+    out = sm.backbone(prompt_ids, use_cache=True)             # prefill, prompt_ids (B, P)
+    tok, _, _ = sm.head(out.hidden[:, -1], dummy_targets, masked_token=sm.eos_token_id)
+    for step in range(cont_len - 1):
+        out = sm.backbone(tok[:, None], past_key_values=out.past_key_values, use_cache=True)
+        tok, _, _ = sm.head(out.hidden[:, -1], dummy_targets, masked_token=sm.eos_token_id)
+
+Rows of one batch all have the same length (no padding), so no attention mask is needed and the
+model derives positions from the cache length itself (`position_ids` / `cache_position` may
+still be passed through for other uses). `head(...)` with `masked_token=None` is the model's own
+argmax; `sm.eos_token_id` is what Pythia's `min_length` forbade.
+
+Supported: any `AutoModelForCausalLM` whose `base_model` returns the final hidden states (after
+the final norm) and whose `get_output_embeddings()` is a linear head: GPT-NeoX (Pythia), Llama,
+Mistral, OLMo, GPT-2, OPT, Qwen, Gemma (soft-capping), Cohere (`logit_scale`), Granite
+(`logits_scaling`) and similar. Tied input/output embeddings are shared tensors in HF, so the
+head weight is simply `get_output_embeddings().weight`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+__all__ = [
+    "ScoringModel",
+    "BackboneOutput",
+    "load_model",
+    "load_tokenizer",
+    "parse_model_spec",
+    "resolve_device",
+    "resolve_dtype",
+]
+
+_DTYPES = {
+    "fp32": torch.float32, "float32": torch.float32,
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> cuda if available, else cpu; anything else -> torch.device(device)."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None = None) -> torch.dtype:
+    """'auto' -> float32 on CPU, bfloat16 on CUDA; 'fp32'/'fp16'/'bf16' (or torch dtypes)."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in _DTYPES.values():
+            raise ValueError(f"dtype must be a floating dtype fp32/fp16/bf16, got {dtype}")
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if device is not None and device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be 'auto', 'fp32', 'fp16' or 'bf16', got {dtype!r}")
+    return _DTYPES[dtype]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+
+
+class BackboneOutput(NamedTuple):
+    """hidden: (B, T, d) final hidden states after the final norm; past_key_values: the model's
+    cache object when `use_cache=True`, else None."""
+
+    hidden: torch.Tensor
+    past_key_values: Any
+
+
+@dataclasses.dataclass
+class ScoringModel:
+    """A causal LM split into backbone and head, plus what scoring needs to know about it.
+
+    Attributes:
+        model: the HF `PreTrainedModel` (eval mode, on `device`, in `dtype`).
+        weight: (V, d) output embedding (the input embedding when tied).
+        bias: (V,) output bias or None.
+        logit_scale: multiplier applied to the logits before soft-capping (1.0 for most models).
+        softcap: final-logit soft-capping value or None.
+        eos_token_id: the id greedy scoring excludes from the argmax (None if the config has
+            none); `eos_token_ids` holds all of them when the config lists several.
+        vocab_size: number of rows of `weight` (ids >= vocab_size are invalid input).
+        name, revision: where the model came from (for run metadata); arch: config.model_type.
+    """
+
+    model: Any
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    logit_scale: float
+    softcap: float | None
+    eos_token_id: int | None
+    eos_token_ids: tuple[int, ...]
+    vocab_size: int
+    name: str
+    revision: str | None
+    arch: str
+
+    @property
+    def device(self) -> torch.device:
+        return self.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.weight.dtype
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def max_positions(self) -> int | None:
+        cfg = self.model.config
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            val = getattr(cfg, key, None)
+            if isinstance(val, int) and val > 0:
+                return val
+        return None
+
+    def backbone(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        past_key_values: Any = None,
+        use_cache: bool = False,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache_position: torch.Tensor | None = None,
+    ) -> BackboneOutput:
+        """Final hidden states (B, T, d) of `input_ids` (B, T), continuing `past_key_values`.
+
+        Optional arguments are passed on only when given, so every architecture sees the call
+        it expects. `cache_position` is dropped for models whose forward no longer takes it
+        (transformers 5.2x derives it from the cache).
+        """
+        params = self._forward_params()
+        kwargs: dict[str, Any] = {"use_cache": use_cache, "return_dict": True}
+        if past_key_values is not None:
+            # transformers >= 5.2x renamed `past_key_values` to `cache`; older ones use the former.
+            kwargs["cache" if "cache" in params else "past_key_values"] = past_key_values
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask
+        if position_ids is not None:
+            kwargs["position_ids"] = position_ids
+        if cache_position is not None and "cache_position" in params:
+            kwargs["cache_position"] = cache_position
+        out = self.model.base_model(input_ids=input_ids, **kwargs)
+        cache = getattr(out, "cache", None)
+        if cache is None:
+            cache = getattr(out, "past_key_values", None)
+        return BackboneOutput(out.last_hidden_state, cache if use_cache else None)
+
+    def _forward_params(self) -> frozenset[str]:
+        params = getattr(self, "_params", None)
+        if params is None:
+            import inspect
+
+            params = frozenset(inspect.signature(self.model.base_model.forward).parameters)
+            self._params = params
+        return params
+
+    def head(
+        self,
+        hidden: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        masked_token: int | None = None,
+        impl: str = "auto",
+    ):
+        """(argmax int64, lse fp32, target_logprob fp32), each (N,), of hidden (N, d) against
+        targets (N,), through `kernels.fused_head` (never the (N, V) logits)."""
+        from kernels import fused_head
+
+        return fused_head(
+            hidden, self.weight, targets, bias=self.bias, logit_scale=self.logit_scale,
+            softcap=self.softcap, masked_token=masked_token, impl=impl,
+        )
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Full logits (..., V) of hidden (..., d) in fp32: for tests and small inputs only."""
+        logits = (hidden @ self.weight.T).float()
+        if self.bias is not None:
+            logits = logits + self.bias.float()
+        logits = logits * self.logit_scale
+        if self.softcap is not None:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "model": self.name,
+            "revision": self.revision or "",
+            "arch": self.arch,
+            "dtype": dtype_name(self.dtype),
+            "vocab_size": str(self.vocab_size),
+            "eos_token_id": "" if self.eos_token_id is None else str(self.eos_token_id),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Building the adapter from a loaded model
+
+
+def _head_scaling(config) -> tuple[float, float | None]:
+    """(logit_scale, softcap) the config declares. Cohere multiplies the logits by
+    `logit_scale`; Granite divides them by `logits_scaling`; Gemma 2/3 soft-cap them."""
+    scale = 1.0
+    if getattr(config, "model_type", "") in ("cohere", "cohere2"):
+        scale *= float(getattr(config, "logit_scale", 1.0) or 1.0)
+    if getattr(config, "logits_scaling", None):
+        scale /= float(config.logits_scaling)
+    softcap = getattr(config, "final_logit_softcapping", None)
+    return scale, (float(softcap) if softcap else None)
+
+
+def _eos_ids(model) -> tuple[int, ...]:
+    ids = getattr(model.config, "eos_token_id", None)
+    if ids is None:
+        gen = getattr(model, "generation_config", None)
+        ids = getattr(gen, "eos_token_id", None) if gen is not None else None
+    if ids is None:
+        return ()
+    if isinstance(ids, int):
+        return (ids,)
+    return tuple(int(i) for i in ids)
+
+
+def wrap_model(model, *, name: str | None = None, revision: str | None = None) -> ScoringModel:
+    """A `ScoringModel` around a loaded HF causal LM (no copy; the model is put in eval mode)."""
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:  # pragma: no cover - transformers is a hard dependency
+        PreTrainedModel = ()  # type: ignore[assignment]
+    if not isinstance(model, PreTrainedModel):
+        raise ValueError(
+            f"model must be a HF id, a local folder, a .gguf file or a transformers "
+            f"PreTrainedModel, got {type(model).__name__}"
+        )
+    head = model.get_output_embeddings()
+    if head is None or not isinstance(getattr(head, "weight", None), torch.Tensor):
+        raise ValueError(
+            f"{type(model).__name__} has no linear output embedding (get_output_embeddings()); "
+            "expected a causal LM such as AutoModelForCausalLM"
+        )
+    if getattr(model, "base_model", None) is None or model.base_model is model:
+        raise ValueError(f"{type(model).__name__} exposes no separate backbone (base_model)")
+    model.eval()
+    scale, softcap = _head_scaling(model.config)
+    eos = _eos_ids(model)
+    bias = getattr(head, "bias", None)
+    return ScoringModel(
+        model=model,
+        weight=head.weight,
+        bias=bias if isinstance(bias, torch.Tensor) else None,
+        logit_scale=scale,
+        softcap=softcap,
+        eos_token_id=eos[0] if eos else None,
+        eos_token_ids=eos,
+        vocab_size=int(head.weight.shape[0]),
+        name=name or str(getattr(model, "name_or_path", "") or getattr(model.config, "_name_or_path", "")
+                         or type(model).__name__),
+        revision=revision,
+        arch=str(getattr(model.config, "model_type", type(model).__name__)),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Loading from a name, a folder or a GGUF file
+
+_HF_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+
+def parse_model_spec(spec: str) -> tuple[str, str | None]:
+    """'name@revision' -> (name, revision); a plain name -> (name, None).
+
+    Only the last '@' counts, and only when what follows contains no path separator, so
+    folders with '@' in their names still work when they exist as given.
+    """
+    spec = str(spec)
+    if "@" in spec and not os.path.exists(spec):
+        name, rev = spec.rsplit("@", 1)
+        if rev and "/" not in rev and os.sep not in rev:
+            return name, rev
+    return spec, None
+
+
+def _looks_like_path(name: str) -> bool:
+    """Hub ids are 'name' or 'org/name'; anything else that does not exist is a missing path."""
+    return (
+        name.startswith((".", "/", "~"))
+        or (os.sep != "/" and os.sep in name)
+        or name.count("/") > 1
+        or name.endswith((".gguf", ".safetensors", ".bin"))
+    )
+
+
+def _local_revision_folder(folder: Path, revision: str) -> Path:
+    """A revision of a local folder: a subfolder named after it (one folder per Pythia step,
+    say), or a Hugging Face cache layout (`refs/REV` -> `snapshots/HASH`, or the hash itself)."""
+    sub = folder / revision
+    if sub.is_dir():
+        return sub
+    ref = folder / "refs" / revision
+    if ref.is_file():
+        snap = folder / "snapshots" / ref.read_text().strip()
+        if snap.is_dir():
+            return snap
+    snap = folder / "snapshots" / revision
+    if snap.is_dir():
+        return snap
+    avail = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if (folder / "refs").is_dir():
+        avail += sorted(p.name for p in (folder / "refs").iterdir())
+    raise FileNotFoundError(
+        f"revision {revision!r} of model folder {str(folder)!r} not found locally; expected a "
+        f"subfolder or cached ref named {revision!r}; available: {avail or 'none'}"
+    )
+
+
+def _from_pretrained(target: str, *, torch_dtype, revision, trust_remote_code, local_files_only,
+                     gguf_file=None, what: str):
+    import transformers
+
+    kwargs: dict[str, Any] = {
+        "dtype": torch_dtype,
+        "trust_remote_code": bool(trust_remote_code),
+        "local_files_only": bool(local_files_only),
+    }
+    if revision is not None:
+        kwargs["revision"] = revision
+    if gguf_file is not None:
+        kwargs["gguf_file"] = gguf_file
+    try:
+        return transformers.AutoModelForCausalLM.from_pretrained(target, **kwargs)
+    except OSError as exc:
+        rev = f" at revision {revision!r}" if revision else ""
+        hint = " (only local files were searched)" if local_files_only else ""
+        raise FileNotFoundError(f"could not load {what} {target!r}{rev}{hint}: {exc}") from exc
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise ValueError(
+                f"{what} {target!r} needs its own code; pass trust_remote_code=True only if "
+                f"you trust it ({exc})"
+            ) from exc
+        raise
+
+
+def load_model(
+    model,
+    *,
+    dtype: str | torch.dtype = "auto",
+    device: str | torch.device = "auto",
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    local_files_only: bool | None = None,
+    gguf_file: str | None = None,
+) -> ScoringModel:
+    """Load `model` for scoring and wrap it in a `ScoringModel`.
+
+    model: a `ScoringModel` (returned as is, moved/cast if asked), a loaded `PreTrainedModel`
+        (cast to `dtype` and moved to `device` in place), a local folder, a `.gguf` file, or a
+        Hugging Face id; strings may end in `@revision` (e.g. `pythia-160m@step143000`).
+    dtype: 'auto' (fp32 on CPU, bf16 on CUDA), 'fp32', 'fp16', 'bf16'.
+    revision: overrides a `@revision` suffix. For a local folder a revision is a subfolder or a
+        cached ref (Hugging Face cache layout); a missing one raises FileNotFoundError.
+    local_files_only: default True for local paths (never touches the network) and the
+        `HF_HUB_OFFLINE` setting for hub ids.
+    trust_remote_code: never run a checkpoint's own code unless this is True.
+    Safetensors weights are preferred whenever a checkpoint has them (transformers' default).
+    """
+    dev = resolve_device(device)
+    want = resolve_dtype(dtype, dev)
+    if isinstance(model, ScoringModel):
+        if model.device != dev or model.dtype != want:
+            return load_model(model.model, dtype=want, device=dev, revision=model.revision)
+        return model
+    if not isinstance(model, (str, os.PathLike)):
+        model.to(device=dev, dtype=want)
+        return wrap_model(model, revision=revision)
+
+    name, rev = parse_model_spec(str(model))
+    rev = revision if revision is not None else rev
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix == ".gguf" or gguf_file is not None:
+        gguf = Path(gguf_file) if gguf_file is not None else path
+        folder = path if gguf_file is not None else path.parent
+        if gguf_file is not None and not (folder / gguf).is_file() and not gguf.is_file():
+            raise FileNotFoundError(f"GGUF file {str(gguf)!r} not found in {str(folder)!r}")
+        hf = _from_pretrained(
+            str(folder), torch_dtype=want, revision=None, trust_remote_code=trust_remote_code,
+            local_files_only=True, gguf_file=gguf.name, what="GGUF model",
+        )
+    elif path.exists():
+        if not path.is_dir():
+            raise ValueError(
+                f"model path {str(path)!r} is a file; expected a model folder (config.json + "
+                "weights), a .gguf file or a Hugging Face id"
+            )
+        folder = _local_revision_folder(path, rev) if rev else path
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"model folder {str(folder)!r} has no config.json; expected a saved Hugging "
+                "Face model (save_pretrained) folder"
+            )
+        hf = _from_pretrained(
+            str(folder), torch_dtype=want, revision=None, trust_remote_code=trust_remote_code,
+            local_files_only=True if local_files_only is None else local_files_only,
+            what="model folder",
+        )
+    elif _looks_like_path(name) or not _HF_ID.match(name):
+        raise FileNotFoundError(
+            f"model folder or file {name!r} not found; expected an existing folder, a .gguf "
+            "file or a Hugging Face id such as 'EleutherAI/pythia-160m'"
+        )
+    else:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+        hf = _from_pretrained(
+            name, torch_dtype=want, revision=rev, trust_remote_code=trust_remote_code,
+            local_files_only=offline if local_files_only is None else local_files_only,
+            what="model",
+        )
+    hf.to(device=dev)
+    return wrap_model(hf, name=name, revision=rev)
+
+
+def load_tokenizer(spec, *, trust_remote_code: bool = False):
+    """A tokenizer from a folder / HF id (`name@revision` allowed), a `.gguf` file, or a loaded
+    tokenizer (returned as is). Local paths never touch the network."""
+    if not isinstance(spec, (str, os.PathLike)):
+        return spec
+    import transformers
+
+    name, rev = parse_model_spec(str(spec))
+    path = Path(name).expanduser()
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if path.is_file() and path.suffix == ".gguf":
+        target, kwargs["gguf_file"], kwargs["local_files_only"] = str(path.parent), path.name, True
+    elif path.exists():
+        target = str(_local_revision_folder(path, rev) if rev else path)
+        kwargs["local_files_only"] = True
+    else:
+        target = name
+        if rev:
+            kwargs["revision"] = rev
+    try:
+        return transformers.AutoTokenizer.from_pretrained(target, **kwargs)
+    except OSError as exc:
+        raise FileNotFoundError(f"could not load a tokenizer from {str(spec)!r}: {exc}") from exc

@@ -1,0 +1,398 @@
+"""`engine.score`: exact 32-extractable memorization and perplexities in one teacher-forced pass.
+
+For a sample of L = P + C tokens (P = prefix_len, C = cont_len) the backbone runs once over
+tokens 0..L-2; the head at position t predicts token t+1. Greedy decoding from the prompt
+equals the teacher-forced argmax up to and including the first mismatch, so
+
+    pred[j]     = argmax at position P-1+j (EOS excluded, as Pythia's min_length did)
+    correct[j]  = pred[j] == token[P+j]                       j = 0..C-1
+    match_len   = leading run of `correct`;  exact_match = match_len == C
+    tf_accuracy = mean(correct)    (teacher-forced accuracy, not Pythia's free-running score)
+
+and, from the model's own (unmasked) log-probs lp[t] = log p(token[t+1] | tokens[:t+1]):
+
+    prompt_nll = -mean(lp[0 : P-1])   cont_nll = -mean(lp[P-1 : L-1])   seq_nll = -mean(lp)
+    *_ppl      = exp(*_nll)
+    *_ppl_paper = exp(-sum(lp over the span) / (L-1))   (the paper's quirk: every span over 63,
+                                                         so seq_ppl_paper = prompt x cont)
+
+The head never materialises (B, T, V) logits: `kernels.fused_head` reduces argmax, log-sum-exp
+and the target logit chunk by chunk over the vocabulary.
+
+Output: a `pyarrow.Table` in sample order; with `out=` also a folder of parquet shards with a
+manifest (see `engine.output`), resumable, and split across ranks under torchrun.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from engine import distributed as dist
+from engine.data import SampleSource, open_samples
+from engine.models import ScoringModel, dtype_name, load_model, resolve_device, resolve_dtype
+from engine.output import ScoreFolder
+
+__all__ = ["score", "score_batch", "SCORE_SCHEMA", "GEN_FIELD", "DEFAULT_SHARD_SIZE"]
+
+SCORE_SCHEMA = pa.schema([
+    ("sample_id", pa.int64()),
+    ("exact_match", pa.bool_()),
+    ("match_len", pa.int16()),
+    ("tf_accuracy", pa.float32()),
+    ("prompt_nll", pa.float32()),
+    ("cont_nll", pa.float32()),
+    ("seq_nll", pa.float32()),
+    ("prompt_ppl", pa.float32()),
+    ("cont_ppl", pa.float32()),
+    ("seq_ppl", pa.float32()),
+    ("prompt_ppl_paper", pa.float32()),
+    ("cont_ppl_paper", pa.float32()),
+    ("seq_ppl_paper", pa.float32()),
+])
+GEN_FIELD = pa.field("gen_score", pa.float32())
+DEFAULT_SHARD_SIZE = 65536
+# Rows of hidden states reduced per fused-head call on CPU: with the twin's vocabulary chunk
+# this keeps the fp32 logits tile small enough to stay in cache (measured: benchmarks/).
+CPU_HEAD_ROWS = 256
+CPU_AUTO_BATCH = 64
+
+
+# ---------------------------------------------------------------------------------------------
+# One batch
+
+
+def _head_rows(sm: ScoringModel, hidden: torch.Tensor, targets: torch.Tensor,
+               masked_token: int | None, impl: str) -> tuple[torch.Tensor, ...]:
+    """fused_head over (N, d) rows, in row blocks on CPU (cache-sized logits tiles)."""
+    n = hidden.shape[0]
+    block = CPU_HEAD_ROWS if hidden.device.type == "cpu" else n
+    if n <= block:
+        return sm.head(hidden, targets, masked_token=masked_token, impl=impl)
+    parts = [sm.head(hidden[s : s + block], targets[s : s + block], masked_token=masked_token,
+                     impl=impl) for s in range(0, n, block)]
+    return tuple(torch.cat(p) for p in zip(*parts))
+
+
+def score_batch(sm: ScoringModel, tokens: torch.Tensor, *, prefix_len: int, cont_len: int,
+                masked_token: int | None, impl: str = "auto") -> dict[str, np.ndarray]:
+    """Score columns (without sample_id) for tokens (B, L = prefix_len + cont_len) int64.
+
+    Returns numpy arrays of length B keyed by the `SCORE_SCHEMA` names. The caller validates ids.
+    """
+    b, L = tokens.shape
+    p, c = prefix_len, cont_len
+    hidden = sm.backbone(tokens[:, : L - 1]).hidden                          # (B, L-1, d)
+    d = hidden.shape[-1]
+    targets = tokens[:, 1:]                                                   # (B, L-1)
+    argmax, _, lp = _head_rows(sm, hidden.reshape(-1, d), targets.reshape(-1), masked_token, impl)
+    argmax, lp = argmax.view(b, L - 1), lp.view(b, L - 1).double()
+    correct = argmax[:, p - 1 :] == tokens[:, p:]                             # (B, C)
+    match_len = (correct.cumprod(dim=1)).sum(dim=1)
+    lp_prompt, lp_cont = lp[:, : p - 1].sum(1), lp[:, p - 1 :].sum(1)
+    nan = torch.full_like(lp_prompt, float("nan"))
+    prompt_nll = -lp_prompt / (p - 1) if p > 1 else nan                       # P=1: no prompt loss
+    cont_nll = -lp_cont / c
+    seq_nll = -(lp_prompt + lp_cont) / (L - 1)
+    cols = {
+        "exact_match": match_len == c,
+        "match_len": match_len.to(torch.int16),
+        "tf_accuracy": correct.double().mean(1),
+        "prompt_nll": prompt_nll,
+        "cont_nll": cont_nll,
+        "seq_nll": seq_nll,
+        "prompt_ppl": prompt_nll.exp(),
+        "cont_ppl": cont_nll.exp(),
+        "seq_ppl": seq_nll.exp(),
+        "prompt_ppl_paper": (-lp_prompt / (L - 1)).exp(),
+        "cont_ppl_paper": (-lp_cont / (L - 1)).exp(),
+        "seq_ppl_paper": seq_nll.exp(),
+    }
+    out = {}
+    for k, v in cols.items():
+        v = v.cpu()
+        out[k] = v.numpy() if v.dtype in (torch.bool, torch.int16) else v.float().numpy()
+    return out
+
+
+def _generate_hook() -> Callable:
+    """The free-running decoder behind mode="generate" (issue 4 provides engine.generate).
+
+    Expected: `engine.generate.gen_score(sm, tokens, *, prefix_len, cont_len, masked_token,
+    match_len) -> float32 numpy (B,)`, Pythia's score: the share of the C continuation positions
+    where free-running greedy output equals the true token. `match_len` (from the one pass)
+    lets it skip rows that are exact (score 1) and start decoding at the first mismatch.
+    """
+    import importlib
+
+    try:
+        generate = importlib.import_module("engine.generate")  # optional until issue 4 lands
+    except ModuleNotFoundError as exc:
+        if exc.name != "engine.generate":
+            raise
+        generate = None
+    fn = getattr(generate, "gen_score", None)
+    if fn is None:
+        raise ValueError(
+            "mode='generate' (free-running Pythia score) is not available yet: it needs "
+            "engine.generate.gen_score; use mode='exact'"
+        )
+    return fn
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch size
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _auto_batch_size(sm: ScoringModel, seq_len: int) -> int:
+    """A first guess; `_run_batches` halves it on out-of-memory. On CUDA: free memory over an
+    estimate of one row's activations (hidden states, MLP, attention and head tiles)."""
+    if sm.device.type != "cuda":
+        return CPU_AUTO_BATCH
+    free, _ = torch.cuda.mem_get_info(sm.device)
+    cfg = sm.model.config
+    inter = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or (
+        4 * sm.hidden_size)
+    heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 16)
+    per_row = seq_len * (6 * sm.hidden_size + 2 * inter + 2 * heads * seq_len) * 4 + seq_len * 64
+    return int(max(1, min(4096, 2 ** int(math.log2(max(1, 0.5 * free / per_row))))))
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def _validate_ids(tokens: np.ndarray, ids: np.ndarray, vocab: int) -> None:
+    bad = tokens >= vocab
+    if bad.any():
+        r, c = (int(x[0]) for x in np.nonzero(bad))
+        raise ValueError(
+            f"token id {int(tokens[r, c])} (sample_id {int(ids[r])}, position {c}) is outside "
+            f"the model's vocabulary: expected ids in [0, {vocab})"
+        )
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool, desc: str):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="samples", unit_scale=True,
+                            dynamic_ncols=True, smoothing=0.1)
+
+    def update(self, n: int, **postfix) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix(postfix, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _memtax_version() -> str:
+    # engine may not import the memtax package (layers), so ask the installed distribution.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("memtax")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _run_metadata(sm: ScoringModel, run: dict) -> dict[bytes, bytes]:
+    import transformers
+
+    meta = {**sm.metadata(), **{k: str(v) for k, v in run.items()},
+            "memtax_version": _memtax_version(), "torch_version": torch.__version__,
+            "transformers_version": transformers.__version__}
+    return {k.encode(): str(v).encode() for k, v in meta.items()}
+
+
+def score(
+    model,
+    samples,
+    *,
+    prefix_len: int = 32,
+    cont_len: int = 32,
+    mode: str = "exact",
+    batch_size: int | str = "auto",
+    dtype: str | torch.dtype = "auto",
+    device: str | torch.device = "auto",
+    out=None,
+    resume: bool = True,
+    progress: bool = True,
+    mask_eos: bool = True,
+    revision: str | None = None,
+    tokenizer=None,
+    range: tuple[int, int] | None = None,
+    limit: int | None = None,
+    checkpoint: int | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    trust_remote_code: bool = False,
+    head_impl: str = "auto",
+    on_batch: Callable[[int], None] | None = None,
+) -> pa.Table:
+    """Score every sample for memorization; one row per sample, in sample order.
+
+    model: anything `engine.load_model` takes (HF id / folder with optional `@revision`, a GGUF
+        file, a loaded PreTrainedModel, a ScoringModel).
+    samples: anything `engine.open_samples` takes (2-D array, .npy, .bin/.idx, .parquet,
+        .jsonl/.txt with `tokenizer`, a SampleSource); `range`, `limit`, `checkpoint` select rows.
+    mode: "exact" (one pass) or "generate" (adds `gen_score`, Pythia's free-running score).
+    batch_size: rows per forward pass, or "auto" (a guess that halves on out-of-memory).
+    dtype: "auto" = fp32 on CPU, bf16 on CUDA. mask_eos: exclude the config's EOS id from the
+        argmax (Pythia's min_length); NLLs always use the unmasked distribution.
+    out: a folder for parquet shards of `shard_size` rows + manifest.json; `resume=True` skips
+        the shards a killed run of the same configuration left; a folder of another run is
+        refused. Under torchrun each rank scores shards k % world == rank; every rank returns
+        the whole table.
+    on_batch: called with the number of rows after every batch (progress hooks, tests).
+
+    Columns: see `SCORE_SCHEMA` (+ `gen_score` in generate mode); run metadata (model,
+    revision, dtype, lengths, versions) is in the schema metadata.
+    """
+    if mode not in ("exact", "generate"):
+        raise ValueError(f"mode must be 'exact' or 'generate', got {mode!r}")
+    gen_fn = _generate_hook() if mode == "generate" else None
+    if not (batch_size == "auto" or (isinstance(batch_size, int) and not isinstance(
+            batch_size, bool) and batch_size > 0)):
+        raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
+    if not isinstance(shard_size, int) or shard_size < 1:
+        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
+    dev = resolve_device(device)
+    resolve_dtype(dtype, dev)  # validate before any loading
+    source: SampleSource = open_samples(
+        samples, prefix_len=prefix_len, cont_len=cont_len, tokenizer=tokenizer, range=range,
+        limit=limit, checkpoint=checkpoint,
+    )
+    dist.init_from_env(dev)
+    rank, world = dist.rank_world()
+    dev = dist.local_device(dev)
+    sm = load_model(model, dtype=dtype, device=dev, revision=revision,
+                    trust_remote_code=trust_remote_code)
+    L = prefix_len + cont_len
+    if sm.max_positions is not None and L - 1 > sm.max_positions:
+        raise ValueError(
+            f"prefix_len + cont_len = {L} exceeds the model's {sm.max_positions} positions"
+        )
+    masked = sm.eos_token_id if mask_eos else None
+    n = len(source)
+    run = {
+        "model": sm.name, "revision": sm.revision or "", "dtype": dtype_name(sm.dtype),
+        "prefix_len": prefix_len, "cont_len": cont_len, "mode": mode, "mask_eos": bool(mask_eos),
+        "masked_token": -1 if masked is None else int(masked), "source": source.description,
+        "n_samples": n, "shard_size": shard_size,
+    }
+    schema = SCORE_SCHEMA.append(GEN_FIELD) if mode == "generate" else SCORE_SCHEMA
+    schema = schema.with_metadata(_run_metadata(sm, run))
+    n_shards = (n + shard_size - 1) // shard_size
+
+    def bounds(k: int) -> tuple[int, int]:
+        return k * shard_size, min(n, (k + 1) * shard_size)
+
+    folder = ScoreFolder(out, run) if out is not None else None
+    if folder is not None:
+        if rank == 0:
+            folder.prepare(resume=resume)
+        dist.barrier()
+        if rank != 0:
+            folder.open_existing()
+    mine = dist.my_shards(n_shards, rank, world)
+    todo = [k for k in mine if folder is None or not folder.has_shard(k)]
+    bs = _auto_batch_size(sm, L) if batch_size == "auto" else batch_size
+    bar = _Progress(sum(bounds(k)[1] - bounds(k)[0] for k in mine), progress and rank == 0,
+                    desc=f"scoring {sm.name}"[:40])
+    bar.update(sum(bounds(k)[1] - bounds(k)[0] for k in mine if k not in todo))
+    tables: dict[int, pa.Table] = {}
+    t0, done = time.perf_counter(), 0
+    try:
+        with torch.inference_mode():
+            for k in todo:
+                start, stop = bounds(k)
+                parts = []
+                pos = start
+                while pos < stop:
+                    ids, toks = source.read(pos, min(pos + bs, stop))
+                    _validate_ids(toks, ids, sm.vocab_size)
+                    try:
+                        tt = torch.from_numpy(toks).to(sm.device)
+                        cols = score_batch(sm, tt, prefix_len=prefix_len, cont_len=cont_len,
+                                           masked_token=masked, impl=head_impl)
+                        if gen_fn is not None:
+                            cols["gen_score"] = np.asarray(gen_fn(
+                                sm, tt, prefix_len=prefix_len, cont_len=cont_len,
+                                masked_token=masked, match_len=cols["match_len"]),
+                                dtype=np.float32)
+                    except Exception as exc:  # back off on out-of-memory, then retry the rows
+                        if not _is_oom(exc) or bs == 1:
+                            raise
+                        bs = max(1, bs // 2)
+                        if sm.device.type == "cuda":
+                            torch.cuda.empty_cache()
+                        continue
+                    cols["sample_id"] = ids
+                    parts.append(cols)
+                    pos += len(ids)
+                    done += len(ids)
+                    bar.update(len(ids), batch=bs)
+                    if on_batch is not None:
+                        on_batch(len(ids))
+                table = pa.Table.from_pydict(
+                    {f.name: np.concatenate([p[f.name] for p in parts]) for f in schema},
+                    schema=schema,
+                )
+                if folder is not None:
+                    folder.write_shard(k, table)
+                else:
+                    tables[k] = table
+    except (ValueError, FileNotFoundError):
+        if folder is not None:
+            folder.cleanup_after_error()
+        raise
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - t0
+    if folder is None:
+        gathered: dict[int, pa.Table] = {}
+        for part in dist.all_gather_object(tables):
+            gathered.update(part)
+        result = pa.concat_tables([gathered[k] for k in sorted(gathered)])
+    else:
+        dist.barrier()
+        if rank == 0:
+            folder.finish(n_shards, bounds)
+        dist.barrier()
+        result = folder.read(n_shards)
+    result = result.replace_schema_metadata(
+        {**(result.schema.metadata or {}), b"elapsed_s": f"{elapsed:.3f}".encode(),
+         b"scored_here": str(done).encode()})
+    return result
+
+
+class _CallableModule(type(math)):
+    """`engine.score` is both this module and the function: importing the submodule rebinds the
+    package attribute `engine.score` to the module, so the module forwards calls to `score`."""
+
+    def __call__(self, *args, **kwargs):
+        return score(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,75 @@
+"""Duplicate counts of each sample's continuation, prompt and whole sequence in the corpus.
+
+    d = duplicate_counts(index, tokens, prefix_len=32)   # tokens (N, T) -> dict of (N,) int64
+    d["duplicates"]          # occurrences of tokens[:, 32:] (the paper's sequence_duplicates)
+    d["prompt_duplicates"]   # occurrences of tokens[:, :32]
+    d["sample_duplicates"]   # occurrences of the whole row
+
+`index` is anything with `count(queries (Q, n) ints) -> (Q,) int64` (a `features.CorpusIndex`).
+Which occurrences count is the index's semantics: an index built with `sequence_length=2049`
+counts windows inside each 2049-token training sequence (Pythia's, the paper's); one built over
+documents counts inside documents. Identical queries in a chunk are counted once (memorized
+data repeats a lot), so a chunk costs one `count` call per distinct row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["duplicate_counts", "COLUMNS", "DEFINITIONS"]
+
+COLUMNS = ("duplicates", "prompt_duplicates", "sample_duplicates")
+DEFINITIONS = {
+    "duplicates": "exact corpus occurrences of the continuation tokens[prefix_len:] "
+    "(the paper's sequence_duplicates; window semantics = the index's documents)",
+    "prompt_duplicates": "exact corpus occurrences of the prompt tokens[:prefix_len]",
+    "sample_duplicates": "exact corpus occurrences of the whole sample",
+}
+
+
+def _distinct_rows(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct rows, inverse) of a 2-D array via a lexicographic sort (np.unique(axis=0) is
+    slow on numpy 2.4): rows[inverse] == q."""
+    if q.shape[0] <= 1:
+        return q, np.zeros(q.shape[0], dtype=np.int64)
+    order = np.lexsort(q.T[::-1])
+    s = q[order]
+    new = np.ones(s.shape[0], dtype=bool)
+    new[1:] = np.any(s[1:] != s[:-1], axis=1)
+    group = np.cumsum(new) - 1
+    inverse = np.empty(q.shape[0], dtype=np.int64)
+    inverse[order] = group
+    return s[new], inverse
+
+
+def _count(index, q: np.ndarray, tokenizer) -> np.ndarray:
+    rows, inverse = _distinct_rows(np.ascontiguousarray(q))
+    kw = {"tokenizer": tokenizer} if tokenizer is not None else {}
+    counts = np.asarray(index.count(rows, **kw), dtype=np.int64)
+    if counts.shape != (rows.shape[0],):
+        raise ValueError(
+            f"index.count returned shape {counts.shape} for {rows.shape[0]} queries"
+        )
+    return counts[inverse]
+
+
+def duplicate_counts(index, tokens: np.ndarray, *, prefix_len: int = 32,
+                     tokenizer=None) -> dict[str, np.ndarray]:
+    """tokens (N, T) ints with prefix_len < T -> {"duplicates", "prompt_duplicates",
+    "sample_duplicates"}: (N,) int64 corpus counts. `tokenizer` (name or object) is passed to
+    `index.count` so an index built for another vocabulary is refused."""
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 2 or tokens.dtype.kind not in "iu":
+        raise ValueError(f"tokens must be a (N, T) integer array, got {tokens.dtype} {tokens.shape}")
+    if not 0 < prefix_len < tokens.shape[1]:
+        raise ValueError(
+            f"prefix_len must be in [1, {tokens.shape[1] - 1}] for {tokens.shape[1]}-token "
+            f"samples, got {prefix_len}"
+        )
+    if tokens.shape[0] == 0:
+        return {c: np.zeros(0, dtype=np.int64) for c in COLUMNS}
+    return {
+        "duplicates": _count(index, tokens[:, prefix_len:], tokenizer),
+        "prompt_duplicates": _count(index, tokens[:, :prefix_len], tokenizer),
+        "sample_duplicates": _count(index, tokens, tokenizer),
+    }

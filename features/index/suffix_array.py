@@ -1,0 +1,425 @@
+"""Suffix-array construction in Numba: bucket by first token, radix-sort packed keys, then
+prefix doubling over the still-tied groups only.
+
+Documents: the corpus is one token array `tokens` (N,) cut into documents by `doc_offsets`
+(D+1,) (0 = first start, N = last end). Every suffix is read as "its tokens up to the end of its
+own document, then a sentinel smaller than every token". Matches therefore never cross a
+document boundary, and no token value has to be reserved (uint32 vocabularies of size 2^32
+work). Suffixes whose truncated strings are identical (e.g. two documents ending the same way)
+are ordered by position, which keeps Kasai's LCP invariant valid.
+
+Algorithm (prefix doubling, Manber-Myers / Larsson-Sadakane style):
+1. counting sort of positions by their first token (bucket = token value);
+2. inside each bucket, sort by a 64-bit key packing the next K tokens (each as token+1 in `bits`
+   bits, 0 = sentinel), LSD radix sort for big buckets; the suffixes are now sorted to depth
+   h = K+1 and each group of ties gets rank = 1 + its first SA index;
+3. while tied groups remain: key of suffix p = rank[p+h] (0 if p+h starts a document), sort
+   each group by key, split, h *= 2. Groups that are singletons or whose string already reached
+   the sentinel are final and never touched again, so repetitive text costs only
+   O(log(longest repeat)) passes over the repeated part, not a quadratic blow-up.
+
+Peak memory: tokens + SA (4 B) + rank (4 B) + a per-position byte during step 2 + buffers for
+the tied elements only; about 11-14 bytes/token for uint16 tokens below 2^32 positions.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["build_suffix_array", "doc_start_bits", "pack_params"]
+
+_SMALL = 16  # groups up to this size use insertion sort
+_RADIX_MIN = 2048  # groups at least this big use LSD radix sort on their keys
+
+
+def pack_params(alphabet: int) -> tuple[int, int]:
+    """(bits per token, tokens per 64-bit key) for token values in [0, alphabet)."""
+    bits = max(1, int(alphabet).bit_length())  # digits are token+1 in [1, alphabet], 0 = sentinel
+    return bits, max(1, 64 // bits)
+
+
+@njit(cache=True)
+def _bit(bits, q):
+    return (bits[q >> 3] >> (q & 7)) & 1
+
+
+@njit(cache=True)
+def _set_bit(bits, q):
+    bits[q >> 3] |= np.uint8(1 << (q & 7))
+
+
+@njit(cache=True)
+def _doc_bits(doc_offsets, n):
+    out = np.zeros((n >> 3) + 1, dtype=np.uint8)
+    for d in range(doc_offsets.shape[0]):
+        q = doc_offsets[d]
+        if q <= n:
+            _set_bit(out, q)
+    return out
+
+
+def doc_start_bits(doc_offsets: np.ndarray, n: int) -> np.ndarray:
+    """Bit array (N//8+1,) uint8 with bit q set when position q starts a document (or q == N)."""
+    return _doc_bits(np.ascontiguousarray(doc_offsets, dtype=np.int64), int(n))
+
+
+@njit(cache=True)
+def _bucket_sort(tokens, alphabet, sa):
+    """Counting sort of all positions by first token; returns bucket starts (alphabet+1,)."""
+    n = tokens.shape[0]
+    counts = np.zeros(alphabet + 1, dtype=np.int64)
+    for i in range(n):
+        counts[tokens[i] + 1] += 1
+    for t in range(alphabet):
+        counts[t + 1] += counts[t]
+    pos = counts[:-1].copy()
+    for i in range(n):
+        t = tokens[i]
+        sa[pos[t]] = i
+        pos[t] += 1
+    return counts
+
+
+@njit(cache=True)
+def _insertion_sort(keys, vals, lo, hi):
+    for i in range(lo + 1, hi):
+        k = keys[i]
+        v = vals[i]
+        j = i - 1
+        while j >= lo and keys[j] > k:
+            keys[j + 1] = keys[j]
+            vals[j + 1] = vals[j]
+            j -= 1
+        keys[j + 1] = k
+        vals[j + 1] = v
+
+
+@njit(cache=True)
+def _radix_sort(keys, vals, nbits):
+    """Stable LSD radix sort of (keys, vals) by the low `nbits` bits of keys, 8 bits a pass;
+    passes whose digit is constant are skipped."""
+    m = keys.shape[0]
+    npass = (nbits + 7) // 8
+    hist = np.zeros((npass, 256), dtype=np.int64)
+    for i in range(m):
+        k = keys[i]
+        for d in range(npass):
+            hist[d, (k >> np.uint64(8 * d)) & np.uint64(255)] += 1
+    k2 = np.empty_like(keys)
+    v2 = np.empty_like(vals)
+    src_k, src_v, dst_k, dst_v = keys, vals, k2, v2
+    swapped = False
+    for d in range(npass):
+        skip = False
+        for b in range(256):
+            if hist[d, b] == m:
+                skip = True
+                break
+        if skip:
+            continue
+        start = np.empty(256, dtype=np.int64)
+        acc = 0
+        for b in range(256):
+            start[b] = acc
+            acc += hist[d, b]
+        shift = np.uint64(8 * d)
+        for i in range(m):
+            k = src_k[i]
+            b = (k >> shift) & np.uint64(255)
+            j = start[b]
+            dst_k[j] = k
+            dst_v[j] = src_v[i]
+            start[b] = j + 1
+        src_k, dst_k = dst_k, src_k
+        src_v, dst_v = dst_v, src_v
+        swapped = not swapped
+    if swapped:
+        keys[:] = src_k
+        vals[:] = src_v
+
+
+@njit(cache=True)
+def _sort_pairs(keys, vals, nbits):
+    """Sort (keys, vals) in place by keys; vals follow (ties in any order)."""
+    m = keys.shape[0]
+    if m <= _SMALL:
+        _insertion_sort(keys, vals, 0, m)
+    elif m >= _RADIX_MIN:
+        _radix_sort(keys, vals, nbits)
+    else:
+        order = np.argsort(keys)
+        k2 = keys[order]
+        v2 = vals[order]
+        keys[:] = k2
+        vals[:] = v2
+
+
+@njit(cache=True)
+def _packed_key(tokens, dbits, p, k_tokens, bits, n):
+    """Tokens p..p+k_tokens-1 as digits token+1 (0 from the document end on), big-endian."""
+    key = np.uint64(0)
+    alive = True
+    for j in range(k_tokens):
+        q = p + j
+        digit = np.uint64(0)
+        if alive:
+            if q >= n or _bit(dbits, q):
+                alive = False
+            else:
+                digit = np.uint64(tokens[q]) + np.uint64(1)
+        key = (key << np.uint64(bits)) | digit
+    return key
+
+
+@njit(cache=True)
+def _finish_group(sa, rank, lo, hi, rank_value, sentinel, marker, mark_at):
+    """Assign rank to SA[lo:hi]; mark its head 1 (tied), 2 (singleton), 3 (final tie)."""
+    for j in range(lo, hi):
+        rank[sa[j]] = rank_value
+    if hi - lo == 1:
+        marker[mark_at] = 2
+    elif sentinel:
+        # identical truncated strings: order by position so that Kasai's invariant holds
+        seg = np.sort(sa[lo:hi])
+        sa[lo:hi] = seg
+        marker[mark_at] = 3
+    else:
+        marker[mark_at] = 1
+
+
+@njit(cache=True, parallel=True)
+def _initial_groups(tokens, dbits, sa, rank, marker, bstart, order, k_tokens, bits):
+    """Sort every first-token bucket by the packed key of the next k_tokens tokens."""
+    n = tokens.shape[0]
+    nbits = k_tokens * bits
+    low_mask = np.uint64((1 << bits) - 1)
+    for oi in prange(order.shape[0]):
+        b = order[oi]
+        lo = bstart[b]
+        hi = bstart[b + 1]
+        m = hi - lo
+        if m == 0:
+            continue
+        if m == 1:
+            rank[sa[lo]] = lo + 1
+            marker[lo] = 2
+            continue
+        keys = np.empty(m, dtype=np.uint64)
+        vals = np.empty(m, dtype=sa.dtype)
+        for j in range(m):
+            p = sa[lo + j]
+            vals[j] = p
+            keys[j] = _packed_key(tokens, dbits, p + 1, k_tokens, bits, n)
+        _sort_pairs(keys, vals, nbits)
+        sa[lo:hi] = vals
+        s = 0
+        while s < m:
+            e = s + 1
+            while e < m and keys[e] == keys[s]:
+                e += 1
+            _finish_group(sa, rank, lo + s, lo + e, lo + s + 1,
+                          (keys[s] & low_mask) == 0, marker, lo + s)
+            s = e
+
+
+@njit(cache=True)
+def _collect_groups(marker, lo_all, hi_all, sa, final_bits):
+    """Tied groups from head markers over marker[0 : hi_all - lo_all] (SA indices from lo_all);
+    sets final bits for members of final ties."""
+    m = hi_all - lo_all
+    cnt = 0
+    for j in range(m):
+        if marker[j] == 1:
+            cnt += 1
+    gs = np.empty(cnt, dtype=np.int64)
+    gl = np.empty(cnt, dtype=np.int64)
+    g = 0
+    j = 0
+    while j < m:
+        e = j + 1
+        while e < m and marker[e] == 0:
+            e += 1
+        if marker[j] == 1:
+            gs[g] = lo_all + j
+            gl[g] = e - j
+            g += 1
+        elif marker[j] == 3:
+            for t in range(lo_all + j, lo_all + e):
+                _set_bit(final_bits, sa[t])
+        j = e
+    return gs, gl
+
+
+@njit(cache=True, parallel=True)
+def _gather_keys(sa, rank, dbits, final_bits, gs, gl, goff, h, keys, flags):
+    n = rank.shape[0]
+    for g in prange(gs.shape[0]):
+        lo = gs[g]
+        o = goff[g]
+        for j in range(gl[g]):
+            q = sa[lo + j] + h
+            if q >= n or _bit(dbits, q):
+                keys[o + j] = 0
+                flags[o + j] = 1
+            else:
+                keys[o + j] = rank[q]
+                flags[o + j] = _bit(final_bits, q)
+
+
+@njit(cache=True, parallel=True)
+def _refine(sa, rank, gs, gl, goff, keys, flags, nbits):
+    """Sort each tied group by its gathered keys and split it; flags[o+s] becomes the head
+    marker of each new subgroup (1 tied, 2 singleton, 3 final tie), 0 elsewhere."""
+    for g in prange(gs.shape[0]):
+        lo = gs[g]
+        m = gl[g]
+        o = goff[g]
+        k = keys[o:o + m]
+        f = flags[o:o + m]
+        v = sa[lo:lo + m]
+        kmin = k[0]
+        kmax = k[0]
+        for j in range(1, m):
+            if k[j] < kmin:
+                kmin = k[j]
+            if k[j] > kmax:
+                kmax = k[j]
+        if kmin == kmax:  # still all tied: nothing to sort or re-rank
+            sentinel = f[0] == 1
+            for j in range(m):
+                f[j] = 0
+            _finish_group(sa, rank, lo, lo + m, lo + 1, sentinel, f, 0)
+            continue
+        if m <= _SMALL:
+            # sort keys, flags and SA together (flags follow keys: equal keys share flags)
+            for i in range(1, m):
+                kk = k[i]
+                vv = v[i]
+                ff = f[i]
+                j = i - 1
+                while j >= 0 and k[j] > kk:
+                    k[j + 1] = k[j]
+                    v[j + 1] = v[j]
+                    f[j + 1] = f[j]
+                    j -= 1
+                k[j + 1] = kk
+                v[j + 1] = vv
+                f[j + 1] = ff
+        else:
+            kk = k.astype(np.uint64)
+            # flags ride in the low bit so that one sort moves keys and flags together
+            for j in range(m):
+                kk[j] = (kk[j] << np.uint64(1)) | np.uint64(f[j])
+            vv = v.copy()
+            _sort_pairs(kk, vv, nbits + 1)
+            v[:] = vv
+            for j in range(m):
+                k[j] = kk[j] >> np.uint64(1)
+                f[j] = np.uint8(kk[j] & np.uint64(1))
+        s = 0
+        while s < m:
+            e = s + 1
+            while e < m and k[e] == k[s]:
+                e += 1
+            sentinel = f[s] == 1
+            for j in range(s, e):
+                f[j] = 0
+            _finish_group(sa, rank, lo + s, lo + e, lo + s + 1, sentinel, f, s)
+            s = e
+
+
+@njit(cache=True)
+def _collect_refined(flags, gs, gl, goff, sa, final_bits):
+    cnt = 0
+    for j in range(flags.shape[0]):
+        if flags[j] == 1:
+            cnt += 1
+    ns = np.empty(cnt, dtype=np.int64)
+    nl = np.empty(cnt, dtype=np.int64)
+    c = 0
+    for g in range(gs.shape[0]):
+        lo = gs[g]
+        o = goff[g]
+        m = gl[g]
+        j = 0
+        while j < m:
+            e = j + 1
+            while e < m and flags[o + e] == 0:
+                e += 1
+            if flags[o + j] == 1:
+                ns[c] = lo + j
+                nl[c] = e - j
+                c += 1
+            elif flags[o + j] == 3:
+                for t in range(lo + j, lo + e):
+                    _set_bit(final_bits, sa[t])
+            j = e
+    return ns, nl
+
+
+def _balanced_order(sizes: np.ndarray) -> np.ndarray:
+    """Bucket ids, biggest first, so that dynamic chunks keep both threads busy."""
+    nz = np.flatnonzero(sizes)
+    return nz[np.argsort(-sizes[nz], kind="stable")].astype(np.int64)
+
+
+def build_suffix_array(
+    tokens: np.ndarray, doc_offsets: np.ndarray, *, alphabet: int | None = None, progress=None
+) -> np.ndarray:
+    """Suffix array of `tokens` (N,) uint16/uint32 with documents `doc_offsets` (D+1,) int64.
+
+    Returns (N,) uint32 when N < 2^32 - 1, else uint64: SA[i] = start of the i-th smallest
+    document-truncated suffix. `alphabet` (> max token) defaults to max+1; tokens must already be
+    dense enough that an (alphabet+1,) int64 count table fits in memory. `progress`, if given, is
+    called with a short stage description after each pass.
+    """
+    tokens = np.ascontiguousarray(tokens)
+    n = int(tokens.shape[0])
+    if n == 0:
+        raise ValueError("cannot build a suffix array of an empty corpus (0 tokens)")
+    if alphabet is None:
+        alphabet = int(tokens.max()) + 1
+    idx_dtype = np.uint32 if n < 2**32 - 1 else np.uint64
+    bits, k_tokens = pack_params(alphabet)
+    dbits = doc_start_bits(doc_offsets, n)
+    sa = np.empty(n, dtype=idx_dtype)
+    bstart = _bucket_sort(tokens, int(alphabet), sa)
+    rank = np.empty(n, dtype=idx_dtype)
+    final_bits = np.zeros((n >> 3) + 1, dtype=np.uint8)
+    marker = np.zeros(n, dtype=np.uint8)
+    order = _balanced_order(np.diff(bstart))
+    old_chunk = numba.get_parallel_chunksize()
+    numba.set_parallel_chunksize(1)
+    try:
+        _initial_groups(tokens, dbits, sa, rank, marker, bstart, order, k_tokens, bits)
+    finally:
+        numba.set_parallel_chunksize(old_chunk)
+    gs, gl = _collect_groups(marker, 0, n, sa, final_bits)
+    del marker
+    h = 1 + k_tokens
+    nbits = int(n + 1).bit_length()
+    if progress is not None:
+        progress(f"depth {h}: {int(gl.sum())} tied")
+    while gs.shape[0]:
+        goff = np.zeros(gs.shape[0] + 1, dtype=np.int64)
+        np.cumsum(gl, out=goff[1:])
+        u = int(goff[-1])
+        keys = np.empty(u, dtype=idx_dtype)
+        flags = np.empty(u, dtype=np.uint8)
+        _gather_keys(sa, rank, dbits, final_bits, gs, gl, goff, h, keys, flags)
+        # big groups first, handed out one at a time
+        order = np.argsort(-gl, kind="stable")
+        gs, gl, goff_s = gs[order], gl[order], goff[:-1][order]
+        old_chunk = numba.get_parallel_chunksize()
+        numba.set_parallel_chunksize(1)
+        try:
+            _refine(sa, rank, gs, gl, goff_s, keys, flags, nbits)
+        finally:
+            numba.set_parallel_chunksize(old_chunk)
+        gs, gl = _collect_refined(flags, gs, gl, goff_s, sa, final_bits)
+        h *= 2
+        if progress is not None:
+            progress(f"depth {h}: {int(gl.sum())} tied")
+    return sa

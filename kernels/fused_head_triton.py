@@ -1,0 +1,285 @@
+"""Triton kernel of the fused LM head: argmax, log-sum-exp and target log-prob, no logits.
+
+One program owns BLOCK_N rows and a contiguous range of vocabulary tiles. For each tile of
+BLOCK_V vocabulary rows it computes the (BLOCK_N, BLOCK_V) logits with `tl.dot` in fp32,
+applies bias, scale and soft-cap, and folds the tile into four running per-row statistics held
+in registers (all fp32, never 16-bit):
+
+    best, best_idx   maximum logit and its index, masked token excluded, ties -> lowest index
+    m, s             online log-sum-exp: max and sum of exp(logit - m)
+    t                the target's logit (exactly one tile contains it)
+
+Small batches leave most SMs idle, so the vocabulary can be split over SPLITS programs per row
+block (grid axis 1). Each split then writes its partial statistics, and a fixed-order torch
+reduction over the splits finishes them: deterministic, and argmax ties still go to the lowest
+index because splits are ordered by vocabulary and `torch.argmax` picks the first maximum.
+
+Block sizes come from a small table (`_pick_config`), chosen by GPU generation and dtype:
+
+    arch / dtype              BLOCK_N BLOCK_V BLOCK_K warps stages  why
+    Hopper (sm90+), 16-bit    128     256     64      8     3       128x256 fp32 accumulator,
+                                                                     as cuBLAS's big bf16 tiles;
+                                                                     hidden re-reads cost 1 byte
+                                                                     per 256 FLOP
+    Ampere (sm80/86/89) 16-b  128     128     32      8     4       164 KiB shared memory
+    any GPU, fp32             64      64      32      4     3       IEEE fp32 dot (no TF32), so
+                                                                     results match fp32 torch
+    interpreter (CPU)         <=64    <=512   <=128   -     -       few, large tiles: the
+                                                                     interpreter's cost is per
+                                                                     Python-level op
+
+These are first guesses from the shapes' arithmetic, not measured yet (no GPU in the session
+that wrote this file); `benchmarks/bench_kernels.py` can sweep alternatives
+(MEMTAX_BENCH_SWEEP=1) and the table should be updated from its results.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Launch parameters. block_* must be powers of two and at least 16 (tl.dot's minimum)."""
+
+    block_n: int
+    block_v: int
+    block_k: int
+    num_warps: int = 4
+    num_stages: int = 3
+    splits: int | None = None  # vocabulary splits per row block; None: pick for the GPU's size
+
+
+@triton.jit
+def _tanh(x):
+    # tanh(|x|) = (1 - e) / (1 + e) with e = exp(-2|x|) <= 1: never overflows, no cancellation
+    # beyond fp32 rounding; portable across Triton versions and the interpreter.
+    e = tl.exp(-2.0 * tl.abs(x))
+    y = (1.0 - e) / (1.0 + e)
+    return tl.where(x < 0, -y, y)
+
+
+@triton.jit
+def _fused_head_kernel(
+    h_ptr, w_ptr, b_ptr, t_ptr,
+    idx_ptr, lse_ptr, lp_ptr,  # final outputs (SPLITS == 1)
+    part_ptr, part_idx_ptr,  # partial outputs (SPLITS > 1): (4, SPLITS, N) fp32, (SPLITS, N)
+    N, V, D,
+    stride_hn, stride_hd, stride_wv, stride_wd,
+    tiles_per_split,
+    logit_scale, softcap, masked_token,
+    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+    HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    EVEN_K: tl.constexpr, SPLIT: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+
+    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < N
+    # Clamp instead of masking: tail rows re-read row N-1 (in bounds, no masked loads in the
+    # hot loop) and their results are dropped at the store.
+    rows_c = tl.minimum(rows, N - 1).to(tl.int64)
+    tgt = tl.load(t_ptr + rows_c).to(tl.int32)
+
+    best = tl.full((BLOCK_N,), float("-inf"), tl.float32)
+    best_idx = tl.zeros((BLOCK_N,), tl.int32)
+    m = tl.full((BLOCK_N,), float("-inf"), tl.float32)
+    s = tl.zeros((BLOCK_N,), tl.float32)
+    t_logit = tl.zeros((BLOCK_N,), tl.float32)
+
+    v_begin = pid_s * tiles_per_split * BLOCK_V
+    v_end = tl.minimum(V, v_begin + tiles_per_split * BLOCK_V)
+    h_rows = h_ptr + rows_c[:, None] * stride_hn
+    for v0 in range(v_begin, v_end, BLOCK_V):
+        cols = v0 + tl.arange(0, BLOCK_V)
+        col_ok = cols < V
+        cols_c = tl.minimum(cols, V - 1).to(tl.int64)
+        w_cols = w_ptr + cols_c[None, :] * stride_wv
+
+        acc = tl.zeros((BLOCK_N, BLOCK_V), tl.float32)
+        for k0 in range(0, D, BLOCK_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            if EVEN_K:
+                h = tl.load(h_rows + ks[None, :] * stride_hd)
+                w = tl.load(w_cols + ks[:, None] * stride_wd)  # (BLOCK_K, BLOCK_V)
+            else:
+                h = tl.load(h_rows + ks[None, :] * stride_hd, mask=ks[None, :] < D, other=0.0)
+                w = tl.load(w_cols + ks[:, None] * stride_wd, mask=ks[:, None] < D, other=0.0)
+            if UPCAST:
+                # Interpreter only: bf16 tiles would be multiplied as raw uint16 (garbage), and
+                # numpy multiplies fp16 slowly; widening is exact and keeps fp32 accumulation.
+                h = h.to(tl.float32)
+                w = w.to(tl.float32)
+            acc = tl.dot(h, w, acc, input_precision=DOT_PRECISION)
+
+        x = acc
+        if HAS_BIAS:
+            x += tl.load(b_ptr + cols_c).to(tl.float32)[None, :]
+        if HAS_SCALE:
+            x = x * logit_scale
+        if HAS_SOFTCAP:
+            x = softcap * _tanh(x / softcap)
+        x = tl.where(col_ok[None, :], x, float("-inf"))
+
+        # target logit: exactly one column of one tile matches (0 elsewhere, so sums are exact)
+        t_logit += tl.sum(tl.where(cols[None, :] == tgt[:, None], x, 0.0), axis=1)
+
+        # argmax without the masked token; lowest index among equal maxima of the tile, and a
+        # strict '>' across tiles keeps the earlier (lower) index
+        if HAS_MASK:
+            xa = tl.where(cols[None, :] == masked_token, float("-inf"), x)
+        else:
+            xa = x
+        tile_best = tl.max(xa, axis=1)
+        tile_idx = tl.min(tl.where(xa == tile_best[:, None], cols[None, :], V), axis=1)
+        better = tile_best > best
+        best = tl.where(better, tile_best, best)
+        best_idx = tl.where(better, tile_idx, best_idx)
+
+        # online log-sum-exp over the model's own (unmasked) distribution; every tile has at
+        # least one real column, so tile_max is finite and exp(m - m_new) is 0 on the first tile
+        if HAS_MASK:
+            tile_max = tl.max(x, axis=1)
+        else:
+            tile_max = tile_best
+        m_new = tl.maximum(m, tile_max)
+        s = s * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new[:, None]), axis=1)
+        m = m_new
+
+    if SPLIT:
+        n_splits = tl.num_programs(1)
+        base = pid_s * N + rows
+        stat = N * n_splits
+        tl.store(part_ptr + base, m, mask=row_ok)
+        tl.store(part_ptr + stat + base, s, mask=row_ok)
+        tl.store(part_ptr + 2 * stat + base, best, mask=row_ok)
+        tl.store(part_ptr + 3 * stat + base, t_logit, mask=row_ok)
+        tl.store(part_idx_ptr + base, best_idx, mask=row_ok)
+    else:
+        lse = m + tl.log(s)
+        tl.store(idx_ptr + rows, best_idx.to(tl.int64), mask=row_ok)
+        tl.store(lse_ptr + rows, lse, mask=row_ok)
+        tl.store(lp_ptr + rows, t_logit - lse, mask=row_ok)
+
+
+def _pow2_at_least(x: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, triton.next_power_of_2(max(1, x))))
+
+
+def _pick_config(n: int, v: int, d: int, dtype: torch.dtype, device: torch.device) -> HeadConfig:
+    """The block-size table documented in the module docstring."""
+    if _INTERPRET or device.type != "cuda":
+        return HeadConfig(
+            block_n=_pow2_at_least(n, 16, 64),
+            block_v=_pow2_at_least(v, 16, 512),
+            block_k=_pow2_at_least(d, 16, 128),
+            splits=1,
+        )
+    if dtype == torch.float32:
+        return HeadConfig(64, 64, 32, num_warps=4, num_stages=3)
+    major, _ = torch.cuda.get_device_capability(device)
+    if major >= 9:
+        return HeadConfig(128, 256, 64, num_warps=8, num_stages=3)
+    return HeadConfig(128, 128, 32, num_warps=8, num_stages=4)
+
+
+def _pick_splits(row_blocks: int, v_tiles: int, device: torch.device) -> int:
+    """Enough vocabulary splits to give every SM about two programs, each >= 16 tiles."""
+    if device.type != "cuda":
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    want = triton.cdiv(2 * sms, row_blocks)
+    return max(1, min(want, v_tiles // 16))
+
+
+def fused_head_triton(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    bias: torch.Tensor | None = None,
+    logit_scale: float = 1.0,
+    softcap: float | None = None,
+    masked_token: int | None = None,
+    config: HeadConfig | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Triton fused head. hidden (N, d), weight (V, d), targets (N,) -> argmax int64 (N,),
+    lse fp32 (N,), target_logprob fp32 (N,). Inputs are validated by `kernels.fused_head`'s
+    checks; `config` overrides the block-size table (benchmarks sweep it)."""
+    from kernels.fused_head import _validate  # the one set of input checks for both twins
+
+    _validate(hidden, weight, targets, bias, logit_scale, softcap, masked_token)
+    if not (_INTERPRET or hidden.is_cuda):
+        raise ValueError(
+            f"the Triton fused head needs CUDA tensors, or TRITON_INTERPRET=1 set before kernels "
+            f"are imported to run on the CPU; got tensors on {hidden.device}"
+        )
+    n, d = hidden.shape
+    v = weight.shape[0]
+    dev = hidden.device
+    out_idx = torch.empty((n,), dtype=torch.int64, device=dev)
+    out_lse = torch.empty((n,), dtype=torch.float32, device=dev)
+    out_lp = torch.empty((n,), dtype=torch.float32, device=dev)
+    if n == 0:
+        return out_idx, out_lse, out_lp
+
+    cfg = config or _pick_config(n, v, d, hidden.dtype, dev)
+    for name in ("block_n", "block_v", "block_k"):
+        b = getattr(cfg, name)
+        if b < 16 or b & (b - 1):
+            raise ValueError(f"config.{name} must be a power of two >= 16, got {b}")
+    row_blocks = triton.cdiv(n, cfg.block_n)
+    v_tiles = triton.cdiv(v, cfg.block_v)
+    splits = cfg.splits if cfg.splits is not None else _pick_splits(row_blocks, v_tiles, dev)
+    splits = max(1, min(splits, v_tiles))
+    tiles_per_split = triton.cdiv(v_tiles, splits)
+    splits = triton.cdiv(v_tiles, tiles_per_split)  # no empty split: each sees a real column
+
+    targets = targets.to(device=dev).contiguous()
+    bias_arg = bias.contiguous() if bias is not None else hidden  # dummy pointer when unused
+    if splits > 1:
+        part = torch.empty((4, splits, n), dtype=torch.float32, device=dev)
+        part_idx = torch.empty((splits, n), dtype=torch.int32, device=dev)
+    else:
+        part, part_idx = out_lse, out_idx  # unused by the SPLIT=False specialisation
+
+    _fused_head_kernel[(row_blocks, splits)](
+        hidden, weight, bias_arg, targets,
+        out_idx, out_lse, out_lp,
+        part, part_idx,
+        n, v, d,
+        hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+        tiles_per_split,
+        float(logit_scale), float(softcap) if softcap is not None else 1.0,
+        int(masked_token) if masked_token is not None else -1,
+        HAS_BIAS=bias is not None,
+        HAS_SCALE=logit_scale != 1.0,
+        HAS_SOFTCAP=softcap is not None,
+        HAS_MASK=masked_token is not None,
+        UPCAST=_INTERPRET and hidden.dtype != torch.float32,
+        DOT_PRECISION="ieee" if hidden.dtype == torch.float32 else "tf32",
+        EVEN_K=d % cfg.block_k == 0,
+        SPLIT=splits > 1,
+        BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_K=cfg.block_k,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    if splits == 1:
+        return out_idx, out_lse, out_lp
+
+    # Second stage, fixed order over splits (deterministic). Splits are ordered by vocabulary,
+    # and argmax picks the first maximum, so ties still resolve to the lowest token index.
+    m, s, best, t_logit = part.unbind(0)
+    m_all = m.max(dim=0).values
+    lse = m_all + torch.log((s * torch.exp(m - m_all)).sum(dim=0))
+    win = best.argmax(dim=0, keepdim=True)
+    out_idx = part_idx.gather(0, win).squeeze(0).to(torch.int64)
+    return out_idx, lse, t_logit.sum(dim=0) - lse

@@ -1,0 +1,101 @@
+"""`memtax score`: score samples for memorization with one teacher-forced pass per batch.
+
+    memtax score --model EleutherAI/pythia-160m-deduped@step143000 --data pile/document \\
+        --out scores/ --checkpoint 143000 --limit 100000
+
+Writes parquet shards + manifest.json to --out (resumable: rerun the same command after a
+crash), shows a progress bar in samples/s and prints a one-line summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+
+def _range(text: str) -> tuple[int, int]:
+    try:
+        start, stop = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:STOP, got {text!r}") from None
+    return start, stop
+
+
+def _batch(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "score", help="score samples for memorization (exact match, match length, perplexities)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True,
+                   help="HF id or local folder, optionally NAME@REVISION, or a .gguf file")
+    p.add_argument("--data", required=True,
+                   help="samples: .npy, .bin/.idx prefix, .parquet/.arrow, .jsonl/.txt (+--tokenizer)")
+    p.add_argument("--out", required=True, help="output folder for parquet shards + manifest")
+    p.add_argument("--prefix-len", type=int, default=32)
+    p.add_argument("--cont-len", type=int, default=32)
+    p.add_argument("--batch-size", type=_batch, default="auto")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--mode", default="exact", choices=["exact", "generate"])
+    p.add_argument("--limit", type=int, default=None, help="score at most this many samples")
+    p.add_argument("--range", type=_range, default=None, metavar="START:STOP",
+                   help="rows (sequence indices for .bin/.idx) to score")
+    p.add_argument("--checkpoint", type=int, default=None,
+                   help="Pythia step: keep the .bin/.idx sequences seen by this checkpoint")
+    p.add_argument("--tokenizer", default=None,
+                   help="tokenizer for .jsonl/.txt data (default: the model's own)")
+    p.add_argument("--stride", type=int, default=None, help="window stride for text data")
+    p.add_argument("--no-mask-eos", dest="mask_eos", action="store_false",
+                   help="let the greedy argmax pick the EOS token (Pythia's eval forbade it)")
+    p.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="recompute shards a previous run of the same configuration left")
+    p.add_argument("--shard-size", type=int, default=None)
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    import engine
+    from engine.data import open_samples
+    from engine.models import load_tokenizer
+    from engine.score import DEFAULT_SHARD_SIZE
+
+    tokenizer = None
+    data = str(args.data)
+    if data.endswith((".jsonl", ".txt")):
+        tokenizer = load_tokenizer(args.tokenizer or args.model,
+                                   trust_remote_code=args.trust_remote_code)
+    source = open_samples(
+        data, prefix_len=args.prefix_len, cont_len=args.cont_len, tokenizer=tokenizer,
+        range=args.range, limit=args.limit, checkpoint=args.checkpoint, stride=args.stride,
+    )
+    t0 = time.perf_counter()
+    table = engine.score(
+        args.model, source, prefix_len=args.prefix_len, cont_len=args.cont_len, mode=args.mode,
+        batch_size=args.batch_size, dtype=args.dtype, device=args.device, out=args.out,
+        resume=args.resume, progress=not args.quiet, mask_eos=args.mask_eos,
+        shard_size=args.shard_size or DEFAULT_SHARD_SIZE, trust_remote_code=args.trust_remote_code,
+    )
+    elapsed = time.perf_counter() - t0
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return 0
+    n = table.num_rows
+    memorized = int(table.column("exact_match").to_numpy().sum()) if n else 0
+    scored = int((table.schema.metadata or {}).get(b"scored_here", n))
+    rate = scored / elapsed if elapsed > 0 else float("nan")
+    print(
+        f"memtax score: {n} samples, {memorized} memorized ({memorized / max(n, 1):.2%}), "
+        f"{elapsed:.1f} s ({rate:.1f} samples/s{'' if scored == n else f', {n - scored} resumed'})"
+        f" -> {args.out}"
+    )
+    return 0
