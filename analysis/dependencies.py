@@ -32,22 +32,23 @@ def xi_correlation(x, y, *, seed: int = 0) -> tuple[float, float]:
     y = np.asarray(y, dtype=np.float64)
     n = x.size
     if n < 2 or y.shape != x.shape:
-        raise ValueError(f"xi needs two equal-length arrays of >= 2 values, got {x.shape}, "
-                         f"{y.shape}")
+        raise ValueError(
+            f"xi needs two equal-length arrays of >= 2 values, got {x.shape}, {y.shape}"
+        )
     rng = np.random.default_rng(seed)
     tiebreak = rng.permutation(n)
     order = np.lexsort((tiebreak, x))  # by x, ties at random
     ys = y[order]
     sorted_y = np.sort(y)
     r = np.searchsorted(sorted_y, ys, side="right").astype(np.float64)  # #{y_j <= y_i}
-    l = (n - np.searchsorted(sorted_y, ys, side="left")).astype(np.float64)  # #{y_j >= y_i}
-    denom = np.sum(l * (n - l))
+    ell = (n - np.searchsorted(sorted_y, ys, side="left")).astype(np.float64)  # #{y_j >= y_i}
+    denom = np.sum(ell * (n - ell))
     if denom == 0:
         return float("nan"), float("nan")  # y constant
     xi = 1.0 - n * np.sum(np.abs(np.diff(r))) / (2.0 * denom)
     # Variance under independence with ties in y (XICOR's formula).
     fr = np.sort(r / n)
-    gr = l / n
+    gr = ell / n
     ind = np.arange(1, n + 1, dtype=np.float64)
     ind2 = 2 * n - 2 * ind + 1
     a = np.mean(ind2 * fr * fr) / n
@@ -70,8 +71,11 @@ def _pair(x: np.ndarray, y: np.ndarray, seed: int) -> list[tuple[str, float, flo
         pr = stats.pearsonr(x, y)
         sr = stats.spearmanr(x, y)
     xi, xp = xi_correlation(x, y, seed=seed)
-    return [("pearson", float(pr.statistic), float(pr.pvalue)),
-            ("spearman", float(sr.statistic), float(sr.pvalue)), ("xi", xi, xp)]
+    return [
+        ("pearson", float(pr.statistic), float(pr.pvalue)),
+        ("spearman", float(sr.statistic), float(sr.pvalue)),
+        ("xi", xi, xp),
+    ]
 
 
 def correlations(
@@ -114,6 +118,14 @@ def correlations(
             else:
                 res = _pair(x_all[sel], y[sel], seed)
             for method, s, p in res:
-                rows.append({"subset": name, "feature": f, "method": method, "statistic": s,
-                             "pvalue": p, "n": n})
+                rows.append(
+                    {
+                        "subset": name,
+                        "feature": f,
+                        "method": method,
+                        "statistic": s,
+                        "pvalue": p,
+                        "n": n,
+                    }
+                )
     return pd.DataFrame(rows)

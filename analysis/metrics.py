@@ -1,8 +1,9 @@
 """Classification metrics and their bootstrap confidence intervals, vectorised.
 
 Every metric is computed from *weighted* rows: a bootstrap resample is the same as weighting each
-test row by how often it was drawn, so the scores are sorted once and every replicate costs a few
-cumulative sums over a (replicates, n) weight matrix; nothing is re-sorted per replicate.
+test row by how often it was drawn, so the scores are sorted once and every replicate costs one
+cumulative sum per class and a few gathers at precomputed indices over a (replicates, n) weight
+matrix; nothing is re-sorted per replicate.
 With unit weights the values equal scikit-learn's:
 
 - precision, recall, F1 of the hard labels ``p > threshold`` (scikit-learn's `predict` rule;
@@ -32,13 +33,18 @@ _CHUNK_ELEMENTS = 8_000_000
 
 @dataclass
 class _Prepared:
-    """Test rows sorted by decreasing score, with everything the weighted metrics need."""
+    """Test rows split by class, positives in order of decreasing score, with the indices the
+    weighted metrics need (all integer arrays are precomputed once per model)."""
 
-    order: np.ndarray  # (n,) permutation: sorted position -> original row
-    y: np.ndarray  # (n,) float64 labels in sorted order
-    ends: np.ndarray  # (G,) last sorted position of each group of tied scores
-    pred: np.ndarray  # (n,) float64 hard labels in sorted order
-    ece_delta: np.ndarray  # (n, n_bins) one-hot bin * (confidence - correct), sorted order
+    pos: np.ndarray  # (n_pos,) original row of each positive, by decreasing score
+    neg: np.ndarray  # (n_neg,) original row of each negative, by decreasing score
+    tp_end: np.ndarray  # (n_pos,) positives at or above the end of this positive's tie group
+    fp_end: np.ndarray  # (n_pos,) negatives at or above the end of its tie group
+    fp_start: np.ndarray  # (n_pos,) negatives strictly above its tie group
+    pred_pos: np.ndarray  # (n_pos,) hard labels of the positives
+    pred_neg: np.ndarray  # (n_neg,)
+    ece_pos: np.ndarray  # (n_pos, n_bins) one-hot bin * (confidence - correct)
+    ece_neg: np.ndarray  # (n_neg, n_bins)
 
 
 def _check(y, p) -> tuple[np.ndarray, np.ndarray]:
@@ -60,50 +66,73 @@ def _prepare(y, p, threshold: float, n_bins: int, hard_auc: bool) -> _Prepared:
     pred = p > threshold
     score = pred.astype(np.float64) if hard_auc else p
     order = np.argsort(-score, kind="stable")
-    s_sorted = score[order]
-    ends = np.flatnonzero(np.diff(s_sorted) != 0)
-    ends = np.append(ends, s_sorted.size - 1)
+    s_sorted, y_sorted = score[order], y[order]
+    n = y.size
+    # tie groups in sorted order: start and end position of each position's group
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    new[1:] = s_sorted[1:] != s_sorted[:-1]
+    gid = np.cumsum(new) - 1
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:] - 1, n - 1)
+    pos_at = np.flatnonzero(y_sorted)
+    neg_at = np.flatnonzero(~y_sorted)
+    g = gid[pos_at]
     conf = np.maximum(p, 1.0 - p)
     correct = (p > 0.5) == y  # argmax of (1 - p, p): a tie predicts class 0
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     bins = np.searchsorted(edges[1:-1], conf, side="left")  # bin b holds (edges[b], edges[b+1]]
-    delta = np.zeros((y.size, n_bins))
-    delta[np.arange(y.size), bins] = conf - correct
+    delta = np.zeros((n, n_bins))
+    delta[np.arange(n), bins] = conf - correct
+    pos, neg = order[pos_at], order[neg_at]
     return _Prepared(
-        order=order,
-        y=y[order].astype(np.float64),
-        ends=ends,
-        pred=pred[order].astype(np.float64),
-        ece_delta=delta[order],
+        pos=pos,
+        neg=neg,
+        tp_end=np.searchsorted(pos_at, ends[g], side="right"),
+        fp_end=np.searchsorted(neg_at, ends[g], side="right"),
+        fp_start=np.searchsorted(neg_at, starts[g], side="left"),
+        pred_pos=pred[pos].astype(np.float64),
+        pred_neg=pred[neg].astype(np.float64),
+        ece_pos=delta[pos],
+        ece_neg=delta[neg],
     )
 
 
+def _cum0(w: np.ndarray) -> np.ndarray:
+    """(B, m) -> (B, m + 1) cumulative sums with a leading zero."""
+    out = np.zeros((w.shape[0], w.shape[1] + 1))
+    np.cumsum(w, axis=1, out=out[:, 1:])
+    return out
+
+
 def _weighted(prep: _Prepared, w: np.ndarray) -> dict[str, np.ndarray]:
-    """All metrics for each row of weights `w` (B, n), given in *sorted* order."""
-    wy = w * prep.y
-    tp = np.cumsum(wy, axis=1)[:, prep.ends]
-    allc = np.cumsum(w, axis=1)[:, prep.ends]
-    fp = allc - tp
-    pos, neg = tp[:, -1], fp[:, -1]
+    """All metrics for each row of weights `w` (B, n), in original row order.
+
+    ROC-AUC is the Mann-Whitney form (each positive's weighted count of lower-scored negatives,
+    ties counted half); average precision sums each positive's weight times the precision at the
+    end of its tie group. Both equal the threshold-curve definitions scikit-learn uses.
+    """
+    wp, wn = w[:, prep.pos], w[:, prep.neg]
+    tpc, fpc = _cum0(wp), _cum0(wn)
+    pos, neg = tpc[:, -1], fpc[:, -1]
+    tp_e = np.take(tpc, prep.tp_end, axis=1)
+    fp_e = np.take(fpc, prep.fp_end, axis=1)
+    fp_s = np.take(fpc, prep.fp_start, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        tpr = tp / pos[:, None]
-        fpr = fp / neg[:, None]
-        zeros = np.zeros((w.shape[0], 1))
-        tpr0 = np.hstack([zeros, tpr])
-        fpr0 = np.hstack([zeros, fpr])
-        roc = np.sum(np.diff(fpr0, axis=1) * (tpr0[:, 1:] + tpr0[:, :-1]) * 0.5, axis=1)
-        prec_curve = np.divide(tp, allc, out=np.zeros_like(tp), where=allc > 0)
-        ap = np.sum(np.diff(tpr0, axis=1) * prec_curve, axis=1)
+        below = neg[:, None] - fp_e + 0.5 * (fp_e - fp_s)
+        roc = np.sum(wp * below, axis=1) / (pos * neg)
+        prec = np.divide(tp_e, tp_e + fp_e, out=np.zeros_like(tp_e), where=(tp_e + fp_e) > 0)
+        ap = np.sum(wp * prec, axis=1) / pos
         roc[(pos == 0) | (neg == 0)] = np.nan
         ap[pos == 0] = np.nan
-        tp_h = wy @ prep.pred
-        pp = w @ prep.pred
+        tp_h = wp @ prep.pred_pos
+        pp = tp_h + wn @ prep.pred_neg
         precision = np.divide(tp_h, pp, out=np.zeros_like(tp_h), where=pp > 0)
         recall = np.divide(tp_h, pos, out=np.zeros_like(tp_h), where=pos > 0)
         denom = pp + pos
         f1 = np.divide(2 * tp_h, denom, out=np.zeros_like(tp_h), where=denom > 0)
-        total = w.sum(axis=1)
-        ece = np.abs(w @ prep.ece_delta).sum(axis=1) / total
+        total = pos + neg
+        ece = np.abs(wp @ prep.ece_pos + wn @ prep.ece_neg).sum(axis=1) / total
     return {
         "precision": precision,
         "recall": recall,
@@ -119,7 +148,7 @@ def evaluate(
 ) -> dict[str, float]:
     """Point estimates of METRICS for labels `y` (n,) and probabilities `p` (n,)."""
     prep = _prepare(y, p, threshold, n_bins, hard_auc)
-    out = _weighted(prep, np.ones((1, prep.y.size)))
+    out = _weighted(prep, np.ones((1, prep.pos.size + prep.neg.size)))
     return {k: float(v[0]) for k, v in out.items()}
 
 
@@ -149,8 +178,14 @@ def bootstrap(
         entry of METRICS.
     """
     return paired_bootstrap(
-        y, {"m": p}, n_boot=n_boot, alpha=alpha, seed=seed, threshold=threshold,
-        n_bins=n_bins, hard_auc=hard_auc,
+        y,
+        {"m": p},
+        n_boot=n_boot,
+        alpha=alpha,
+        seed=seed,
+        threshold=threshold,
+        n_bins=n_bins,
+        hard_auc=hard_auc,
     )["m"]
 
 
@@ -181,7 +216,7 @@ def paired_bootstrap(
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     preps = {k: _prepare(y, v, threshold, n_bins, hard_auc) for k, v in probs.items()}
-    n = next(iter(preps.values())).y.size
+    n = np.asarray(y).size
     points = {k: _weighted(pr, np.ones((1, n))) for k, pr in preps.items()}
     reps: dict[str, dict[str, list]] = {k: {m: [] for m in METRICS} for k in preps}
     rng = np.random.default_rng(seed)
@@ -191,7 +226,7 @@ def paired_bootstrap(
         b = min(chunk, n_boot - done)
         w = _replicate_weights(rng, n, b)
         for k, pr in preps.items():
-            vals = _weighted(pr, w[:, pr.order])
+            vals = _weighted(pr, w)
             for m in METRICS:
                 reps[k][m].append(vals[m])
         done += b
@@ -202,19 +237,16 @@ def paired_bootstrap(
         for m in METRICS:
             r = np.concatenate(rep[m]) if rep[m] else np.array([])
             r = r[np.isfinite(r)]
-            lo, hi = (
-                np.quantile(r, [alpha / 2, 1 - alpha / 2]) if r.size else (np.nan, np.nan)
+            lo, hi = np.quantile(r, [alpha / 2, 1 - alpha / 2]) if r.size else (np.nan, np.nan)
+            rows.append(
+                {"metric": m, "value": float(point[m][0]), "lo": float(lo), "hi": float(hi)}
             )
-            rows.append({"metric": m, "value": float(point[m][0]), "lo": float(lo),
-                         "hi": float(hi)})
         return pd.DataFrame(rows)
 
     for k in preps:
         out[k] = frame(points[k], reps[k])
     for a, b in differences:
         point = {m: points[a][m] - points[b][m] for m in METRICS}
-        rep = {
-            m: [x - z for x, z in zip(reps[a][m], reps[b][m])] for m in METRICS
-        }
+        rep = {m: [x - z for x, z in zip(reps[a][m], reps[b][m])] for m in METRICS}
         out[f"{a}-{b}"] = frame(point, rep)
     return out

@@ -13,9 +13,17 @@ import pandas as pd  # noqa: E402
 
 from analysis import taxonomy  # noqa: E402
 
-COLORS = {"recitation": "#d62728", "reconstruction": "#2ca02c", "recollection": "#1f77b4",
-          "baseline": "#7f7f7f", "all": "#7f7f7f", "taxonomic": "#9467bd",
-          "partition": "#ff7f0e", "code": "#8c564b", "natural language": "#e377c2"}
+COLORS = {
+    "recitation": "#d62728",
+    "reconstruction": "#2ca02c",
+    "recollection": "#1f77b4",
+    "baseline": "#7f7f7f",
+    "all": "#7f7f7f",
+    "taxonomic": "#9467bd",
+    "partition": "#ff7f0e",
+    "code": "#8c564b",
+    "natural language": "#e377c2",
+}
 
 
 def _save(fig, path) -> Path:
@@ -32,8 +40,9 @@ def shares(df: pd.DataFrame, path) -> Path:
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(runs) + 2), 4))
     bottom = np.zeros(len(runs))
     for c in taxonomy.CATEGORIES:
-        vals = np.array([float(df[(df.run == r) & (df.category == c)]["share"].iloc[0])
-                         for r in runs])
+        vals = np.array(
+            [float(df[(df.run == r) & (df.category == c)]["share"].iloc[0]) for r in runs]
+        )
         vals = np.nan_to_num(vals)
         ax.bar(range(len(runs)), vals, bottom=bottom, color=COLORS[c], label=c)
         bottom += vals
@@ -60,8 +69,16 @@ def coefficients(coef: pd.DataFrame, path) -> Path:
         hi = np.array([sub["hi"].get(f, np.nan) for f in feats], dtype=float)
         err = np.vstack([np.nan_to_num(val - lo), np.nan_to_num(hi - val)])
         label = model if group == "all" else f"{model}: {group}"
-        ax.errorbar(val, ys, xerr=err, fmt="o", ms=3, capsize=2, label=label,
-                    color=COLORS.get(group, COLORS.get(model)))
+        ax.errorbar(
+            val,
+            ys,
+            xerr=err,
+            fmt="o",
+            ms=3,
+            capsize=2,
+            label=label,
+            color=COLORS.get(group, COLORS.get(model)),
+        )
     ax.axvline(0, color="k", lw=0.5)
     ax.set_xscale("symlog", linthresh=0.1)
     ax.set_yticks(range(len(feats)), feats, fontsize=8)
@@ -112,16 +129,22 @@ def dependencies(dep: pd.DataFrame, path) -> Path:
     methods = list(dict.fromkeys(dep["method"]))
     feats = list(dict.fromkeys(dep["feature"]))
     subsets = list(dict.fromkeys(dep["subset"]))
-    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 0.3 * len(feats) + 2),
-                             sharey=True)
+    fig, axes = plt.subplots(
+        1, len(methods), figsize=(4.2 * len(methods), 0.3 * len(feats) + 2), sharey=True
+    )
     axes = np.atleast_1d(axes)
     h = 0.8 / max(1, len(subsets))
     for ax, m in zip(axes, methods):
         for k, s in enumerate(subsets):
             sub = dep[(dep.method == m) & (dep.subset == s)].set_index("feature")["statistic"]
             vals = np.nan_to_num(np.array([sub.get(f, np.nan) for f in feats], dtype=float))
-            ax.barh(np.arange(len(feats)) + (k - (len(subsets) - 1) / 2) * h, vals, height=h,
-                    label=s, color=COLORS.get(s))
+            ax.barh(
+                np.arange(len(feats)) + (k - (len(subsets) - 1) / 2) * h,
+                vals,
+                height=h,
+                label=s,
+                color=COLORS.get(s),
+            )
         ax.axvline(0, color="k", lw=0.5)
         ax.set_title(m)
     axes[0].set_yticks(range(len(feats)), feats, fontsize=8)
@@ -140,8 +163,9 @@ def threshold_curve(kl: pd.DataFrame, suggested, path) -> Path:
     ax.plot(d, v, "o-", color="#1f77b4", label="symmetric KL")
     ax.fill_between(d, kl.loc[ok, "lo"], kl.loc[ok, "hi"], alpha=0.25, color="#1f77b4")
     if suggested is not None:
-        ax.axvline(suggested + 0.5, ls="--", color="#d62728",
-                   label=f"suggested threshold: > {suggested}")
+        ax.axvline(
+            suggested + 0.5, ls="--", color="#d62728", label=f"suggested threshold: > {suggested}"
+        )
     ax.set_xlabel("duplicates of the continuation")
     ax.set_ylabel("KL (nats), memorized vs not")
     ax.legend(fontsize=8)

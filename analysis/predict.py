@@ -118,8 +118,9 @@ def design(
     finite = np.isfinite(X)
     keep = finite.all(axis=1)
     if not keep.all():
-        bad = {f: int((~finite[:, j]).sum()) for j, f in enumerate(features)
-               if not finite[:, j].all()}
+        bad = {
+            f: int((~finite[:, j]).sum()) for j, f in enumerate(features) if not finite[:, j].all()
+        }
         if nan_policy == "raise":
             raise ValueError(
                 f"non-finite (NaN or infinite) feature values in {bad} (column: rows); "
@@ -138,9 +139,7 @@ def balanced_weights(y: np.ndarray) -> np.ndarray:
     return np.where(y, n / (2.0 * pos), n / (2.0 * (n - pos)))
 
 
-def stratified_split(
-    y: np.ndarray, test_size: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(y: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Train/test row indices (sorted) with the class prior kept in both parts."""
     if not 0 < test_size < 1:
         raise ValueError(f"test_size must be in (0, 1), got {test_size}")
@@ -311,7 +310,9 @@ def inference_table(
         with warnings.catch_warnings():
             warnings.simplefilter("error", PerfectSeparationWarning)
             res = sm.GLM(
-                y.astype(np.float64), A, family=sm.families.Binomial(),
+                y.astype(np.float64),
+                A,
+                family=sm.families.Binomial(),
                 var_weights=balanced_weights(y),
             ).fit(start_params=model.beta, cov_type="HC0", maxiter=100, tol=1e-10)
         params, se = np.asarray(res.params), np.asarray(res.bse)
@@ -324,12 +325,28 @@ def inference_table(
         ci = np.full((params.size, 2), np.nan)
     names = ["intercept"] + [model.features[j] for j in model.used]
     out = pd.DataFrame(
-        {"feature": names, "coef": params, "se": se, "z": z, "p": p, "lo": ci[:, 0],
-         "hi": ci[:, 1], "note": note}
+        {
+            "feature": names,
+            "coef": params,
+            "se": se,
+            "z": z,
+            "p": p,
+            "lo": ci[:, 0],
+            "hi": ci[:, 1],
+            "note": note,
+        }
     )
     extra = pd.DataFrame(
-        {"feature": model.dropped, "coef": np.nan, "se": np.nan, "z": np.nan, "p": np.nan,
-         "lo": np.nan, "hi": np.nan, "note": "constant on training rows"}
+        {
+            "feature": model.dropped,
+            "coef": np.nan,
+            "se": np.nan,
+            "z": np.nan,
+            "p": np.nan,
+            "lo": np.nan,
+            "hi": np.nan,
+            "note": "constant on training rows",
+        }
     )
     return pd.concat([out, extra], ignore_index=True) if len(extra) else out
 
@@ -380,8 +397,9 @@ def fit_groups(
                 f"(need {min_class_rows} of each)"
             )
             continue
-        models[g] = fit_model(X[rows], y[rows], features, C=C, class_weight=class_weight,
-                              beta0=beta0, tol=tol)
+        models[g] = fit_model(
+            X[rows], y[rows], features, C=C, class_weight=class_weight, beta0=beta0, tol=tol
+        )
     return GroupedFit(models, skipped)
 
 
@@ -448,12 +466,30 @@ def search_partition(
         gv = partition(Xv, a[1], a[3], b[1], b[3])
         key = np.packbits(np.concatenate([gf == "group 1", gf == "group 2"])).tobytes()
         if key not in seen:
-            fit = fit_groups(Xf, yf, gf, GROUPS, features=features,
-                             min_class_rows=min_class_rows, C=C, beta0=pooled.beta, tol=1e-6)
+            fit = fit_groups(
+                Xf,
+                yf,
+                gf,
+                GROUPS,
+                features=features,
+                min_class_rows=min_class_rows,
+                C=C,
+                beta0=pooled.beta,
+                tol=1e-6,
+            )
             p = fit.predict_proba(Xv, gv, pooled)
             seen[key] = _metrics.evaluate(yv, p)["f1"]
-        results.append({"feature_1": a[0], "q1": a[2], "t1": a[3], "feature_2": b[0],
-                        "q2": b[2], "t2": b[3], "f1": seen[key]})
+        results.append(
+            {
+                "feature_1": a[0],
+                "q1": a[2],
+                "t1": a[3],
+                "feature_2": b[0],
+                "q2": b[2],
+                "t2": b[3],
+                "f1": seen[key],
+            }
+        )
     table = pd.DataFrame(results)
     best = table.iloc[int(np.argmax(table["f1"].to_numpy()))].to_dict()
     best["distinct_partitions"] = len(seen)
@@ -493,9 +529,14 @@ def _lrt(X, y, cats, fitted, features, C) -> dict:
         k_tax += m.beta.size
     df = k_tax - base.beta.size
     stat = max(0.0, 2.0 * (ll_tax - ll_base))
-    return {"statistic": stat, "df": int(df),
-            "pvalue": float(stats.chi2.sf(stat, df)) if df > 0 else float("nan"),
-            "rows": int(rows.sum()), "ll_baseline": ll_base, "ll_taxonomic": ll_tax}
+    return {
+        "statistic": stat,
+        "df": int(df),
+        "pvalue": float(stats.chi2.sf(stat, df)) if df > 0 else float("nan"),
+        "rows": int(rows.sum()),
+        "ll_baseline": ll_base,
+        "ll_taxonomic": ll_tax,
+    }
 
 
 def fit(
@@ -511,6 +552,7 @@ def fit(
     min_class_rows: int = 10,
     nan_policy: str = "raise",
     search: bool = False,
+    search_features=None,
     search_rows: int = 100_000,
     inference_rows: int = 500_000,
     paper: bool = False,
@@ -544,51 +586,96 @@ def fit(
         raise ValueError("too few memorized rows to split into training and test sets")
 
     base = fit_model(Xtr, ytr, features, C=C)
-    tax = fit_groups(Xtr, ytr, cats[train], taxonomy.CATEGORIES, features=features,
-                     min_class_rows=min_class_rows, C=C, beta0=base.beta)
-    probs = {"baseline": base.predict_proba(Xte),
-             "taxonomic": tax.predict_proba(Xte, cats[test], base)}
+    tax = fit_groups(
+        Xtr,
+        ytr,
+        cats[train],
+        taxonomy.CATEGORIES,
+        features=features,
+        min_class_rows=min_class_rows,
+        C=C,
+        beta0=base.beta,
+    )
+    probs = {
+        "baseline": base.predict_proba(Xte),
+        "taxonomic": tax.predict_proba(Xte, cats[test], base),
+    }
     skipped = [{"model": "taxonomic", "group": g, "reason": r} for g, r in tax.skipped.items()]
     if tax.skipped:
         notes.append(
             "taxonomic: rows of skipped categories "
             f"({', '.join(tax.skipped)}) are scored by the baseline model"
         )
-    coef = [inference_table(base, Xtr, ytr, alpha=alpha, max_rows=inference_rows, seed=seed)
-            .assign(model="baseline", group="all")]
+    coef = [
+        inference_table(base, Xtr, ytr, alpha=alpha, max_rows=inference_rows, seed=seed).assign(
+            model="baseline", group="all"
+        )
+    ]
     for c, m in tax.models.items():
         r = cats[train] == c
-        coef.append(inference_table(m, Xtr[r], ytr[r], alpha=alpha, max_rows=inference_rows,
-                                    seed=seed).assign(model="taxonomic", group=c))
+        coef.append(
+            inference_table(
+                m, Xtr[r], ytr[r], alpha=alpha, max_rows=inference_rows, seed=seed
+            ).assign(model="taxonomic", group=c)
+        )
     if ytr.size > inference_rows:
-        notes.append(f"coefficient inference on a random subsample of {inference_rows} "
-                     "training rows per model")
+        notes.append(
+            f"coefficient inference on a random subsample of {inference_rows} "
+            "training rows per model"
+        )
 
     best = search_table = None
     if search:
         best, search_table = search_partition(
-            Xtr, ytr, features, search_rows=search_rows, min_class_rows=min_class_rows, C=C,
-            seed=seed, progress=progress,
+            Xtr,
+            ytr,
+            features,
+            search_features=(
+                tuple(f for f in SEARCH_FEATURES if f in features)
+                if search_features is None
+                else search_features
+            ),
+            search_rows=search_rows,
+            min_class_rows=min_class_rows,
+            C=C,
+            seed=seed,
+            progress=progress,
         )
         j1, j2 = features.index(best["feature_1"]), features.index(best["feature_2"])
         gtr = partition(Xtr, j1, best["t1"], j2, best["t2"])
         gte = partition(Xte, j1, best["t1"], j2, best["t2"])
-        part = fit_groups(Xtr, ytr, gtr, GROUPS, features=features,
-                          min_class_rows=min_class_rows, C=C, beta0=base.beta)
+        part = fit_groups(
+            Xtr,
+            ytr,
+            gtr,
+            GROUPS,
+            features=features,
+            min_class_rows=min_class_rows,
+            C=C,
+            beta0=base.beta,
+        )
         probs["partition"] = part.predict_proba(Xte, gte, base)
-        skipped += [{"model": "partition", "group": g, "reason": r}
-                    for g, r in part.skipped.items()]
+        skipped += [
+            {"model": "partition", "group": g, "reason": r} for g, r in part.skipped.items()
+        ]
         for g, m in part.models.items():
             r = gtr == g
-            coef.append(inference_table(m, Xtr[r], ytr[r], alpha=alpha,
-                                        max_rows=inference_rows, seed=seed)
-                        .assign(model="partition", group=g))
+            coef.append(
+                inference_table(
+                    m, Xtr[r], ytr[r], alpha=alpha, max_rows=inference_rows, seed=seed
+                ).assign(model="partition", group=g)
+            )
 
     diffs = [("taxonomic", "baseline")] + ([("partition", "baseline")] if search else [])
     rows, drows = [], []
     for scoring in ("prob", "hard") if paper else ("prob",):
         boot = _metrics.paired_bootstrap(
-            yte, probs, n_boot=n_boot, alpha=alpha, seed=seed, hard_auc=scoring == "hard",
+            yte,
+            probs,
+            n_boot=n_boot,
+            alpha=alpha,
+            seed=seed,
+            hard_auc=scoring == "hard",
             differences=tuple(diffs),
         )
         for name, df in boot.items():
@@ -597,12 +684,17 @@ def fit(
                 drows.append(df.assign(comparison=name))
             else:
                 rows.append(df.assign(model=name))
-    metrics_df = pd.concat(rows, ignore_index=True)[["model", "scoring", "metric", "value",
-                                                     "lo", "hi"]]
-    diff_df = pd.concat(drows, ignore_index=True)[["comparison", "scoring", "metric", "value",
-                                                   "lo", "hi"]]
-    lrt = (_lrt(Xtr, ytr, cats[train], list(tax.models), features, C) if tax.models
-           else {"statistic": np.nan, "df": 0, "pvalue": np.nan, "rows": 0})
+    metrics_df = pd.concat(rows, ignore_index=True)[
+        ["model", "scoring", "metric", "value", "lo", "hi"]
+    ]
+    diff_df = pd.concat(drows, ignore_index=True)[
+        ["comparison", "scoring", "metric", "value", "lo", "hi"]
+    ]
+    lrt = (
+        _lrt(Xtr, ytr, cats[train], list(tax.models), features, C)
+        if tax.models
+        else {"statistic": np.nan, "df": 0, "pvalue": np.nan, "rows": 0}
+    )
     if paper:
         eps = 1e-15
         pb = np.clip(probs["baseline"], eps, 1 - eps)

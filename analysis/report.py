@@ -52,8 +52,9 @@ class _Writer:
     def table(self, name: str, df: pd.DataFrame, title: str) -> None:
         df.to_csv(self.root / "tables" / f"{name}.csv", index=False)
         (self.root / "tables" / f"{name}.md").write_text(to_markdown(df))
-        body = df.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="",
-                          border=0, classes="t")
+        body = df.to_html(
+            index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0, classes="t"
+        )
         self.sections.append(
             f"<h3>{html.escape(title)}</h3>{body}<p class='files'>"
             f"<a href='tables/{name}.csv'>CSV</a> · <a href='tables/{name}.md'>markdown</a></p>"
@@ -118,8 +119,18 @@ def build(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        _build_into(_Writer(tmp / "r"), tables, primary, recitation_threshold, n_boot, seed,
-                    search, paper, nan_policy, progress)
+        _build_into(
+            _Writer(tmp / "r"),
+            tables,
+            primary,
+            recitation_threshold,
+            n_boot,
+            seed,
+            search,
+            paper,
+            nan_policy,
+            progress,
+        )
         if out.exists():
             old = tmp / "old"
             os.replace(out, old)
@@ -129,56 +140,120 @@ def build(
     return out / "index.html"
 
 
-def _build_into(w: _Writer, tables, primary, thr, n_boot, seed, search, paper, nan_policy,
-                progress) -> None:
+def available_features(table) -> tuple[list[str], list[str]]:
+    """(model features present with at least one value, missing ones) of a feature table.
+
+    `features.compute` skips columns whose inputs were not given (no corpus index, no embedder);
+    the report then fits on the rest and says so.
+    """
+    have = set(taxonomy.column_names(table))
+    present, missing = [], []
+    for f in predict.FEATURES:
+        ok = f in have
+        if ok:
+            col = taxonomy.column(table, f)
+            ok = col.size > 0 and not np.all(pd.isna(col))
+        (present if ok else missing).append(f)
+    return present, missing
+
+
+def _build_into(
+    w: _Writer, tables, primary, thr, n_boot, seed, search, paper, nan_policy, progress
+) -> None:
     table = tables[primary]
+    feats, missing = available_features(table)
+    taxonomy.require_columns(table, ["duplicates", taxonomy.LABEL], f"feature table {primary!r}")
     w.heading("Taxonomy")
-    w.text(f"Recitation: duplicates > {thr}; reconstruction: templated (repeating or "
-           "incrementing); recollection: the rest. Shares are of memorized samples, computed "
-           "per run.")
+    w.text(
+        f"Recitation: duplicates > {thr}; reconstruction: templated (repeating or "
+        "incrementing); recollection: the rest. Shares are of memorized samples, computed "
+        "per run."
+    )
     shares = scaling.shares_across(tables, thr)
     w.figure("shares", lambda p: plots.shares(shares, p), "Category shares per run")
     w.table("shares", shares, "Category shares and counts")
 
     w.heading(f"Predictive models ({primary})")
-    res = predict.fit(table, recitation_threshold=thr, n_boot=n_boot, seed=seed, search=search,
-                      paper=paper, nan_policy=nan_policy, progress=progress)
+    if missing:
+        w.text(f"Features absent from this table, left out of the models: {', '.join(missing)}")
+    res = predict.fit(
+        table,
+        features=feats,
+        recitation_threshold=thr,
+        n_boot=n_boot,
+        seed=seed,
+        search=search,
+        paper=paper,
+        nan_policy=nan_policy,
+        progress=progress,
+    )
     for note in res.notes:
         w.text(note)
     w.table("metrics", res.metrics, "Test-set metrics with 95% bootstrap intervals")
-    w.table("metric_differences", res.differences,
-            "Differences against the baseline (paired bootstrap)")
+    w.table(
+        "metric_differences", res.differences, "Differences against the baseline (paired bootstrap)"
+    )
     lrt = pd.DataFrame([{k: v for k, v in res.lrt.items()}])
     w.table("lrt", lrt, "Likelihood-ratio test: taxonomic vs baseline")
     if len(res.skipped):
         w.table("skipped", res.skipped, "Groups too small to fit")
     if res.partition is not None:
         w.table("partition", pd.DataFrame([res.partition]), "Optimal partition (winner)")
-        w.table("partition_search", res.search.sort_values("f1", ascending=False),
-                "Partition search (validation F1)")
-    w.figure("coefficients", lambda p: plots.coefficients(res.coefficients, p),
-             "Coefficients per model and category (symlog axis, 95% CI)")
+        w.table(
+            "partition_search",
+            res.search.sort_values("f1", ascending=False),
+            "Partition search (validation F1)",
+        )
+    w.figure(
+        "coefficients",
+        lambda p: plots.coefficients(res.coefficients, p),
+        "Coefficients per model and category (symlog axis, 95% CI)",
+    )
     w.table("coefficients", res.coefficients, "Coefficients, standard errors, Wald tests")
-    w.figure("pr_curves", lambda p: plots.pr_curves(res.test_labels, res.test_probs, p),
-             "Precision-recall curves")
-    w.figure("calibration", lambda p: plots.calibration(res.test_labels, res.test_probs, p),
-             "Calibration curves")
+    w.figure(
+        "pr_curves",
+        lambda p: plots.pr_curves(res.test_labels, res.test_probs, p),
+        "Precision-recall curves",
+    )
+    w.figure(
+        "calibration",
+        lambda p: plots.calibration(res.test_labels, res.test_probs, p),
+        "Calibration curves",
+    )
 
     w.heading(f"Dependencies ({primary})")
-    dep = dependencies.correlations(table, recitation_threshold=thr, seed=seed)
-    w.figure("dependencies", lambda p: plots.dependencies(dep, p),
-             "Pearson, Spearman and xi correlation with memorization")
+    dep = dependencies.correlations(table, features=feats, recitation_threshold=thr, seed=seed)
+    w.figure(
+        "dependencies",
+        lambda p: plots.dependencies(dep, p),
+        "Pearson, Spearman and xi correlation with memorization",
+    )
     w.table("dependencies", dep, "Correlations with p-values")
 
     w.heading(f"Recitation threshold ({primary})")
     kl, suggested = thresholds.kl_by_duplicates(table, seed=seed)
-    w.figure("threshold", lambda p: plots.threshold_curve(kl, suggested, p),
-             "Symmetric KL of continuation perplexity, memorized vs not, by duplicates")
-    w.text(f"Suggested threshold: duplicates > {suggested}" if suggested is not None
-           else "Too few rows per duplicate count to suggest a threshold.")
+    w.figure(
+        "threshold",
+        lambda p: plots.threshold_curve(kl, suggested, p),
+        "Symmetric KL of continuation perplexity, memorized vs not, by duplicates",
+    )
+    w.text(
+        f"Suggested threshold: duplicates > {suggested}"
+        if suggested is not None
+        else "Too few rows per duplicate count to suggest a threshold."
+    )
     w.table("threshold", kl, "Symmetric KL by duplicate count")
-    meta = {"runs": list(tables), "primary": primary, "recitation_threshold": thr,
-            "n_boot": n_boot, "seed": seed, "search": search, "paper": paper,
-            "features": list(predict.FEATURES), "categories": list(taxonomy.CATEGORIES)}
+    meta = {
+        "runs": list(tables),
+        "primary": primary,
+        "recitation_threshold": thr,
+        "n_boot": n_boot,
+        "seed": seed,
+        "search": search,
+        "paper": paper,
+        "features": feats,
+        "missing_features": missing,
+        "categories": list(taxonomy.CATEGORIES),
+    }
     (w.root / "tables" / "run.json").write_text(json.dumps(meta, indent=1))
     w.write("memtax analysis report")

@@ -85,9 +85,9 @@ def templated(table) -> np.ndarray:
     if "is_templating" in names:
         return column(table, "is_templating").astype(bool)
     if {"is_repeating", "is_incrementing"} <= names:
-        return column(table, "is_repeating").astype(bool) | column(
-            table, "is_incrementing"
-        ).astype(bool)
+        return column(table, "is_repeating").astype(bool) | column(table, "is_incrementing").astype(
+            bool
+        )
     raise ValueError(
         "table needs 'is_templating' (or both 'is_repeating' and 'is_incrementing') to classify"
     )

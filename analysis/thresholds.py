@@ -68,8 +68,14 @@ def kl_by_duplicates(
     for d in range(max_duplicates + 1):
         at = dup == d
         a, b = logp[at & y], logp[at & ~y]
-        row = {"duplicates": d, "n_memorized": int(a.size), "n_other": int(b.size),
-               "kl": np.nan, "lo": np.nan, "hi": np.nan}
+        row = {
+            "duplicates": d,
+            "n_memorized": int(a.size),
+            "n_other": int(b.size),
+            "kl": np.nan,
+            "lo": np.nan,
+            "hi": np.nan,
+        }
         if a.size >= min_rows and b.size >= min_rows:
             row["kl"] = symmetric_kl(a, b, edges, eps)
             reps = [

@@ -14,6 +14,7 @@ per replicate. Ratios are printed beside the absolute times.
 """
 
 import os
+import resource
 import time
 
 import numpy as np
@@ -28,6 +29,13 @@ SEARCH_ROWS = int(os.environ.get("MEMTAX_BENCH_SEARCH_ROWS", 100_000))
 BOOT = int(os.environ.get("MEMTAX_BENCH_BOOT", 1000))
 
 
+def _cpu() -> float:
+    """User + system CPU seconds of this process (all threads): on a shared machine the wall
+    time depends on the other users, the CPU time much less."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _median(fn, repeat):
     times = []
     for _ in range(repeat):
@@ -39,8 +47,11 @@ def _median(fn, repeat):
 
 def test_baseline_and_taxonomic_with_bootstrap(benchmark):
     df, _ = predict.synthetic_table(ROWS, seed=0)
+    cpu0 = _cpu()
     res = benchmark.pedantic(
-        lambda: predict.fit(df, n_boot=BOOT, seed=0, progress=False), rounds=1, iterations=1)
+        lambda: predict.fit(df, n_boot=BOOT, seed=0, progress=False), rounds=1, iterations=1
+    )
+    cpu = _cpu() - cpu0
     total = benchmark.stats.stats.median
     # anchor 1: one lbfgs fit vs one Newton fit on the same standardized training rows
     X, y, _ = predict.design(df)
@@ -48,8 +59,9 @@ def test_baseline_and_taxonomic_with_bootstrap(benchmark):
     Xt, yt = X[train], y[train]
     t_newton, model = _median(lambda: predict.fit_model(Xt, yt), 3)
     Xs = model.transform(Xt)
-    t_lbfgs, sk = _median(lambda: LogisticRegression(class_weight="balanced", max_iter=1000)
-                          .fit(Xs, yt), 1)
+    t_lbfgs, sk = _median(
+        lambda: LogisticRegression(class_weight="balanced", max_iter=1000).fit(Xs, yt), 1
+    )
     assert np.allclose(sk.coef_[0], model.beta[1:], atol=1e-3)
     # anchor 2: naive bootstrap replicate vs vectorised replicate
     yte, p = res.test_labels, res.test_probs["baseline"]
@@ -68,7 +80,7 @@ def test_baseline_and_taxonomic_with_bootstrap(benchmark):
     f1b, f1t = m[("baseline", "f1")], m[("taxonomic", "f1")]
     print(
         f"\n[analysis] rows={ROWS} n_boot={BOOT}: baseline+taxonomic with bootstrap "
-        f"{total:.1f} s (limit 600 s at 5M rows)\n"
+        f"{total:.1f} s wall, {cpu:.1f} s CPU (limit 600 s at 5M rows)\n"
         f"  one fit on {yt.size} rows: Newton {t_newton:.2f} s, sklearn lbfgs {t_lbfgs:.2f} s "
         f"(ratio lbfgs/Newton {t_lbfgs / t_newton:.1f}x)\n"
         f"  20 bootstrap replicates, {yte.size} test rows: naive sklearn {t_naive:.2f} s, "
@@ -82,15 +94,21 @@ def test_baseline_and_taxonomic_with_bootstrap(benchmark):
 @pytest.mark.parametrize("search_rows", [100_000])
 def test_optimal_partition_search(benchmark, search_rows):
     df, _ = predict.synthetic_table(SEARCH_ROWS, seed=1)
+    cpu0 = _cpu()
     res = benchmark.pedantic(
-        lambda: predict.fit(df, n_boot=200, seed=0, search=True, search_rows=search_rows,
-                            progress=False), rounds=1, iterations=1)
+        lambda: predict.fit(
+            df, n_boot=200, seed=0, search=True, search_rows=search_rows, progress=False
+        ),
+        rounds=1,
+        iterations=1,
+    )
     total = benchmark.stats.stats.median
+    cpu = _cpu() - cpu0
     t_plain, _ = _median(lambda: predict.fit(df, n_boot=200, seed=0, progress=False), 1)
     print(
         f"\n[analysis] rows={SEARCH_ROWS}: with optimal-partition search (subsample "
         f"{search_rows}, {res.partition['distinct_partitions']} distinct partitions of 810 "
-        f"candidates) {total:.1f} s; without search {t_plain:.1f} s "
+        f"candidates) {total:.1f} s wall, {cpu:.1f} s CPU; without search {t_plain:.1f} s "
         f"(search costs {total - t_plain:.1f} s); winner {res.partition['feature_1']}"
         f">={res.partition['t1']:.3g} / {res.partition['feature_2']}>={res.partition['t2']:.3g}"
     )

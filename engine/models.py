@@ -346,7 +346,7 @@ def _local_revision_folder(folder: Path, revision: str) -> Path:
 
 
 def _from_pretrained(target: str, *, torch_dtype, revision, trust_remote_code, local_files_only,
-                     gguf_file=None, what: str):
+                     gguf_file=None, cache_dir=None, what: str):
     import transformers
 
     kwargs: dict[str, Any] = {
@@ -358,6 +358,8 @@ def _from_pretrained(target: str, *, torch_dtype, revision, trust_remote_code, l
         kwargs["revision"] = revision
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
+    if cache_dir is not None:
+        kwargs["cache_dir"] = str(cache_dir)
     try:
         return transformers.AutoModelForCausalLM.from_pretrained(target, **kwargs)
     except OSError as exc:
@@ -382,6 +384,7 @@ def load_model(
     trust_remote_code: bool = False,
     local_files_only: bool | None = None,
     gguf_file: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> ScoringModel:
     """Load `model` for scoring and wrap it in a `ScoringModel`.
 
@@ -394,6 +397,7 @@ def load_model(
     local_files_only: default True for local paths (never touches the network) and the
         `HF_HUB_OFFLINE` setting for hub ids.
     trust_remote_code: never run a checkpoint's own code unless this is True.
+    cache_dir: the Hugging Face cache to look hub ids up in (default: the usual one).
     Safetensors weights are preferred whenever a checkpoint has them (transformers' default).
     """
     dev = resolve_device(device)
@@ -445,7 +449,7 @@ def load_model(
         hf = _from_pretrained(
             name, torch_dtype=want, revision=rev, trust_remote_code=trust_remote_code,
             local_files_only=offline if local_files_only is None else local_files_only,
-            what="model",
+            cache_dir=cache_dir, what="model",
         )
     hf.to(device=dev)
     return wrap_model(hf, name=name, revision=rev)

@@ -86,14 +86,23 @@ def score_batch(sm: ScoringModel, tokens: torch.Tensor, *, prefix_len: int, cont
 
     Returns numpy arrays of length B keyed by the `SCORE_SCHEMA` names. The caller validates ids.
     """
+    return _score_batch(sm, tokens, prefix_len=prefix_len, cont_len=cont_len,
+                        masked_token=masked_token, impl=impl)[0]
+
+
+def _score_batch(sm: ScoringModel, tokens: torch.Tensor, *, prefix_len: int, cont_len: int,
+                 masked_token: int | None, impl: str = "auto", keep_cache: bool = False):
+    """(columns, tf_argmax (B, C) int64, KV cache over tokens[:, :L-1] or None)."""
     b, L = tokens.shape
     p, c = prefix_len, cont_len
-    hidden = sm.backbone(tokens[:, : L - 1]).hidden                          # (B, L-1, d)
+    out = sm.backbone(tokens[:, : L - 1], use_cache=keep_cache)
+    hidden = out.hidden                                                       # (B, L-1, d)
     d = hidden.shape[-1]
     targets = tokens[:, 1:]                                                   # (B, L-1)
     argmax, _, lp = _head_rows(sm, hidden.reshape(-1, d), targets.reshape(-1), masked_token, impl)
     argmax, lp = argmax.view(b, L - 1), lp.view(b, L - 1).double()
-    correct = argmax[:, p - 1 :] == tokens[:, p:]                             # (B, C)
+    tf_argmax = argmax[:, p - 1 :]                                            # (B, C)
+    correct = tf_argmax == tokens[:, p:]
     match_len = (correct.cumprod(dim=1)).sum(dim=1)
     lp_prompt, lp_cont = lp[:, : p - 1].sum(1), lp[:, p - 1 :].sum(1)
     nan = torch.full_like(lp_prompt, float("nan"))
@@ -114,36 +123,37 @@ def score_batch(sm: ScoringModel, tokens: torch.Tensor, *, prefix_len: int, cont
         "cont_ppl_paper": (-lp_cont / (L - 1)).exp(),
         "seq_ppl_paper": seq_nll.exp(),
     }
-    out = {}
+    res = {}
     for k, v in cols.items():
         v = v.cpu()
-        out[k] = v.numpy() if v.dtype in (torch.bool, torch.int16) else v.float().numpy()
-    return out
+        res[k] = v.numpy() if v.dtype in (torch.bool, torch.int16) else v.float().numpy()
+    return res, tf_argmax, out.past_key_values
 
 
-def _generate_hook() -> Callable:
-    """The free-running decoder behind mode="generate" (issue 4 provides engine.generate).
+def _generate_hook():
+    """The free-running decoder behind mode="generate": `engine.generate` (issue 4).
 
-    Expected: `engine.generate.gen_score(sm, tokens, *, prefix_len, cont_len, masked_token,
-    match_len) -> float32 numpy (B,)`, Pythia's score: the share of the C continuation positions
-    where free-running greedy output equals the true token. `match_len` (from the one pass)
-    lets it skip rows that are exact (score 1) and start decoding at the first mismatch.
+    Returns (columns_fn, fields): `columns_fn(sm, tokens, *, prefix_len, cont_len, masked_token,
+    match_len, tf_argmax, cache) -> dict of numpy columns` (Pythia's `gen_score` and friends),
+    resuming greedy decoding at each row's first mismatch on the one pass's KV cache, and the
+    pyarrow fields it adds to the table.
     """
     import importlib
 
     try:
-        generate = importlib.import_module("engine.generate")  # optional until issue 4 lands
+        generate = importlib.import_module("engine.generate")
     except ModuleNotFoundError as exc:
         if exc.name != "engine.generate":
             raise
         generate = None
-    fn = getattr(generate, "gen_score", None)
+    fn = getattr(generate, "gen_columns", None)
     if fn is None:
         raise ValueError(
-            "mode='generate' (free-running Pythia score) is not available yet: it needs "
-            "engine.generate.gen_score; use mode='exact'"
+            "mode='generate' (free-running Pythia score) is not available: it needs "
+            "engine.generate.gen_columns; use mode='exact'"
         )
-    return fn
+    fields = generate.gen_fields() if hasattr(generate, "gen_fields") else [GEN_FIELD]
+    return fn, fields
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,7 +281,7 @@ def score(
     """
     if mode not in ("exact", "generate"):
         raise ValueError(f"mode must be 'exact' or 'generate', got {mode!r}")
-    gen_fn = _generate_hook() if mode == "generate" else None
+    gen_fn, gen_fields = _generate_hook() if mode == "generate" else (None, [])
     if not (batch_size == "auto" or (isinstance(batch_size, int) and not isinstance(
             batch_size, bool) and batch_size > 0)):
         raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
@@ -301,7 +311,7 @@ def score(
         "masked_token": -1 if masked is None else int(masked), "source": source.description,
         "n_samples": n, "shard_size": shard_size,
     }
-    schema = SCORE_SCHEMA.append(GEN_FIELD) if mode == "generate" else SCORE_SCHEMA
+    schema = pa.schema(list(SCORE_SCHEMA) + list(gen_fields))
     schema = schema.with_metadata(_run_metadata(sm, run))
     n_shards = (n + shard_size - 1) // shard_size
 
@@ -334,13 +344,15 @@ def score(
                     _validate_ids(toks, ids, sm.vocab_size)
                     try:
                         tt = torch.from_numpy(toks).to(sm.device)
-                        cols = score_batch(sm, tt, prefix_len=prefix_len, cont_len=cont_len,
-                                           masked_token=masked, impl=head_impl)
+                        cols, tf_argmax, cache = _score_batch(
+                            sm, tt, prefix_len=prefix_len, cont_len=cont_len,
+                            masked_token=masked, impl=head_impl, keep_cache=gen_fn is not None)
                         if gen_fn is not None:
-                            cols["gen_score"] = np.asarray(gen_fn(
+                            cols.update(gen_fn(
                                 sm, tt, prefix_len=prefix_len, cont_len=cont_len,
-                                masked_token=masked, match_len=cols["match_len"]),
-                                dtype=np.float32)
+                                masked_token=masked, match_len=cols["match_len"],
+                                tf_argmax=tf_argmax, cache=cache))
+                            del cache
                     except Exception as exc:  # back off on out-of-memory, then retry the rows
                         if not _is_oom(exc) or bs == 1:
                             raise

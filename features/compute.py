@@ -165,11 +165,13 @@ def _index_tokenizer(index, tok):
 
 
 def _open_index(index):
-    if index is None or hasattr(index, "count"):
-        return index
-    from features.index import CorpusIndex
+    if isinstance(index, (str, os.PathLike)):
+        from features.index import CorpusIndex
 
-    return CorpusIndex.open(index)
+        return CorpusIndex.open(index)
+    if index is not None and not (hasattr(index, "count") and hasattr(index, "unigram_counts")):
+        raise ValueError(f"index must be a CorpusIndex or its folder, got {type(index).__name__}")
+    return index
 
 
 def _select(ids: np.ndarray, tokens: np.ndarray, wanted_sorted: np.ndarray | None):

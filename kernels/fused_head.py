@@ -9,6 +9,10 @@ same signature. Semantics shared by both:
     argmax = argmax over logits with `masked_token` excluded     # ties -> lowest index
     lse    = logsumexp(logits)                                   # model's own distribution
     target_logprob = logits[target] - lse
+
+Logits are accumulated and reduced in fp32 for every input dtype (fp32, fp16, bf16) and never
+rounded to 16 bits, so both implementations agree to fp32 rounding. Inputs are checked once,
+by `_validate`, for both; `impl="auto"` picks Triton for CUDA tensors and torch elsewhere.
 """
 
 from __future__ import annotations

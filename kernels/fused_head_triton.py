@@ -16,21 +16,20 @@ index because splits are ordered by vocabulary and `torch.argmax` picks the firs
 
 Block sizes come from a small table (`_pick_config`), chosen by GPU generation and dtype:
 
-    arch / dtype              BLOCK_N BLOCK_V BLOCK_K warps stages  why
-    Hopper (sm90+), 16-bit    128     256     64      8     3       128x256 fp32 accumulator,
-                                                                     as cuBLAS's big bf16 tiles;
-                                                                     hidden re-reads cost 1 byte
-                                                                     per 256 FLOP
-    Ampere (sm80/86/89) 16-b  128     128     32      8     4       164 KiB shared memory
-    any GPU, fp32             64      64      32      4     3       IEEE fp32 dot (no TF32), so
-                                                                     results match fp32 torch
+    arch / dtype              BLOCK_N BLOCK_V BLOCK_K warps stages  smem
+    Hopper (sm90+), 16-bit    128     128     64      8     4       128 KiB (wgmma, cp.async)
+    Ampere (sm80/86/89) 16-b  128     128     32      8     4        48 KiB
+    any GPU, fp32             64      64      32      4     3        32 KiB, IEEE fp32 dot
+                                                                     (no TF32: matches torch)
     interpreter (CPU)         <=64    <=512   <=128   -     -       few, large tiles: the
-                                                                     interpreter's cost is per
-                                                                     Python-level op
+                                                                     interpreter pays per op
 
-These are first guesses from the shapes' arithmetic, not measured yet (no GPU in the session
-that wrote this file); `benchmarks/bench_kernels.py` can sweep alternatives
-(MEMTAX_BENCH_SWEEP=1) and the table should be updated from its results.
+Why these: compiled ahead of time for sm_90a/sm_80 on a machine without a GPU and read back
+with `ptxas -v` (see docs/notes/issue-3.md), the 128x128 tiles with 8 warps are the largest
+that keep the epilogue (bias, cap, argmax, exp-sum over the whole tile) free of register
+spills: 128x256 (cuBLAS's favourite bf16 tile) spills 600-1000 bytes per thread, as does
+128x128 with 4 warps. They are not timed yet; `benchmarks/bench_kernels.py` sweeps
+alternatives (MEMTAX_BENCH_SWEEP=1) on a GPU, and the table should follow its results.
 """
 
 from __future__ import annotations
@@ -188,7 +187,7 @@ def _pick_config(n: int, v: int, d: int, dtype: torch.dtype, device: torch.devic
         return HeadConfig(64, 64, 32, num_warps=4, num_stages=3)
     major, _ = torch.cuda.get_device_capability(device)
     if major >= 9:
-        return HeadConfig(128, 256, 64, num_warps=8, num_stages=3)
+        return HeadConfig(128, 128, 64, num_warps=8, num_stages=4)
     return HeadConfig(128, 128, 32, num_warps=8, num_stages=4)
 
 

@@ -40,8 +40,10 @@ def test_xi_pvalue_without_ties_matches_chatterjee_asymptotics():
 
 def test_xi_pvalues_roughly_uniform_under_independence():
     rng = np.random.default_rng(2)
-    ps = [dependencies.xi_correlation(rng.normal(size=400), rng.random(400) < 0.3, seed=s)[1]
-          for s in range(200)]
+    ps = [
+        dependencies.xi_correlation(rng.normal(size=400), rng.random(400) < 0.3, seed=s)[1]
+        for s in range(200)
+    ]
     assert 0.02 < np.mean(np.array(ps) < 0.1) < 0.2
 
 
@@ -51,8 +53,11 @@ def test_correlations_per_subset_equal_scipy():
     cats = taxonomy.classify(df)
     y = df["exact_match"].to_numpy().astype(float)
     assert set(out.subset) == {"all", *taxonomy.CATEGORIES, "code", "natural language"}
-    for subset, mask in (("all", np.ones(len(df), bool)), ("recitation", cats == "recitation"),
-                         ("code", df["code_score"].to_numpy() >= 0.5)):
+    for subset, mask in (
+        ("all", np.ones(len(df), bool)),
+        ("recitation", cats == "recitation"),
+        ("code", df["code_score"].to_numpy() >= 0.5),
+    ):
         got = out[(out.subset == subset) & (out.feature == "cont_ppl")].set_index("method")
         x = df["cont_ppl"].to_numpy()[mask]
         pr, sr = stats.pearsonr(x, y[mask]), stats.spearmanr(x, y[mask])
@@ -66,7 +71,8 @@ def test_correlations_per_subset_equal_scipy():
 
 
 def test_missing_feature_column():
-    df = pd.DataFrame({"exact_match": [True, False], "duplicates": [0, 1],
-                       "is_templating": [False, False]})
+    df = pd.DataFrame(
+        {"exact_match": [True, False], "duplicates": [0, 1], "is_templating": [False, False]}
+    )
     with pytest.raises(ValueError, match="cont_ppl"):
         dependencies.correlations(df, features=("cont_ppl",))

@@ -39,8 +39,9 @@ def test_planted_coefficients_within_confidence_intervals(planted):
     train, _ = predict.stratified_split(y, 0.2, 1)
     inside, total, worst = 0, 0, 0.0
     for c in taxonomy.CATEGORIES:
-        tab = res.coefficients[(res.coefficients.model == "taxonomic")
-                               & (res.coefficients.group == c)].set_index("feature")
+        tab = res.coefficients[
+            (res.coefficients.model == "taxonomic") & (res.coefficients.group == c)
+        ].set_index("feature")
         rows = train[cats[train] == c]
         Xc, yc = X[rows], y[rows]
         b0, beta = truth[c]
@@ -107,7 +108,8 @@ def test_pvalues_equal_statsmodels_and_sandwich_formula():
     A = np.column_stack([np.ones(y.size), (cont - cont.mean(0)) / cont.std(0), X[:, 13]])
     w = np.where(y, y.size / (2 * y.sum()), y.size / (2 * (~y).sum()))
     ref = sm.GLM(y.astype(float), A, family=sm.families.Binomial(), var_weights=w).fit(
-        cov_type="HC0", tol=1e-12)
+        cov_type="HC0", tol=1e-12
+    )
     assert np.allclose(tab["coef"], ref.params, atol=1e-6)
     assert np.allclose(tab["p"], ref.pvalues, rtol=1e-5, atol=1e-12)
     # sandwich by hand: H^-1 (sum w^2 (y-p)^2 a a^T) H^-1
@@ -137,9 +139,9 @@ def test_bad_input_nonfinite_features():
         predict.fit(df, n_boot=0)
     res = predict.fit(df, n_boot=20, nan_policy="drop", progress=False)
     assert any("dropped 2 rows" in n for n in res.notes)
-    assert res.test_labels.size == round(0.2 * (2998 - df.exact_match.sum() + (
-        df.exact_match[[3, 7]].sum()))) + round(0.2 * (df.exact_match.sum()
-                                                       - df.exact_match[[3, 7]].sum()))
+    assert res.test_labels.size == round(
+        0.2 * (2998 - df.exact_match.sum() + (df.exact_match[[3, 7]].sum()))
+    ) + round(0.2 * (df.exact_match.sum() - df.exact_match[[3, 7]].sum()))
 
 
 def test_too_small_category_is_reported_not_fatal():

@@ -34,8 +34,19 @@ def report(tmp_path_factory):
     single = root / "pythia-160m.parquet"
     pq.write_table(pa.Table.from_pandas(df2, preserve_index=False), single)
     out = root / "report"
-    rc = main(["analyze", "--features", str(folder), str(single), "--out", str(out),
-               "--n-boot", "50", "--no-progress"])
+    rc = main(
+        [
+            "analyze",
+            "--features",
+            str(folder),
+            str(single),
+            "--out",
+            str(out),
+            "--n-boot",
+            "50",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     return out, df, df2
 
@@ -81,24 +92,41 @@ def test_tables_hold_the_numbers(report):
 def test_report_renders_in_headless_chromium(report):
     out, _, _ = report
     page = (out / "index.html").read_text()
-    probe = page.replace("</body>", (
-        "<script>window.addEventListener('load', () => {"
-        "const r = [...document.images].map(i => [i.getAttribute('src'), i.complete,"
-        " i.naturalWidth, i.naturalHeight]);"
-        "const p = document.createElement('pre'); p.id = 'probe';"
-        "p.textContent = 'PROBE' + JSON.stringify(r) + 'END'; document.body.appendChild(p);"
-        "});</script></body>"))
+    probe = page.replace(
+        "</body>",
+        (
+            "<script>window.addEventListener('load', () => {"
+            "const r = [...document.images].map(i => [i.getAttribute('src'), i.complete,"
+            " i.naturalWidth, i.naturalHeight]);"
+            "const p = document.createElement('pre'); p.id = 'probe';"
+            "p.textContent = 'PROBE' + JSON.stringify(r) + 'END'; document.body.appendChild(p);"
+            "});</script></body>"
+        ),
+    )
     probe_path = out / "probe.html"
     probe_path.write_text(probe)
     try:
         with tempfile.TemporaryDirectory() as profile:
             res = subprocess.run(
-                [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
-                 "--virtual-time-budget=10000", "--allow-file-access-from-files",
-                 "--dump-dom", probe_path.as_uri()],
-                capture_output=True, text=True, timeout=120,
+                [
+                    CHROMIUM,
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    f"--user-data-dir={profile}",
+                    "--virtual-time-budget=10000",
+                    "--allow-file-access-from-files",
+                    "--dump-dom",
+                    probe_path.as_uri(),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
             )
     finally:
         probe_path.unlink()
@@ -112,8 +140,9 @@ def test_report_renders_in_headless_chromium(report):
 
 def test_cli_errors(tmp_path, capsys, report):
     out, _, _ = report
-    assert main(["analyze", "--features", str(tmp_path / "nope"), "--out",
-                 str(tmp_path / "r")]) == 2
+    assert (
+        main(["analyze", "--features", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
+    )
     assert "does not exist" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -129,10 +158,36 @@ def test_cli_errors(tmp_path, capsys, report):
 def test_failure_leaves_nothing_partial(tmp_path, capsys):
     df, _ = predict.synthetic_table(500, seed=3)
     bad = tmp_path / "bad.parquet"
-    pq.write_table(pa.Table.from_pandas(df.drop(columns=["cont_ppl"]), preserve_index=False),
-                   bad)
+    pq.write_table(pa.Table.from_pandas(df.drop(columns=["cont_ppl"]), preserve_index=False), bad)
     target = tmp_path / "rep"
-    assert main(["analyze", "--features", str(bad), "--out", str(target), "--n-boot", "5",
-                 "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "analyze",
+                "--features",
+                str(bad),
+                "--out",
+                str(target),
+                "--n-boot",
+                "5",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "cont_ppl" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.parquet"]
+
+
+def test_report_without_optional_features(tmp_path):
+    """Tables without semantic features (no embedder given to features.compute) still report."""
+    from analysis import report as report_mod
+
+    df, _ = predict.synthetic_table(3000, seed=5)
+    df = df.drop(columns=["semantic_matches"]).assign(textual_matches=None)
+    index = report_mod.build({"run": df}, tmp_path / "rep", n_boot=10, progress=False)
+    run = json.loads((index.parent / "tables" / "run.json").read_text())
+    assert run["missing_features"] == ["semantic_matches", "textual_matches"]
+    assert "left out of the models: semantic_matches, textual_matches" in index.read_text()
+    coef = __import__("pandas").read_csv(index.parent / "tables" / "coefficients.csv")
+    assert "semantic_matches" not in set(coef.feature)

@@ -41,10 +41,19 @@ def test_threshold_parameter_moves_the_tie():
 
 
 def test_templating_fallback_from_repeating_or_incrementing():
-    df = pd.DataFrame({"duplicates": [0, 0, 0, 9], "is_repeating": [True, False, False, True],
-                       "is_incrementing": [False, True, False, False]})
+    df = pd.DataFrame(
+        {
+            "duplicates": [0, 0, 0, 9],
+            "is_repeating": [True, False, False, True],
+            "is_incrementing": [False, True, False, False],
+        }
+    )
     assert taxonomy.classify(df).tolist() == [
-        "reconstruction", "reconstruction", "recollection", "recitation"]
+        "reconstruction",
+        "reconstruction",
+        "recollection",
+        "recitation",
+    ]
 
 
 def test_shares_counts_by_hand():

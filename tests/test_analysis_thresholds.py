@@ -27,8 +27,15 @@ def test_planted_threshold_is_found():
         for mem in (True, False):
             n = 400
             shift = -2.0 if (mem and d <= 5) else 0.0
-            rows.append(pd.DataFrame({"duplicates": d, "exact_match": mem,
-                                      "cont_ppl": np.exp(rng.normal(2 + shift, 0.5, n))}))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "duplicates": d,
+                        "exact_match": mem,
+                        "cont_ppl": np.exp(rng.normal(2 + shift, 0.5, n)),
+                    }
+                )
+            )
     df = pd.concat(rows, ignore_index=True)
     kl, suggested = thresholds.kl_by_duplicates(df, max_duplicates=12, n_boot=30)
     assert suggested == 5
@@ -40,7 +47,8 @@ def test_planted_threshold_is_found():
 
 
 def test_sparse_counts_give_nan_and_no_suggestion():
-    df = pd.DataFrame({"duplicates": [0, 0, 1], "exact_match": [True, False, True],
-                       "cont_ppl": [2.0, 3.0, 4.0]})
+    df = pd.DataFrame(
+        {"duplicates": [0, 0, 1], "exact_match": [True, False, True], "cont_ppl": [2.0, 3.0, 4.0]}
+    )
     kl, suggested = thresholds.kl_by_duplicates(df, max_duplicates=3, n_boot=5)
     assert kl["kl"].isna().all() and suggested is None

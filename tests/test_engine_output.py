@@ -140,8 +140,7 @@ def test_bad_token_midway_leaves_no_output(tmp_path, model, rows):
 TORCHRUN_SCRIPT = textwrap.dedent("""
     import sys, numpy as np, torch
     sys.path.insert(0, {tests!r})
-    from engine_helpers import assert_same_scores
-from tiny_models import tiny_model
+    from tiny_models import tiny_model
     import engine
     torch.set_num_threads(1)
     rows = np.load({rows!r})

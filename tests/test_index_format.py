@@ -65,8 +65,9 @@ class _FakeTokenizer:
 def test_tokenizer_mismatch(tmp_path):
     tok_a = _FakeTokenizer({"a": 0, "b": 1, "c": 2, "d": 3})
     tok_b = _FakeTokenizer({"a": 0, "b": 2, "c": 1, "d": 3})
-    idx = CorpusIndex.build(np.array([0, 1, 2, 3]), tmp_path / "i", tokenizer=tok_a,
-                            vocab_size=4, progress=False)
+    idx = CorpusIndex.build(
+        np.array([0, 1, 2, 3]), tmp_path / "i", tokenizer=tok_a, vocab_size=4, progress=False
+    )
     assert idx.count(np.array([[1, 2]]), tokenizer=tok_a).tolist() == [1]
     with pytest.raises(ValueError, match="built with tokenizer"):
         idx.count(np.array([[1, 2]]), tokenizer=tok_b)
@@ -141,8 +142,9 @@ def test_npy_and_indexed_dataset_inputs(tmp_path):
 def test_sharded_equals_unsharded(tmp_path, workers):
     docs = _docs(2, k=30, alphabet=4)
     whole = CorpusIndex.build(docs, tmp_path / "whole", progress=False)
-    sharded = CorpusIndex.build(docs, tmp_path / "sh", shard_tokens=150, workers=workers,
-                                progress=False)
+    sharded = CorpusIndex.build(
+        docs, tmp_path / "sh", shard_tokens=150, workers=workers, progress=False
+    )
     assert len(sharded.shards) > 2 and sharded.n_tokens == whole.n_tokens
     sharded = CorpusIndex.open(tmp_path / "sh")
     rng = np.random.default_rng(3)
@@ -161,8 +163,9 @@ def test_ray_local_instance(tmp_path):
     docs = _docs(4, k=20, alphabet=3)
     t0 = time.perf_counter()
     try:
-        idx = CorpusIndex.build(docs, tmp_path / "r", shard_tokens=200, workers=2, use_ray=True,
-                                progress=False)
+        idx = CorpusIndex.build(
+            docs, tmp_path / "r", shard_tokens=200, workers=2, use_ray=True, progress=False
+        )
     finally:
         ray.shutdown()
     assert time.perf_counter() - t0 < 120
@@ -175,24 +178,74 @@ def test_ray_local_instance(tmp_path):
 def test_cli_build_count_stats(tmp_path, capsys):
     docs = _docs(6)
     write_indexed_dataset(tmp_path / "ds", docs, dtype=np.uint16)
-    assert main(["index", "build", "--corpus", str(tmp_path / "ds"), "--out",
-                 str(tmp_path / "idx"), "--shard-tokens", "200", "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                "--corpus",
+                str(tmp_path / "ds"),
+                "--out",
+                str(tmp_path / "idx"),
+                "--shard-tokens",
+                "200",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     stats = json.loads(capsys.readouterr().out)
     assert stats["n_tokens"] == sum(len(d) for d in docs) and stats["n_shards"] > 1
     qs = sample_queries(docs, 2, 10, 6, np.random.default_rng(7))
     lines = [" ".join(map(str, q)) for q in qs] + ["1, 2, 3"]
     (tmp_path / "q.txt").write_text("\n".join(lines) + "\n")
-    assert main(["index", "count", "--index", str(tmp_path / "idx"), "--queries",
-                 str(tmp_path / "q.txt")]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "count",
+                "--index",
+                str(tmp_path / "idx"),
+                "--queries",
+                str(tmp_path / "q.txt"),
+            ]
+        )
+        == 0
+    )
     got = [int(x) for x in capsys.readouterr().out.split()]
     expected = [brute_count(docs, q) for q in qs] + [brute_count(docs, np.array([1, 2, 3]))]
     assert got == expected
     np.save(tmp_path / "q.npy", qs)
-    assert main(["index", "count", "--index", str(tmp_path / "idx"), "--queries",
-                 str(tmp_path / "q.npy"), "--out", str(tmp_path / "c.npy")]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "count",
+                "--index",
+                str(tmp_path / "idx"),
+                "--queries",
+                str(tmp_path / "q.npy"),
+                "--out",
+                str(tmp_path / "c.npy"),
+            ]
+        )
+        == 0
+    )
     assert np.load(tmp_path / "c.npy").tolist() == expected[:-1]
     assert main(["index", "stats", str(tmp_path / "idx")]) == 0
     assert json.loads(capsys.readouterr().out)["n_docs"] == len(docs)
-    assert main(["index", "count", "--index", str(tmp_path / "nope"), "--queries",
-                 str(tmp_path / "q.npy")]) == 2
+    assert (
+        main(
+            [
+                "index",
+                "count",
+                "--index",
+                str(tmp_path / "nope"),
+                "--queries",
+                str(tmp_path / "q.npy"),
+            ]
+        )
+        == 2
+    )
     assert "not found" in capsys.readouterr().err

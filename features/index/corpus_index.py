@@ -124,8 +124,13 @@ class CorpusIndex:
                     bar.update(1)
                 bar.close()
                 bar = _progress(progress, len(folders), "index: building shards")
-                run_builds(folders, meta, workers=workers, use_ray=use_ray,
-                           on_done=lambda i, h: bar.update(1))
+                run_builds(
+                    folders,
+                    meta,
+                    workers=workers,
+                    use_ray=use_ray,
+                    on_done=lambda i, h: bar.update(1),
+                )
                 bar.close()
                 header = {
                     "magic": fmt.MAGIC,
@@ -301,5 +306,7 @@ class CorpusIndex:
         }
 
     def __repr__(self) -> str:
-        return (f"CorpusIndex({str(self.path)!r}, tokens={self.n_tokens}, docs={self.n_docs}, "
-                f"shards={len(self.shards)}, dtype={self.dtype})")
+        return (
+            f"CorpusIndex({str(self.path)!r}, tokens={self.n_tokens}, docs={self.n_docs}, "
+            f"shards={len(self.shards)}, dtype={self.dtype})"
+        )

@@ -103,8 +103,20 @@ def _bucket(bucket_values, bucket_starts, dense, t):
 
 
 @njit(cache=True, parallel=True)
-def _count_sorted(tokens, sa, queries, order, bucket_values, bucket_starts, dense, multi,
-                  offsets, block_first, shift, out):
+def _count_sorted(
+    tokens,
+    sa,
+    queries,
+    order,
+    bucket_values,
+    bucket_starts,
+    dense,
+    multi,
+    offsets,
+    block_first,
+    shift,
+    out,
+):
     nq, n = queries.shape
     for i in prange(nq):
         r = order[i]
@@ -142,14 +154,27 @@ def count_batch(tokens, sa, queries, bucket_values, bucket_starts, dense, docs: 
     alphabet = int(bucket_values[-1]) + 1 if bucket_values.shape[0] else 1
     bits, k = pack_params(alphabet)
     order = np.argsort(_sort_keys(queries, bits, k), kind="stable")
-    _count_sorted(tokens, sa, queries, order, bucket_values, bucket_starts, dense, docs.multi,
-                  docs.offsets, docs.block_first, docs.shift, out)
+    _count_sorted(
+        tokens,
+        sa,
+        queries,
+        order,
+        bucket_values,
+        bucket_starts,
+        dense,
+        docs.multi,
+        docs.offsets,
+        docs.block_first,
+        docs.shift,
+        out,
+    )
     return out
 
 
 @njit(cache=True)
-def _one_range(tokens, sa, q, bucket_values, bucket_starts, dense, multi, offsets, block_first,
-               shift):
+def _one_range(
+    tokens, sa, q, bucket_values, bucket_starts, dense, multi, offsets, block_first, shift
+):
     lo, hi = _bucket(bucket_values, bucket_starts, dense, q[0])
     if hi - lo == 0 or q.shape[0] == 1:
         return lo, hi
@@ -158,6 +183,16 @@ def _one_range(tokens, sa, q, bucket_values, bucket_starts, dense, multi, offset
 
 def sa_range(tokens, sa, query, bucket_values, bucket_starts, dense, docs: DocTable):
     """[first, last) SA indices of the suffixes that start with `query` (n,)."""
-    a, b = _one_range(tokens, sa, query, bucket_values, bucket_starts, dense, docs.multi,
-                      docs.offsets, docs.block_first, docs.shift)
+    a, b = _one_range(
+        tokens,
+        sa,
+        query,
+        bucket_values,
+        bucket_starts,
+        dense,
+        docs.multi,
+        docs.offsets,
+        docs.block_first,
+        docs.shift,
+    )
     return int(a), int(b)

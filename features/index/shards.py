@@ -63,9 +63,7 @@ def run_builds(
         try:
             import ray
         except ImportError as exc:
-            raise ValueError(
-                "use_ray=True needs Ray: pip install 'memtax[ray]'"
-            ) from exc
+            raise ValueError("use_ray=True needs Ray: pip install 'memtax[ray]'") from exc
         if not ray.is_initialized():
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
         remote = ray.remote(num_cpus=1)(_worker)

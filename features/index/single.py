@@ -123,8 +123,10 @@ class Shard:
             or self.tokens.dtype.kind != "u"
             or self.sa.dtype.kind != "u"
         ):
-            raise ValueError(f"corpus index {str(self.folder)!r} is inconsistent: array sizes or "
-                             f"dtypes disagree with each other")
+            raise ValueError(
+                f"corpus index {str(self.folder)!r} is inconsistent: array sizes or "
+                f"dtypes disagree with each other"
+            )
         self.docs = DocTable(np.asarray(self.offsets), n)
         hi = int(self.values[-1])
         self.dense = hi < DENSE_LIMIT
@@ -141,12 +143,26 @@ class Shard:
         return int(self.tokens.shape[0])
 
     def count(self, queries: np.ndarray) -> np.ndarray:
-        return count_batch(self.tokens, self.sa, queries, self.bucket_values, self.bucket_starts,
-                           self.dense, self.docs)
+        return count_batch(
+            self.tokens,
+            self.sa,
+            queries,
+            self.bucket_values,
+            self.bucket_starts,
+            self.dense,
+            self.docs,
+        )
 
     def sa_range(self, query: np.ndarray) -> tuple[int, int]:
-        return sa_range(self.tokens, self.sa, query, self.bucket_values, self.bucket_starts,
-                        self.dense, self.docs)
+        return sa_range(
+            self.tokens,
+            self.sa,
+            query,
+            self.bucket_values,
+            self.bucket_starts,
+            self.dense,
+            self.docs,
+        )
 
     def window_counts(self, n: int) -> np.ndarray:
         return window_counts(self.tokens, self.sa, np.asarray(self.offsets), n)

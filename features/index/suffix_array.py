@@ -66,23 +66,6 @@ def doc_start_bits(doc_offsets: np.ndarray, n: int) -> np.ndarray:
 
 
 @njit(cache=True)
-def _bucket_sort(tokens, alphabet, sa):
-    """Counting sort of all positions by first token; returns bucket starts (alphabet+1,)."""
-    n = tokens.shape[0]
-    counts = np.zeros(alphabet + 1, dtype=np.int64)
-    for i in range(n):
-        counts[tokens[i] + 1] += 1
-    for t in range(alphabet):
-        counts[t + 1] += counts[t]
-    pos = counts[:-1].copy()
-    for i in range(n):
-        t = tokens[i]
-        sa[pos[t]] = i
-        pos[t] += 1
-    return counts
-
-
-@njit(cache=True)
 def _insertion_sort(keys, vals, lo, hi):
     for i in range(lo + 1, hi):
         k = keys[i]
@@ -157,23 +140,6 @@ def _sort_pairs(keys, vals, nbits):
 
 
 @njit(cache=True)
-def _packed_key(tokens, dbits, p, k_tokens, bits, n):
-    """Tokens p..p+k_tokens-1 as digits token+1 (0 from the document end on), big-endian."""
-    key = np.uint64(0)
-    alive = True
-    for j in range(k_tokens):
-        q = p + j
-        digit = np.uint64(0)
-        if alive:
-            if q >= n or _bit(dbits, q):
-                alive = False
-            else:
-                digit = np.uint64(tokens[q]) + np.uint64(1)
-        key = (key << np.uint64(bits)) | digit
-    return key
-
-
-@njit(cache=True)
 def _finish_group(sa, rank, lo, hi, rank_value, sentinel, marker, mark_at):
     """Assign rank to SA[lo:hi]; mark its head 1 (tied), 2 (singleton), 3 (final tie)."""
     for j in range(lo, hi):
@@ -190,38 +156,120 @@ def _finish_group(sa, rank, lo, hi, rank_value, sentinel, marker, mark_at):
 
 
 @njit(cache=True, parallel=True)
-def _initial_groups(tokens, dbits, sa, rank, marker, bstart, order, k_tokens, bits):
-    """Sort every first-token bucket by the packed key of the next k_tokens tokens."""
+def _chunk_hist(tokens, alphabet, nchunks):
+    """Per-chunk token histograms (nchunks, alphabet) int64 over equal slices of tokens."""
     n = tokens.shape[0]
-    nbits = k_tokens * bits
+    hist = np.zeros((nchunks, alphabet), dtype=np.int64)
+    for c in prange(nchunks):
+        for i in range(c * n // nchunks, (c + 1) * n // nchunks):
+            hist[c, tokens[i]] += 1
+    return hist
+
+
+@njit(cache=True, parallel=True)
+def _scatter_batch(tokens, doc_offsets, pos, t_lo, t_hi, base, sa, keys, k_tokens, bits):
+    """Stable counting-sort scatter of the positions whose first token is in [t_lo, t_hi),
+    with the packed key of their next k_tokens tokens (computed while the text streams by)."""
+    n = tokens.shape[0]
+    nchunks = pos.shape[0]
+    shift = np.uint64(bits)
+    for c in prange(nchunks):
+        lo = c * n // nchunks
+        hi = (c + 1) * n // nchunks
+        d = np.searchsorted(doc_offsets, lo, side="right") - 1
+        dend = doc_offsets[d + 1]
+        for i in range(lo, hi):
+            while i >= dend:
+                d += 1
+                dend = doc_offsets[d + 1]
+            t = tokens[i]
+            if t < t_lo or t >= t_hi:
+                continue
+            j = pos[c, t]
+            pos[c, t] = j + 1
+            sa[j] = i
+            key = np.uint64(0)
+            for jj in range(1, k_tokens + 1):
+                q = i + jj
+                digit = np.uint64(0)
+                if q < dend:
+                    digit = np.uint64(tokens[q]) + np.uint64(1)
+                key = (key << shift) | digit
+            keys[j - base] = key
+
+
+@njit(cache=True, parallel=True)
+def _sort_buckets(sa, rank, marker, bstart, order, keys, base, nbits, bits):
+    """Sort each bucket of the batch by its keys, rank the ties and mark group heads."""
     low_mask = np.uint64((1 << bits) - 1)
     for oi in prange(order.shape[0]):
         b = order[oi]
         lo = bstart[b]
         hi = bstart[b + 1]
         m = hi - lo
-        if m == 0:
-            continue
         if m == 1:
             rank[sa[lo]] = lo + 1
             marker[lo] = 2
             continue
-        keys = np.empty(m, dtype=np.uint64)
-        vals = np.empty(m, dtype=sa.dtype)
-        for j in range(m):
-            p = sa[lo + j]
-            vals[j] = p
-            keys[j] = _packed_key(tokens, dbits, p + 1, k_tokens, bits, n)
-        _sort_pairs(keys, vals, nbits)
-        sa[lo:hi] = vals
+        k = keys[lo - base : hi - base]
+        v = sa[lo:hi]
+        _sort_pairs(k, v, nbits)
         s = 0
         while s < m:
             e = s + 1
-            while e < m and keys[e] == keys[s]:
+            while e < m and k[e] == k[s]:
                 e += 1
-            _finish_group(sa, rank, lo + s, lo + e, lo + s + 1,
-                          (keys[s] & low_mask) == 0, marker, lo + s)
+            if e - s == 1:  # the common case, inline: a call per singleton costs refcounting
+                rank[v[s]] = lo + s + 1
+                marker[lo + s] = 2
+            else:
+                _finish_group(
+                    sa, rank, lo + s, lo + e, lo + s + 1, (k[s] & low_mask) == 0, marker, lo + s
+                )
             s = e
+
+
+def _plan_batches(bstart: np.ndarray, limit: int) -> list[tuple[int, int]]:
+    """Consecutive token ranges [t0, t1) holding at most `limit` positions each (or one bucket)."""
+    alphabet = bstart.shape[0] - 1
+    out = []
+    t0 = 0
+    while t0 < alphabet:
+        t1 = int(np.searchsorted(bstart, bstart[t0] + limit, side="right")) - 1
+        t1 = min(max(t1, t0 + 1), alphabet)
+        out.append((t0, t1))
+        t0 = t1
+    return out
+
+
+def _initial_sort(tokens, doc_offsets, alphabet, k_tokens, bits, sa, rank, marker, batches=4):
+    """Sort all suffixes to depth 1 + k_tokens: counting sort by first token, then radix sort of
+    packed keys bucket by bucket; `batches` bounds the key buffer to about N/batches entries."""
+    n = tokens.shape[0]
+    nchunks = max(1, numba.get_num_threads())
+    hist = _chunk_hist(tokens, alphabet, nchunks)
+    sizes = hist.sum(axis=0)
+    bstart = np.zeros(alphabet + 1, dtype=np.int64)
+    np.cumsum(sizes, out=bstart[1:])
+    pos = np.empty_like(hist)
+    pos[0] = bstart[:-1]
+    if nchunks > 1:
+        pos[1:] = bstart[:-1] + np.cumsum(hist[:-1], axis=0)
+    del hist
+    offsets = np.ascontiguousarray(doc_offsets, dtype=np.int64)
+    old_chunk = numba.get_parallel_chunksize()
+    try:
+        for t0, t1 in _plan_batches(bstart, max(1, n // batches)):
+            base = int(bstart[t0])
+            keys = np.empty(int(bstart[t1]) - base, dtype=np.uint64)
+            numba.set_parallel_chunksize(old_chunk)
+            _scatter_batch(tokens, offsets, pos, t0, t1, base, sa, keys, k_tokens, bits)
+            order = t0 + _balanced_order(sizes[t0:t1])
+            numba.set_parallel_chunksize(1)
+            _sort_buckets(sa, rank, marker, bstart, order, keys, base, k_tokens * bits, bits)
+            del keys
+    finally:
+        numba.set_parallel_chunksize(old_chunk)
 
 
 @njit(cache=True)
@@ -276,9 +324,9 @@ def _refine(sa, rank, gs, gl, goff, keys, flags, nbits):
         lo = gs[g]
         m = gl[g]
         o = goff[g]
-        k = keys[o:o + m]
-        f = flags[o:o + m]
-        v = sa[lo:lo + m]
+        k = keys[o : o + m]
+        f = flags[o : o + m]
+        v = sa[lo : lo + m]
         kmin = k[0]
         kmax = k[0]
         for j in range(1, m):
@@ -323,10 +371,14 @@ def _refine(sa, rank, gs, gl, goff, keys, flags, nbits):
             e = s + 1
             while e < m and k[e] == k[s]:
                 e += 1
-            sentinel = f[s] == 1
-            for j in range(s, e):
-                f[j] = 0
-            _finish_group(sa, rank, lo + s, lo + e, lo + s + 1, sentinel, f, s)
+            if e - s == 1:
+                rank[v[s]] = lo + s + 1
+                f[s] = 2
+            else:
+                sentinel = f[s] == 1
+                for j in range(s, e):
+                    f[j] = 0
+                _finish_group(sa, rank, lo + s, lo + e, lo + s + 1, sentinel, f, s)
             s = e
 
 
@@ -385,17 +437,10 @@ def build_suffix_array(
     bits, k_tokens = pack_params(alphabet)
     dbits = doc_start_bits(doc_offsets, n)
     sa = np.empty(n, dtype=idx_dtype)
-    bstart = _bucket_sort(tokens, int(alphabet), sa)
     rank = np.empty(n, dtype=idx_dtype)
     final_bits = np.zeros((n >> 3) + 1, dtype=np.uint8)
     marker = np.zeros(n, dtype=np.uint8)
-    order = _balanced_order(np.diff(bstart))
-    old_chunk = numba.get_parallel_chunksize()
-    numba.set_parallel_chunksize(1)
-    try:
-        _initial_groups(tokens, dbits, sa, rank, marker, bstart, order, k_tokens, bits)
-    finally:
-        numba.set_parallel_chunksize(old_chunk)
+    _initial_sort(tokens, doc_offsets, int(alphabet), k_tokens, bits, sa, rank, marker)
     gs, gl = _collect_groups(marker, 0, n, sa, final_bits)
     del marker
     h = 1 + k_tokens

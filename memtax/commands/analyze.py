@@ -19,20 +19,35 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--features", nargs="+", required=True, metavar="DIR",
-                   help="feature table(s): a folder of parquet files or one .parquet each")
+    p.add_argument(
+        "--features",
+        nargs="+",
+        required=True,
+        metavar="DIR",
+        help="feature table(s): a folder of parquet files or one .parquet each",
+    )
     p.add_argument("--out", required=True, metavar="REPORT", help="report folder to write")
-    p.add_argument("--primary", default=None,
-                   help="run label for models/dependencies/threshold (default: the last)")
+    p.add_argument(
+        "--primary",
+        default=None,
+        help="run label for models/dependencies/threshold (default: the last)",
+    )
     p.add_argument("--recitation-threshold", type=float, default=5)
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--search", action="store_true",
-                   help="also search the optimally partitioned model")
-    p.add_argument("--paper", action="store_true",
-                   help="also report the paper's hard-label AUCs and test-set LRT")
-    p.add_argument("--drop-nonfinite", action="store_true",
-                   help="drop rows with NaN/inf features instead of failing")
+    p.add_argument(
+        "--search", action="store_true", help="also search the optimally partitioned model"
+    )
+    p.add_argument(
+        "--paper",
+        action="store_true",
+        help="also report the paper's hard-label AUCs and test-set LRT",
+    )
+    p.add_argument(
+        "--drop-nonfinite",
+        action="store_true",
+        help="drop rows with NaN/inf features instead of failing",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing report folder")
     p.add_argument("--no-progress", action="store_true")
 
@@ -91,9 +106,16 @@ def run(args) -> int:
             k += 1
         tables[label] = table
     index = report.build(
-        tables, args.out, primary=args.primary, recitation_threshold=args.recitation_threshold,
-        n_boot=args.n_boot, seed=args.seed, search=args.search, paper=args.paper,
-        nan_policy="drop" if args.drop_nonfinite else "raise", force=args.force,
+        tables,
+        args.out,
+        primary=args.primary,
+        recitation_threshold=args.recitation_threshold,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        search=args.search,
+        paper=args.paper,
+        nan_policy="drop" if args.drop_nonfinite else "raise",
+        force=args.force,
         progress=not args.no_progress,
     )
     print(index)

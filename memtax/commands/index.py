@@ -31,8 +31,12 @@ def register(subparsers) -> None:
     b.add_argument("--shard-tokens", type=int, default=None, help="tokens per shard")
     b.add_argument("--workers", type=int, default=1, help="parallel shard builds")
     b.add_argument("--ray", action="store_true", help="build shards as Ray tasks")
-    b.add_argument("--sequence-length", type=int, default=None,
-                   help="Pythia semantics: each L-token training sequence is its own document")
+    b.add_argument(
+        "--sequence-length",
+        type=int,
+        default=None,
+        help="Pythia semantics: each L-token training sequence is its own document",
+    )
     b.add_argument("--dtype", choices=["uint16", "uint32"], default=None)
     b.add_argument("--vocab-size", type=int, default=None)
     b.add_argument("--tokenizer", default=None, help="name recorded with the index")
@@ -67,8 +71,9 @@ def _read_queries(path: Path) -> list[np.ndarray]:
         try:
             out.append(np.array([int(f) for f in fields], dtype=np.int64))
         except ValueError:
-            raise ValueError(f"{str(path)!r} line {k}: expected integer token ids, got "
-                             f"{line.strip()[:60]!r}") from None
+            raise ValueError(
+                f"{str(path)!r} line {k}: expected integer token ids, got {line.strip()[:60]!r}"
+            ) from None
     return out
 
 

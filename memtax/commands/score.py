@@ -70,6 +70,10 @@ def run(args) -> int:
     from engine.models import load_tokenizer
     from engine.score import DEFAULT_SHARD_SIZE
 
+    if args.quiet:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
     tokenizer = None
     data = str(args.data)
     if data.endswith((".jsonl", ".txt")):

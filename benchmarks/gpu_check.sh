@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# memtax GPU check: one script, run from anywhere on a machine with one CUDA GPU.
+#
+#   bash benchmarks/gpu_check.sh            # all sections, well under 6 minutes on one GPU
+#   MEMTAX_BENCH_SWEEP=1 bash benchmarks/gpu_check.sh   # also sweep the kernel's block sizes
+#
+# It installs nothing (no network): it uses the first of .venv/bin/python, python3, python
+# whose torch sees a GPU; that python must already have torch (CUDA build), triton and pytest.
+# Results go to benchmarks/results/<gpu>_<date>_*.{json,md}; commit them.
+#
+# Layout: a preamble (checks, shared settings), then one clearly marked section per issue.
+# Later issues append their own section before "Summary", following the same pattern:
+# run their tests with `run_step`, write results under $RESULTS, never exit early.
+
+set -uo pipefail
+
+# ---------------------------------------------------------------------------------------------
+# Preamble: interpreter, GPU present, shared settings
+# ---------------------------------------------------------------------------------------------
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+has_cuda() { "$1" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; }
+PY=""
+for cand in .venv/bin/python "$(command -v python3)" "$(command -v python)"; do
+    if [[ -n "$cand" && -x "$cand" ]] && has_cuda "$cand"; then PY="$cand"; break; fi
+done
+RESULTS="$ROOT/benchmarks/results"
+mkdir -p "$RESULTS"
+# The compiled kernels, never the CPU interpreter.
+export TRITON_INTERPRET=0
+export TRITON_DEFAULT_FP_FUSION=1
+
+if [[ -z "$PY" ]]; then
+    echo "gpu_check.sh: no CUDA GPU visible (torch.cuda.is_available() is False for" \
+         ".venv/bin/python, python3 and python); run this on a machine with an NVIDIA GPU" \
+         "and a CUDA build of torch." >&2
+    exit 1
+fi
+"$PY" -c 'import torch, triton; print(f"GPU: {torch.cuda.get_device_name()}  torch {torch.__version__}  triton {triton.__version__}")'
+
+FAILED=()
+run_step() {  # run_step NAME CMD...: run, time, and remember failures (never stop early)
+    local name="$1"; shift
+    local t0=$SECONDS
+    echo; echo "=== $name ==="
+    if "$@"; then echo "--- $name: ok ($((SECONDS - t0)) s)"
+    else echo "--- $name: FAILED ($((SECONDS - t0)) s)"; FAILED+=("$name"); fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Issue 3: fused LM-head kernel (kernels/fused_head*.py)
+#   tests: CUDA kernel vs a float64 reference in fp32/fp16/bf16, ties, mask, O(N) memory
+#   bench: Pythia head shapes d=512..5120, V=50304, N=8192 and 32768 in bf16, against
+#          torch matmul + argmax + logsumexp; table printed and written to $RESULTS
+# ---------------------------------------------------------------------------------------------
+run_step "issue 3: fused_head CUDA tests (fp32/fp16/bf16)" \
+    "$PY" -m pytest tests/test_kernels_fused_head.py -m gpu -q -p no:cacheprovider
+run_step "issue 3: fused_head benchmark (Pythia head shapes, bf16)" \
+    "$PY" benchmarks/bench_kernels.py --table --out "$RESULTS"
+
+# ---------------------------------------------------------------------------------------------
+# Issue 4: (append here)
+# ---------------------------------------------------------------------------------------------
+
+# ---------------------------------------------------------------------------------------------
+# Issue 5: (append here)
+# ---------------------------------------------------------------------------------------------
+
+# ---------------------------------------------------------------------------------------------
+# Summary
+# ---------------------------------------------------------------------------------------------
+echo
+if ((${#FAILED[@]})); then
+    echo "gpu_check.sh: ${#FAILED[@]} step(s) failed: ${FAILED[*]}" >&2
+    exit 1
+fi
+echo "gpu_check.sh: all steps passed in ${SECONDS} s; results under $RESULTS"

@@ -1,0 +1,86 @@
+"""`memtax features`: the feature table of a scored run.
+
+    memtax features --scores runs/pythia-160m --index idx/ --tokenizer gpt-neox --out feats/
+
+Writes `OUT/features.parquet` (score columns + features, keyed by sample_id; definitions and
+versions in the schema metadata). The samples behind the scores are read from `--samples`, or
+else from the source path the score run recorded. Without --index or --tokenizer the features
+that need them are skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+OUT_NAME = "features.parquet"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("features", help="compute per-sample features of a scored run",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--scores", help="score folder (memtax score --out) or .parquet score table")
+    p.add_argument("--samples", help="the scored samples (.npy, .bin/.idx, .parquet, ...); "
+                   "default: the source the score run recorded")
+    p.add_argument("--index", help="corpus index folder (memtax index); needed for duplicates "
+                   "and token frequencies")
+    p.add_argument("--tokenizer", help="tokenizer name (gpt-neox, gpt2), file or folder; needed "
+                   "for text features")
+    p.add_argument("--reference", help="samples to count semantic matches against (default: "
+                   "the scored samples)")
+    p.add_argument("--no-semantic", action="store_true", help="skip semantic/textual matches")
+    p.add_argument("--prefix-len", type=int, default=None)
+    p.add_argument("--cont-len", type=int, default=None)
+    p.add_argument("--chunk-size", type=int, default=8192)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", required=True, help="output folder (features.parquet inside)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing features.parquet")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args) -> int:
+    import pyarrow.parquet as pq
+
+    from features.compute import compute, read_table
+
+    if args.scores is None and args.samples is None:
+        raise ValueError("give --scores (a score folder or table) and/or --samples")
+    out = Path(args.out)
+    target = out / OUT_NAME
+    if target.exists() and not args.overwrite:
+        raise FileExistsError(f"{str(target)!r} exists; pass --overwrite to replace it")
+    table = read_table(args.scores) if args.scores is not None else None
+    samples = args.samples
+    if samples is None:
+        recorded = (table.schema.metadata or {}).get(b"source", b"").decode()
+        if not recorded or not (Path(recorded).exists() or Path(recorded + ".idx").exists()):
+            raise ValueError(
+                f"the score run recorded samples {recorded!r}, which is not a file here; pass "
+                "--samples"
+            )
+        samples = recorded
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = _show
+        feats = compute(table, samples, index=args.index, tokenizer=args.tokenizer,
+                        reference=args.reference, semantic=not args.no_semantic,
+                        prefix_len=args.prefix_len, cont_len=args.cont_len,
+                        chunk_size=args.chunk_size, workers=args.workers,
+                        progress=not args.quiet)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{OUT_NAME}.tmp-{os.getpid()}"
+    try:
+        pq.write_table(feats, tmp)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    print(f"wrote {feats.num_rows} rows x {feats.num_columns} columns to {target}")
+    return 0
+
+
+def _show(message, category, filename, lineno, file=None, line=None):
+    import sys
+
+    print(f"memtax features: warning: {message}", file=sys.stderr)
