@@ -49,7 +49,7 @@ def shares(df: pd.DataFrame, path) -> Path:
     ax.set_xticks(range(len(runs)), [r.split("/")[-1] for r in runs], rotation=30, ha="right")
     ax.set_ylabel("share of memorized samples")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title("Memorization categories per run")
     return _save(fig, path)
 

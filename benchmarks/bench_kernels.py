@@ -211,7 +211,8 @@ def _sweep(dtype):
     return rows
 
 
-def ptxas_report(configs=None, arch=90, dtype="bf16", mask=True, bias=False, softcap=False):
+def ptxas_report(configs=None, arch=90, dtype="bf16", mask=True, bias=False, softcap=False,
+                 split=False, even_k=True):
     """Compile the kernel ahead of time for one GPU arch (no GPU needed) and return, per block
     configuration, shared memory and the registers and spills that `ptxas -v` reports.
 
@@ -239,8 +240,8 @@ def ptxas_report(configs=None, arch=90, dtype="bf16", mask=True, bias=False, sof
     for cfg in configs:
         const = dict(stride_hd=1, stride_wd=1, HAS_BIAS=bias, HAS_SCALE=False,
                      HAS_SOFTCAP=softcap, HAS_MASK=mask, UPCAST=False,
-                     DOT_PRECISION="ieee" if dtype == "fp32" else "tf32", EVEN_K=True,
-                     SPLIT=False, BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_K=cfg.block_k)
+                     DOT_PRECISION="ieee" if dtype == "fp32" else "tf32", EVEN_K=even_k,
+                     SPLIT=split, BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_K=cfg.block_k)
         params = list(_fused_head_kernel.arg_names)
         types = dict(zip(pointers, ptypes)) | scalars | {c: "constexpr" for c in const}
         sig = {p: types[p] for p in params}

@@ -555,13 +555,17 @@ def _measure(method: Method, ctx: Context, tokens: np.ndarray, batch: int, *, re
     over the same rows; the median time counts."""
     dev = ctx.device
     batch = min(batch, len(tokens))
-    t_warm, _, _, _ = _timed(lambda: method.run(ctx, tokens[:batch], batch), dev)
+    # On CUDA the warm-up must see the real batch shape (kernel autotuning, allocator); on a
+    # CPU a few rows pay the one-time costs, and scaling their time up errs on the long side.
+    warm = batch if dev.type == "cuda" else min(batch, 4)
+    t_warm, _, _, _ = _timed(lambda: method.run(ctx, tokens[:warm], warm), dev)
+    t_batch = t_warm * batch / warm
     n_batches = math.ceil(len(tokens) / batch)
     # The warm-up includes compilation/autotuning, so this errs on the short side.
-    fit = max(1, int(time_budget / max(t_warm, 1e-9)))
+    fit = max(1, int(time_budget / max(t_batch, 1e-9)))
     n_batches = max(1, min(n_batches, fit))
     rows = tokens[: n_batches * batch]
-    reps = max(1, min(repeats, int(time_budget / max(t_warm * n_batches, 1e-9))))
+    reps = max(1, min(repeats, int(time_budget / max(t_batch * n_batches, 1e-9))))
     times, peaks, extras, labels = [], [], [], None
     for _ in range(reps):
         dt, labels, peak, extra = _timed(lambda: method.run(ctx, rows, batch), dev)

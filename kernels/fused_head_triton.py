@@ -14,22 +14,28 @@ block (grid axis 1). Each split then writes its partial statistics, and a fixed-
 reduction over the splits finishes them: deterministic, and argmax ties still go to the lowest
 index because splits are ordered by vocabulary and `torch.argmax` picks the first maximum.
 
+The target's and the masked token's logits are computed before the vocabulary loop, as one
+gathered dot product per row (N*d work). The loop's epilogue then handles a single tile: the
+masked column becomes -inf, so one running maximum serves both the argmax and the log-sum-exp,
+and the masked token is added back to the log-sum-exp at the end (the model's own distribution).
+
 Block sizes come from a small table (`_pick_config`), chosen by GPU generation and dtype:
 
-    arch / dtype              BLOCK_N BLOCK_V BLOCK_K warps stages  smem
-    Hopper (sm90+), 16-bit    128     128     64      8     4       128 KiB (wgmma, cp.async)
-    Ampere (sm80/86/89) 16-b  128     128     32      8     4        48 KiB
-    any GPU, fp32             64      64      32      4     3        32 KiB, IEEE fp32 dot
-                                                                     (no TF32: matches torch)
-    interpreter (CPU)         <=64    <=512   <=128   -     -       few, large tiles: the
-                                                                     interpreter pays per op
+    arch / dtype                     BLOCK_N BLOCK_V BLOCK_K warps stages  smem    regs
+    Hopper (sm90+), 16-bit           128     256     64      8     3       144 KiB 241
+      ... with bias or soft-cap      128     128     64      8     4       128 KiB 158
+    Ampere (sm80/86/89), 16-bit      128     128     32      8     4        48 KiB 220
+    any GPU, fp32 (IEEE, no TF32)    64      64      32      4     3        32 KiB 168
+    interpreter (CPU)                <=64    <=512   <=128   -     -       few, large tiles: the
+                                                                           interpreter pays per op
 
-Why these: compiled ahead of time for sm_90a/sm_80 on a machine without a GPU and read back
-with `ptxas -v` (see docs/notes/issue-3.md), the 128x128 tiles with 8 warps are the largest
-that keep the epilogue (bias, cap, argmax, exp-sum over the whole tile) free of register
-spills: 128x256 (cuBLAS's favourite bf16 tile) spills 600-1000 bytes per thread, as does
-128x128 with 4 warps. They are not timed yet; `benchmarks/bench_kernels.py` sweeps
-alternatives (MEMTAX_BENCH_SWEEP=1) on a GPU, and the table should follow its results.
+Why these: the kernel was compiled ahead of time for sm_90a and sm_80 on a machine without a
+GPU and its registers read back with `ptxas -v` (`python benchmarks/bench_kernels.py --ptxas
+90`). The picks are the largest tiles that keep the epilogue free of register spills: 128x256
+(cuBLAS's usual bf16 tile; half the re-reads of the hidden block per FLOP of 128x128) fits on
+Hopper without bias and cap, spills 8 KB per thread with them, and spills on Ampere. They are not
+timed yet; `bench_kernels.py --table --sweep` times alternatives on a GPU, and this table should
+follow its results.
 """
 
 from __future__ import annotations
@@ -66,10 +72,23 @@ def _tanh(x):
 
 
 @triton.jit
+def _finish_logits(x, b_ptr, cols, logit_scale, softcap,
+                   HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SOFTCAP: tl.constexpr):
+    """Bias, then scale, then soft-cap; x is (..., len(cols)) or (len(cols),) fp32."""
+    if HAS_BIAS:
+        x += tl.load(b_ptr + cols).to(tl.float32)
+    if HAS_SCALE:
+        x = x * logit_scale
+    if HAS_SOFTCAP:
+        x = softcap * _tanh(x / softcap)
+    return x
+
+
+@triton.jit
 def _fused_head_kernel(
     h_ptr, w_ptr, b_ptr, t_ptr,
-    idx_ptr, lse_ptr, lp_ptr,  # final outputs (SPLITS == 1)
-    part_ptr, part_idx_ptr,  # partial outputs (SPLITS > 1): (4, SPLITS, N) fp32, (SPLITS, N)
+    idx_ptr, lse_ptr, lp_ptr,  # outputs (N,); with SPLIT, lse/lp hold the masked/target logits
+    part_ptr, part_idx_ptr,  # SPLIT only: (2, SPLITS, N) fp32 (lse without mask, max), (SPLITS, N)
     N, V, D,
     stride_hn, stride_hd, stride_wv, stride_wd,
     tiles_per_split,
@@ -87,22 +106,45 @@ def _fused_head_kernel(
     # Clamp instead of masking: tail rows re-read row N-1 (in bounds, no masked loads in the
     # hot loop) and their results are dropped at the store.
     rows_c = tl.minimum(rows, N - 1).to(tl.int64)
-    tgt = tl.load(t_ptr + rows_c).to(tl.int32)
+    h_rows = h_ptr + rows_c[:, None] * stride_hn
+    tgt = tl.load(t_ptr + rows_c).to(tl.int64)
 
-    best = tl.full((BLOCK_N,), float("-inf"), tl.float32)
-    best_idx = tl.zeros((BLOCK_N,), tl.int32)
+    # 1) The target's and the masked token's logits, as one gathered dot product per row (N*d
+    #    work, nothing next to N*V*d). Taking them out of the vocabulary loop keeps its
+    #    epilogue to one (BLOCK_N, BLOCK_V) tile: the masked column simply becomes -inf there
+    #    and is added back to the log-sum-exp at the end.
+    t_acc = tl.zeros((BLOCK_N,), tl.float32)
+    e_acc = tl.zeros((BLOCK_N,), tl.float32)
+    w_tgt = w_ptr + tgt[:, None] * stride_wv
+    w_eos = w_ptr + tl.maximum(masked_token, 0).to(tl.int64) * stride_wv
+    for k0 in range(0, D, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < D
+        h = tl.load(h_rows + ks[None, :] * stride_hd, mask=k_ok[None, :], other=0.0)
+        h = h.to(tl.float32)
+        wt = tl.load(w_tgt + ks[None, :] * stride_wd, mask=k_ok[None, :], other=0.0)
+        t_acc += tl.sum(h * wt.to(tl.float32), axis=1)
+        if HAS_MASK:
+            we = tl.load(w_eos + ks * stride_wd, mask=k_ok, other=0.0).to(tl.float32)
+            e_acc += tl.sum(h * we[None, :], axis=1)
+    t_logit = _finish_logits(t_acc, b_ptr, tgt, logit_scale, softcap,
+                             HAS_BIAS, HAS_SCALE, HAS_SOFTCAP)
+    if HAS_MASK:
+        eos = tl.zeros((BLOCK_N,), tl.int32) + masked_token
+        e_logit = _finish_logits(e_acc, b_ptr, eos, logit_scale, softcap,
+                                 HAS_BIAS, HAS_SCALE, HAS_SOFTCAP)
+
+    # 2) The vocabulary loop: running max m (= the argmax's value, masked token excluded),
+    #    its index, and s = sum of exp(logit - m) over the same columns.
     m = tl.full((BLOCK_N,), float("-inf"), tl.float32)
     s = tl.zeros((BLOCK_N,), tl.float32)
-    t_logit = tl.zeros((BLOCK_N,), tl.float32)
-
+    best_idx = tl.zeros((BLOCK_N,), tl.int32)
     v_begin = pid_s * tiles_per_split * BLOCK_V
     v_end = tl.minimum(V, v_begin + tiles_per_split * BLOCK_V)
-    h_rows = h_ptr + rows_c[:, None] * stride_hn
     for v0 in range(v_begin, v_end, BLOCK_V):
         cols = v0 + tl.arange(0, BLOCK_V)
-        col_ok = cols < V
-        cols_c = tl.minimum(cols, V - 1).to(tl.int64)
-        w_cols = w_ptr + cols_c[None, :] * stride_wv
+        cols_c = tl.minimum(cols, V - 1)
+        w_cols = w_ptr + cols_c.to(tl.int64)[None, :] * stride_wv
 
         acc = tl.zeros((BLOCK_N, BLOCK_V), tl.float32)
         for k0 in range(0, D, BLOCK_K):
@@ -120,51 +162,41 @@ def _fused_head_kernel(
                 w = w.to(tl.float32)
             acc = tl.dot(h, w, acc, input_precision=DOT_PRECISION)
 
-        x = acc
-        if HAS_BIAS:
-            x += tl.load(b_ptr + cols_c).to(tl.float32)[None, :]
-        if HAS_SCALE:
-            x = x * logit_scale
-        if HAS_SOFTCAP:
-            x = softcap * _tanh(x / softcap)
-        x = tl.where(col_ok[None, :], x, float("-inf"))
-
-        # target logit: exactly one column of one tile matches (0 elsewhere, so sums are exact)
-        t_logit += tl.sum(tl.where(cols[None, :] == tgt[:, None], x, 0.0), axis=1)
-
-        # argmax without the masked token; lowest index among equal maxima of the tile, and a
-        # strict '>' across tiles keeps the earlier (lower) index
+        x = _finish_logits(acc, b_ptr, cols_c[None, :], logit_scale, softcap,
+                           HAS_BIAS, HAS_SCALE, HAS_SOFTCAP)
+        skip = cols >= V  # the tail tile's padding
         if HAS_MASK:
-            xa = tl.where(cols[None, :] == masked_token, float("-inf"), x)
-        else:
-            xa = x
-        tile_best = tl.max(xa, axis=1)
-        tile_idx = tl.min(tl.where(xa == tile_best[:, None], cols[None, :], V), axis=1)
-        better = tile_best > best
-        best = tl.where(better, tile_best, best)
-        best_idx = tl.where(better, tile_idx, best_idx)
+            skip = skip | (cols == masked_token)
+        x = tl.where(skip[None, :], float("-inf"), x)
 
-        # online log-sum-exp over the model's own (unmasked) distribution; every tile has at
-        # least one real column, so tile_max is finite and exp(m - m_new) is 0 on the first tile
-        if HAS_MASK:
-            tile_max = tl.max(x, axis=1)
-        else:
-            tile_max = tile_best
+        # lowest index among the tile's equal maxima; the strict '>' across tiles keeps the
+        # earlier (lower) index
+        tile_max = tl.max(x, axis=1)
+        tile_idx = tl.min(tl.where(x == tile_max[:, None], cols[None, :], V), axis=1)
+        best_idx = tl.where(tile_max > m, tile_idx, best_idx)
+        # online sum of exponentials; m_ref avoids -inf - -inf (a tile whose only real column
+        # is the masked token) without changing anything else
         m_new = tl.maximum(m, tile_max)
-        s = s * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new[:, None]), axis=1)
+        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+        s = s * tl.exp(m - m_ref) + tl.sum(tl.exp(x - m_ref[:, None]), axis=1)
         m = m_new
 
+    lse_wo = m + tl.log(s)  # log-sum-exp without the masked token
     if SPLIT:
-        n_splits = tl.num_programs(1)
         base = pid_s * N + rows
-        stat = N * n_splits
-        tl.store(part_ptr + base, m, mask=row_ok)
-        tl.store(part_ptr + stat + base, s, mask=row_ok)
-        tl.store(part_ptr + 2 * stat + base, best, mask=row_ok)
-        tl.store(part_ptr + 3 * stat + base, t_logit, mask=row_ok)
+        tl.store(part_ptr + base, lse_wo, mask=row_ok)
+        tl.store(part_ptr + N * tl.num_programs(1) + base, m, mask=row_ok)
         tl.store(part_idx_ptr + base, best_idx, mask=row_ok)
+        if pid_s == 0:  # the per-row logits, once
+            tl.store(lp_ptr + rows, t_logit, mask=row_ok)
+            if HAS_MASK:
+                tl.store(lse_ptr + rows, e_logit, mask=row_ok)
     else:
-        lse = m + tl.log(s)
+        if HAS_MASK:  # add the masked token back: the model's own distribution
+            top = tl.maximum(lse_wo, e_logit)
+            lse = top + tl.log(tl.exp(lse_wo - top) + tl.exp(e_logit - top))
+        else:
+            lse = lse_wo
         tl.store(idx_ptr + rows, best_idx.to(tl.int64), mask=row_ok)
         tl.store(lse_ptr + rows, lse, mask=row_ok)
         tl.store(lp_ptr + rows, t_logit - lse, mask=row_ok)
@@ -174,8 +206,11 @@ def _pow2_at_least(x: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, triton.next_power_of_2(max(1, x))))
 
 
-def _pick_config(n: int, v: int, d: int, dtype: torch.dtype, device: torch.device) -> HeadConfig:
-    """The block-size table documented in the module docstring."""
+def _pick_config(
+    n: int, v: int, d: int, dtype: torch.dtype, device: torch.device, heavy_epilogue: bool
+) -> HeadConfig:
+    """The block-size table documented in the module docstring. heavy_epilogue: a bias or a
+    soft-cap, whose extra registers make the largest Hopper tile spill."""
     if _INTERPRET or device.type != "cuda":
         return HeadConfig(
             block_n=_pow2_at_least(n, 16, 64),
@@ -186,6 +221,8 @@ def _pick_config(n: int, v: int, d: int, dtype: torch.dtype, device: torch.devic
     if dtype == torch.float32:
         return HeadConfig(64, 64, 32, num_warps=4, num_stages=3)
     major, _ = torch.cuda.get_device_capability(device)
+    if major >= 9 and not heavy_epilogue:
+        return HeadConfig(128, 256, 64, num_warps=8, num_stages=3)
     if major >= 9:
         return HeadConfig(128, 128, 64, num_warps=8, num_stages=4)
     return HeadConfig(128, 128, 32, num_warps=8, num_stages=4)
@@ -231,7 +268,8 @@ def fused_head_triton(
     if n == 0:
         return out_idx, out_lse, out_lp
 
-    cfg = config or _pick_config(n, v, d, hidden.dtype, dev)
+    heavy = bias is not None or softcap is not None
+    cfg = config or _pick_config(n, v, d, hidden.dtype, dev, heavy)
     for name in ("block_n", "block_v", "block_k"):
         b = getattr(cfg, name)
         if b < 16 or b & (b - 1):
@@ -246,7 +284,7 @@ def fused_head_triton(
     targets = targets.to(device=dev).contiguous()
     bias_arg = bias.contiguous() if bias is not None else hidden  # dummy pointer when unused
     if splits > 1:
-        part = torch.empty((4, splits, n), dtype=torch.float32, device=dev)
+        part = torch.empty((2, splits, n), dtype=torch.float32, device=dev)
         part_idx = torch.empty((splits, n), dtype=torch.int32, device=dev)
     else:
         part, part_idx = out_lse, out_idx  # unused by the SPLIT=False specialisation
@@ -276,9 +314,9 @@ def fused_head_triton(
 
     # Second stage, fixed order over splits (deterministic). Splits are ordered by vocabulary,
     # and argmax picks the first maximum, so ties still resolve to the lowest token index.
-    m, s, best, t_logit = part.unbind(0)
-    m_all = m.max(dim=0).values
-    lse = m_all + torch.log((s * torch.exp(m - m_all)).sum(dim=0))
-    win = best.argmax(dim=0, keepdim=True)
-    out_idx = part_idx.gather(0, win).squeeze(0).to(torch.int64)
-    return out_idx, lse, t_logit.sum(dim=0) - lse
+    lse_wo, best = part.unbind(0)
+    if masked_token is not None:
+        lse_wo = torch.cat([lse_wo, out_lse[None]])  # out_lse holds the masked token's logit
+    lse = torch.logsumexp(lse_wo, dim=0)
+    out_idx = part_idx.gather(0, best.argmax(dim=0, keepdim=True)).squeeze(0).to(torch.int64)
+    return out_idx, lse, out_lp - lse  # out_lp holds the target's logit

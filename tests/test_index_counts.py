@@ -92,6 +92,34 @@ def test_uint32_and_large_token_ids(tmp_path, dtype):
     idx = CorpusIndex.build(docs, tmp_path / "idx", dtype=dtype, progress=False)
     assert idx.dtype == np.dtype(dtype)
     for n in (1, 2, 4):
-        qs = vocab[rng.integers(0, 4, size=(30, n))]
+        qs = vocab[rng.integers(0, 4, size=(1200, n))]  # >= 1000: sampled-key search too
         assert idx.count(qs).tolist() == [brute_count(docs, q) for q in qs]
     np.testing.assert_array_equal(idx.window_counts(2), brute_window_counts(docs, 2))
+
+
+def test_suffix_order_and_kasai_lcp_match_brute_force(tmp_path):
+    from features.index.lcp import kasai_lcp, window_counts, window_counts_from_lcp
+
+    rng = np.random.default_rng(11)
+    for trial in range(15):
+        docs = [
+            rng.integers(0, 3, size=int(rng.integers(1, 25))) for _ in range(rng.integers(1, 5))
+        ]
+        idx = CorpusIndex.build(docs, tmp_path / f"k{trial}", progress=False)
+        s = idx.shards[0]
+        tokens, sa, offsets = np.asarray(s.tokens), np.asarray(s.sa), np.asarray(s.offsets)
+        ends = np.repeat(offsets[1:], np.diff(offsets))
+        strings = [tuple(tokens[p : ends[p]].tolist()) for p in sa]
+        assert strings == sorted(strings)  # document-truncated suffixes in order
+        expected = [0]
+        for a, b in zip(strings[:-1], strings[1:]):
+            k = 0
+            while k < min(len(a), len(b)) and a[k] == b[k]:
+                k += 1
+            expected.append(k)
+        lcp = kasai_lcp(tokens, sa, offsets)
+        assert lcp.tolist() == expected
+        for n in (1, 2, 4):
+            np.testing.assert_array_equal(
+                window_counts_from_lcp(sa, lcp, offsets, n), window_counts(tokens, sa, offsets, n)
+            )

@@ -138,6 +138,17 @@ def test_npy_and_indexed_dataset_inputs(tmp_path):
     assert b.count(qs).tolist() == [brute_count([flat], q) for q in qs]
 
 
+def test_engine_sample_source_rows_are_documents(tmp_path):
+    from engine.data import ArraySource
+
+    rows = np.random.default_rng(8).integers(0, 3, size=(40, 16))
+    idx = CorpusIndex.build(ArraySource(rows, 16), tmp_path / "s", progress=False)
+    docs = list(rows)
+    assert idx.n_docs == 40
+    qs = sample_queries(docs, 3, 50, 3, np.random.default_rng(9))
+    assert idx.count(qs).tolist() == [brute_count(docs, q) for q in qs]
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sharded_equals_unsharded(tmp_path, workers):
     docs = _docs(2, k=30, alphabet=4)

@@ -102,3 +102,21 @@ def test_counts_match_pydivsufsort_and_hash(stdlib_docs, tmp_path):
             exp[pos + i] = grams[bytes(d[i : i + 8])]
         pos += d.size
     np.testing.assert_array_equal(wc, exp)
+
+
+def test_big_batches_use_sampled_keys(stdlib_docs, tmp_path):
+    """Batches of >= 1000 queries narrow each search with sampled SA keys: same counts."""
+    docs = stdlib_docs
+    idx = CorpusIndex.build(docs, tmp_path / "many", progress=False)
+    flat = np.concatenate(docs)
+    rng = np.random.default_rng(1)
+    for n in (2, 3, 5, 40):
+        starts = rng.integers(0, flat.size - n, size=1500)
+        qs = np.stack([flat[s : s + n] for s in starts]).astype(np.uint16)
+        grams = Counter()
+        for d in docs:
+            grams.update(map(bytes, np.lib.stride_tricks.sliding_window_view(d, n)))
+        expected = [grams[bytes(q)] for q in qs]
+        assert idx.count(qs).tolist() == expected
+        assert idx.shards[0]._sampled is not None
+        assert idx.count(qs[:10]).tolist() == expected[:10]

@@ -6,7 +6,8 @@ Accepted corpora (the `corpus` of `CorpusIndex.build`):
 * a path to a `.npy` file (memory-mapped; 1-D or 2-D as above);
 * a GPT-NeoX / Megatron `.bin`/`.idx` dataset (path to either file or the prefix): one document
   per sequence, read through `engine.indexed_dataset.IndexedDataset`;
-* any other iterable of 1-D integer arrays (e.g. an engine sample source): one document each.
+* an engine sample source (`engine.data.SampleSource`): one document per sample;
+* any other iterable of 1-D integer arrays: one document each.
 
 `sequence_length=L` gives Pythia's semantics: the documents are concatenated in order and cut
 into L-token training sequences (Pythia: 2049), each its own document, so that counts cover
@@ -140,6 +141,11 @@ def load_corpus(corpus, *, dtype=None, sequence_length: int | None = None) -> Co
         c = _from_array(corpus, dtype, "corpus")
     elif isinstance(corpus, list | tuple):
         c = _from_docs([np.asarray(d) for d in corpus], dtype, "corpus")
+    elif hasattr(corpus, "batches") and hasattr(corpus, "seq_len"):
+        # an engine sample source: each sample (one row of seq_len tokens) is a document
+        parts = [np.asarray(toks) for _, toks in corpus.batches(8192)]
+        rows = np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.int64)
+        c = _from_array(rows, dtype, repr(corpus))
     elif hasattr(corpus, "__iter__"):
         c = _from_docs([np.asarray(d).reshape(-1) for d in corpus], dtype, "corpus")
     else:

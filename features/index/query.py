@@ -15,7 +15,7 @@ from numba import njit, prange
 
 from features.index.suffix_array import pack_params
 
-__all__ = ["DocTable", "count_batch", "sa_range"]
+__all__ = ["DocTable", "count_batch", "sa_range", "sample_keys"]
 
 
 class DocTable:
@@ -44,8 +44,9 @@ def _doc_end(offsets, block_first, shift, p):
 
 @njit(cache=True)
 def _cmp(tokens, p, q, n, k0, multi, offsets, block_first, shift):
-    """-1/0/+1: document-truncated suffix p vs query q (n,); 0 when q is a prefix of it.
-    Tokens before k0 are known to be equal."""
+    """(sign, lcp): document-truncated suffix p vs query q (n,), sign -1/0/+1 with 0 when q is
+    a prefix of the suffix, and the number of leading tokens they share. Tokens before k0 are
+    known to be equal."""
     total = tokens.shape[0]
     lim = min(n, total - p)
     k = k0
@@ -62,27 +63,54 @@ def _cmp(tokens, p, q, n, k0, multi, offsets, block_first, shift):
     if multi:
         r = _doc_end(offsets, block_first, shift, p) - p
         if r < n and r <= k:
-            return -1  # the document ends before the first difference: sentinel < any token
-    return c
+            return -1, r  # the document ends before the first difference: sentinel < any token
+    return c, k
 
 
 @njit(cache=True)
 def _range(tokens, sa, q, n, lo, hi, multi, offsets, block_first, shift):
     """[first, last) SA indices of suffixes starting with q, searching SA[lo:hi] whose suffixes
-    all share q[0]."""
+    all share q[0]. Binary search for the first match skipping the tokens both bounds already
+    share with q (Manber-Myers' min(llcp, rlcp)), then a galloping search for the end: the
+    typical count is small, so that costs O(log count) probes."""
     a = lo
     b = hi
+    la = 1  # lcp of q with the suffix just below a (all share q[0])
+    lb = 1  # lcp of q with the suffix at b
     while a < b:  # first index with suffix >= q
         mid = (a + b) >> 1
-        if _cmp(tokens, sa[mid], q, n, 1, multi, offsets, block_first, shift) < 0:
+        c, k = _cmp(tokens, sa[mid], q, n, min(la, lb), multi, offsets, block_first, shift)
+        if c < 0:
             a = mid + 1
+            la = k
         else:
             b = mid
+            lb = k
     first = a
-    b = hi
-    while a < b:  # first index with suffix > q (prefix matches compare equal)
+    if first >= hi:
+        return first, first
+    c, k = _cmp(tokens, sa[first], q, n, 1, multi, offsets, block_first, shift)
+    if c != 0:
+        return first, first
+    # gallop: find a step where the suffix no longer matches
+    step = 1
+    good = first
+    while True:
+        probe = first + step
+        if probe >= hi:
+            probe = hi
+            break
+        c, k = _cmp(tokens, sa[probe], q, n, 1, multi, offsets, block_first, shift)
+        if c != 0:
+            break
+        good = probe
+        step <<= 1
+    a = good + 1
+    b = probe
+    while a < b:  # first index in (good, probe] that does not match
         mid = (a + b) >> 1
-        if _cmp(tokens, sa[mid], q, n, 1, multi, offsets, block_first, shift) <= 0:
+        c, k = _cmp(tokens, sa[mid], q, n, 1, multi, offsets, block_first, shift)
+        if c == 0:
             a = mid + 1
         else:
             b = mid
@@ -102,6 +130,19 @@ def _bucket(bucket_values, bucket_starts, dense, t):
     return bucket_starts[i], bucket_starts[i + 1]
 
 
+@njit(cache=True, inline="always")
+def _first_above(samples, a, b, key, strict):
+    """First index i in [a, b) with samples[i] >= key (> key when strict), else b."""
+    while a < b:
+        mid = (a + b) >> 1
+        v = samples[mid]
+        if v < key or (strict and v == key):
+            a = mid + 1
+        else:
+            b = mid
+    return a
+
+
 @njit(cache=True, parallel=True)
 def _count_sorted(
     tokens,
@@ -115,9 +156,16 @@ def _count_sorted(
     offsets,
     block_first,
     shift,
+    samples,
+    sstep,
+    bits,
+    kq,
     out,
 ):
     nq, n = queries.shape
+    ns = samples.shape[0]
+    m = min(n, kq)
+    fill = np.uint64((1 << bits) - 1)
     for i in prange(nq):
         r = order[i]
         q = queries[r]
@@ -128,8 +176,63 @@ def _count_sorted(
         if n == 1:
             out[r] = hi - lo
             continue
+        if ns > 0 and hi - lo > 2 * sstep:
+            # narrow the range with the sampled SA keys (compact, cache-friendly for a sorted
+            # batch) before touching the suffix array itself
+            klo = np.uint64(0)
+            khi = np.uint64(0)
+            for j in range(kq):
+                d_lo = np.uint64(0)
+                d_hi = fill
+                if j < m:
+                    d_lo = np.uint64(q[j]) + np.uint64(1)
+                    d_hi = d_lo
+                klo = (klo << np.uint64(bits)) | d_lo
+                khi = (khi << np.uint64(bits)) | d_hi
+            s_lo = (lo + sstep - 1) // sstep
+            s_hi = min(ns, (hi + sstep - 1) // sstep)
+            i0 = _first_above(samples, s_lo, s_hi, klo, False)
+            if i0 > s_lo:
+                lo = max(lo, (i0 - 1) * sstep + 1)
+            i1 = _first_above(samples, i0, s_hi, khi, True)
+            if i1 < s_hi:
+                hi = min(hi, i1 * sstep)
+            if hi <= lo:
+                out[r] = 0
+                continue
         a, b = _range(tokens, sa, q, n, lo, hi, multi, offsets, block_first, shift)
         out[r] = b - a
+
+
+@njit(cache=True, parallel=True)
+def _sample_keys(tokens, sa, sstep, bits, kq, multi, offsets, block_first, shift):
+    """Packed first-kq-token keys (digits token+1, 0 past the document end) of SA[::sstep]."""
+    total = tokens.shape[0]
+    ns = (sa.shape[0] + sstep - 1) // sstep
+    out = np.empty(ns, dtype=np.uint64)
+    for i in prange(ns):
+        p = sa[i * sstep]
+        end = total
+        if multi:
+            end = _doc_end(offsets, block_first, shift, p)
+        key = np.uint64(0)
+        for j in range(kq):
+            d = np.uint64(0)
+            if p + j < end:
+                d = np.uint64(tokens[p + j]) + np.uint64(1)
+            key = (key << np.uint64(bits)) | d
+        out[i] = key
+    return out
+
+
+def sample_keys(tokens, sa, alphabet: int, docs: DocTable, sstep: int = 32):
+    """(samples, sstep, bits, kq) for `count_batch`: sorted packed keys of every sstep-th
+    suffix. About 8/sstep bytes per token of memory."""
+    bits, kq = pack_params(alphabet)
+    samples = _sample_keys(
+        tokens, sa, sstep, bits, kq, docs.multi, docs.offsets, docs.block_first, docs.shift
+    )
+    return samples, sstep, bits, kq
 
 
 @njit(cache=True)
@@ -145,15 +248,21 @@ def _sort_keys(queries, bits, k):
     return keys
 
 
-def count_batch(tokens, sa, queries, bucket_values, bucket_starts, dense, docs: DocTable):
-    """Counts (Q,) int64 of each row of `queries` (Q, n) (already in the token dtype)."""
+def count_batch(
+    tokens, sa, queries, bucket_values, bucket_starts, dense, docs: DocTable, sampled=None
+):
+    """Counts (Q,) int64 of each row of `queries` (Q, n) (already in the token dtype).
+    `sampled`: the tuple of `sample_keys` (optional; narrows each search)."""
     nq = queries.shape[0]
     out = np.zeros(nq, dtype=np.int64)
     if nq == 0:
         return out
     alphabet = int(bucket_values[-1]) + 1 if bucket_values.shape[0] else 1
     bits, k = pack_params(alphabet)
-    order = np.argsort(_sort_keys(queries, bits, k), kind="stable")
+    order = np.argsort(_sort_keys(queries, bits, k))
+    if sampled is None:
+        sampled = (np.zeros(0, dtype=np.uint64), 1, bits, k)
+    samples, sstep, sbits, kq = sampled
     _count_sorted(
         tokens,
         sa,
@@ -166,6 +275,10 @@ def count_batch(tokens, sa, queries, bucket_values, bucket_starts, dense, docs: 
         docs.offsets,
         docs.block_first,
         docs.shift,
+        samples,
+        sstep,
+        sbits,
+        kq,
         out,
     )
     return out

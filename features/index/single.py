@@ -16,7 +16,7 @@ from numba import njit
 
 from features.index import format as fmt
 from features.index.lcp import window_counts
-from features.index.query import DocTable, count_batch, sa_range
+from features.index.query import DocTable, count_batch, sa_range, sample_keys
 from features.index.suffix_array import build_suffix_array
 
 __all__ = ["write_inputs", "build_folder", "Shard", "DENSE_LIMIT"]
@@ -137,12 +137,16 @@ class Shard:
         else:
             self.bucket_starts = np.r_[0, np.cumsum(self.counts)].astype(np.int64)
         self.bucket_values = np.ascontiguousarray(self.values)
+        self._sampled = None
 
     @property
     def n_tokens(self) -> int:
         return int(self.tokens.shape[0])
 
     def count(self, queries: np.ndarray) -> np.ndarray:
+        if self._sampled is None and queries.shape[0] >= 1000:
+            # every 32nd suffix's packed leading tokens: built on the first big batch
+            self._sampled = sample_keys(self.tokens, self.sa, int(self.values[-1]) + 1, self.docs)
         return count_batch(
             self.tokens,
             self.sa,
@@ -151,6 +155,7 @@ class Shard:
             self.bucket_starts,
             self.dense,
             self.docs,
+            self._sampled,
         )
 
     def sa_range(self, query: np.ndarray) -> tuple[int, int]:

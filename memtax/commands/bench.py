@@ -20,7 +20,7 @@ import sys
 
 # --quick: what fits in a CI minute on a CPU, and in the GPU check's few minutes on one
 # H100/H200 (the uncached recipe costs minutes per batch at large shapes: small shapes only).
-QUICK_CPU = {"shapes": ["70m"], "batch_sizes": [16], "n_samples": 32, "repeats": 1,
+QUICK_CPU = {"shapes": ["70m"], "batch_sizes": [16], "n_samples": 16, "repeats": 1,
              "time_budget": 20.0}
 QUICK_CUDA = {"shapes": ["160m", "410m", "12b"], "batch_sizes": [256, 1024], "n_samples": 2048,
               "repeats": 3, "time_budget": 10.0,

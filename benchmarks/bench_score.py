@@ -1,0 +1,144 @@
+"""engine.score against Hugging Face `generate`, with and without its KV cache, on Pythia shapes.
+
+Same random-weight model, same samples, one run: medians and ratios, plus each method's peak
+resident memory above the process baseline (sampled every millisecond). The labels of all three
+are compared, so the run also checks that they agree.
+
+    .venv/bin/pytest benchmarks/bench_score.py -p no:cacheprovider --benchmark-disable-gc -q -s
+
+Environment: MEMTAX_BENCH_SHAPES (default "70m,160m"), MEMTAX_BENCH_BATCH (32),
+MEMTAX_BENCH_REPEATS (3; the uncached recipe runs once per repeat too, it is the slow one),
+MEMTAX_BENCH_NOCACHE=0 to skip the uncached recipe.
+
+Methods (batch B of P + C = 32 + 32 tokens, fp32, CPU):
+    memtax        engine.score(..., mode="exact"): every column (labels, accuracy, 3 NLLs, 6 ppl)
+    hf_cache      model.generate(prompt, greedy, min_new_tokens=C): labels only, no NLL
+    hf_nocache    Pythia's recipe: generate(use_cache=False, max_length=L, min_length=L)
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import engine
+
+SHAPES = {  # Pythia configs (hidden, layers, heads); vocab padded to 50,304
+    "70m": (512, 6, 8),
+    "160m": (768, 12, 12),
+    "410m": (1024, 24, 16),
+}
+VOCAB = 50304
+P = C = 32
+
+
+def _env_list(name, default):
+    return [s for s in os.environ.get(name, default).split(",") if s]
+
+
+def pythia_like(shape: str) -> torch.nn.Module:
+    d, layers, heads = SHAPES[shape]
+    torch.manual_seed(0)
+    cfg = transformers.GPTNeoXConfig(
+        vocab_size=VOCAB, hidden_size=d, num_hidden_layers=layers, num_attention_heads=heads,
+        intermediate_size=4 * d, max_position_embeddings=2048, rotary_pct=0.25,
+        use_parallel_residual=True, tie_word_embeddings=False, eos_token_id=0, bos_token_id=0,
+    )
+    return transformers.AutoModelForCausalLM.from_config(cfg).eval()
+
+
+class PeakRSS:
+    """Peak resident set size above the value at entry, sampled by a thread (bytes)."""
+
+    def __enter__(self):
+        self.base = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._watch, daemon=True)
+        self._t.start()
+        return self
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _watch(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self._rss())
+        self.delta = self.peak - self.base
+
+
+def _memtax(model, rows):
+    t = engine.score(model, rows, prefix_len=P, cont_len=C, batch_size=len(rows), progress=False)
+    return t.column("match_len").to_numpy().astype(np.int64)
+
+
+def _hf(model, rows, use_cache: bool):
+    x = torch.as_tensor(rows[:, :P])
+    kw = dict(do_sample=False, attention_mask=torch.ones_like(x), pad_token_id=0)
+    if use_cache:
+        out = model.generate(x, max_new_tokens=C, min_new_tokens=C, **kw)
+    else:  # Pythia's eval: max_length = min_length = L, no cache
+        out = model.generate(x, max_length=P + C, min_length=P + C, use_cache=False, **kw)
+    gen, true = out[:, P:].numpy(), rows[:, P:]
+    return np.where((gen != true).any(1), (gen != true).argmax(1), C)
+
+
+def _time(fn, repeats):
+    times, result, mem = [], None, 0
+    for _ in range(repeats):
+        with PeakRSS() as m:
+            t0 = time.perf_counter()
+            result = fn()
+            times.append(time.perf_counter() - t0)
+        mem = max(mem, m.delta)
+    return float(np.median(times)), result, mem
+
+
+@pytest.mark.parametrize("shape", _env_list("MEMTAX_BENCH_SHAPES", "70m,160m"))
+def test_score_vs_hf_generate(benchmark, shape):
+    batch = int(os.environ.get("MEMTAX_BENCH_BATCH", "32"))
+    repeats = int(os.environ.get("MEMTAX_BENCH_REPEATS", "3"))
+    model = pythia_like(shape)
+    rng = np.random.default_rng(0)
+    rows = rng.integers(1, VOCAB, size=(batch, P + C))
+    # half the rows memorized (continuation = the model's own greedy output), so the labels
+    # comparison covers both outcomes
+    with torch.inference_mode():
+        gen = model.generate(torch.as_tensor(rows[: batch // 2, :P]), do_sample=False,
+                             max_new_tokens=C, min_new_tokens=C, pad_token_id=0,
+                             attention_mask=torch.ones(batch // 2, P, dtype=torch.long))
+    rows[: batch // 2, P:] = gen[:, P:].numpy()
+
+    with torch.inference_mode():
+        _memtax(model, rows[:2]), _hf(model, rows[:2], True)  # warm-up
+        ours, ml_ours, mem_ours = _time(lambda: _memtax(model, rows), repeats)
+        cache, ml_cache, mem_cache = _time(lambda: _hf(model, rows, True), repeats)
+        results = {"memtax_ms": ours * 1e3, "hf_cache_ms": cache * 1e3,
+                   "speedup_vs_cache": cache / ours,
+                   "peak_mb_memtax": mem_ours / 2**20, "peak_mb_hf_cache": mem_cache / 2**20}
+        np.testing.assert_array_equal(ml_ours, ml_cache)
+        if os.environ.get("MEMTAX_BENCH_NOCACHE", "1") != "0":
+            nocache, ml_nocache, mem_nocache = _time(lambda: _hf(model, rows, False), repeats)
+            np.testing.assert_array_equal(ml_ours, ml_nocache)
+            results.update(hf_nocache_ms=nocache * 1e3, speedup_vs_nocache=nocache / ours,
+                           peak_mb_hf_nocache=mem_nocache / 2**20)
+    assert (ml_ours[: batch // 2] == C).all()
+    benchmark.extra_info.update({k: round(v, 3) for k, v in results.items()})
+    benchmark.extra_info.update(shape=shape, batch=batch, repeats=repeats,
+                                threads=torch.get_num_threads())
+    print(f"\n[{shape}] " + "  ".join(f"{k}={v:.2f}" for k, v in results.items()))
+    # the timed body for pytest-benchmark's own table: one engine.score call
+    benchmark.pedantic(lambda: _memtax(model, rows), rounds=1, iterations=1)

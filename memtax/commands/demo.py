@@ -1,0 +1,63 @@
+"""`memtax demo`: the whole study on a real model and real text, offline, on this machine.
+
+    memtax demo                          # SmolLM2-135M over the stdlib + package docs, 2,000 samples
+    memtax demo --samples 200 --out /tmp/demo --seed 1
+
+Reads the Python standard library's source and the installed packages' license/readme/metadata
+files (one document per file), tokenizes them with the model's tokenizer, builds the corpus
+index, scores --samples 64-token windows (a quarter of them at document starts), decodes the
+memorized rows and near misses freely, computes every feature, classifies, fits the models and
+writes the report to OUT/report/index.html. Prints a summary at the end (also OUT/summary.txt).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _batch(text: str):
+    return text if text == "auto" else _positive(text)
+
+
+def register(subparsers) -> None:
+    from memtax.demo import DEFAULT_OUT, DEFAULT_SAMPLES, DEFAULT_SEED
+
+    p = subparsers.add_parser(
+        "demo", help="run the whole study on SmolLM2-135M and text found on this machine",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--samples", type=_positive, default=DEFAULT_SAMPLES, metavar="N",
+                   help=f"64-token windows to score (default {DEFAULT_SAMPLES})")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help=f"output folder (default {DEFAULT_OUT}/; an earlier demo output there is "
+                   "replaced)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="S",
+                   help=f"seed of the window draw and the models' splits (default {DEFAULT_SEED})")
+    p.add_argument("--model", default=None,
+                   help="another model instead of the bundled SmolLM2 GGUF: a local folder, a "
+                   ".gguf file or a cached Hugging Face id")
+    p.add_argument("--tokenizer", default=None, help="its tokenizer (default: the model's own)")
+    p.add_argument("--batch-size", type=_batch, default="auto")
+    p.add_argument("--n-boot", type=_positive, default=1000,
+                   help="bootstrap resamples for the report's intervals (default 1000)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args) -> int:
+    from memtax.demo import format_summary, run_demo
+
+    result = run_demo(args.out, samples=args.samples, seed=args.seed, model=args.model,
+                      tokenizer=args.tokenizer, batch_size=args.batch_size,
+                      n_boot=args.n_boot, progress=not args.quiet)
+    print(format_summary(result), flush=True)
+    return 0
