@@ -351,6 +351,7 @@ def build_model(shape: Shape, dtype: torch.dtype, device: torch.device, seed: in
             p.fill_(1.0)
         else:
             p.zero_()
+        p.requires_grad_(False)  # inference only: no autograd bookkeeping in any method
     model.eval()
     return model
 
@@ -734,7 +735,7 @@ def run_bench(
                     continue
                 try:
                     if ctx is None or ctx_dtype != mdt:
-                        ctx = None
+                        ctx = hf = sm = None  # drop the previous model before the next one
                         _free(dev)
                         if sm0 is not None:
                             sm = sm0 if mdt == dt else load_model(sm0.model, dtype=mdt, device=dev)

@@ -294,19 +294,19 @@ def _decode_loop(sm, greedy, rows, m, cache, l0, p, c, masked_token, compact_fra
     hi = p + int(m.max())
     if hi < l0 and _drop_slots(cache, hi, l0):
         l0 = hi
-    slot = torch.arange(l0, device=dev)[None, :]
-    attn = (slot < (p + m)[:, None]).to(torch.long)            # (A, l0) valid cache slots
+    steps = c - 1 - int(m.min())                               # the longest row's steps
+    # attention mask over cache slots, allocated once: [valid true prefix | stale | decoded]
+    slot = torch.arange(l0 + steps, device=dev)[None, :]
+    attn = ((slot < (p + m)[:, None]) | (slot >= l0)).to(torch.long)
     j = m.clone()                                              # continuation index of the input
     cur = greedy[rows, j]                                      # g[m], the first greedy mismatch
-    pos = p + j                                                # its absolute position
     dummy = torch.zeros(rows.numel(), dtype=torch.int64, device=dev)
     live = torch.ones(rows.numel(), dtype=torch.bool, device=dev)
-    while True:
-        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
+    for s in range(steps):
         out = sm.backbone(cur[:, None], past_key_values=cache, use_cache=True,
-                          attention_mask=attn, position_ids=pos[:, None])
+                          attention_mask=attn[:, : l0 + s + 1], position_ids=(p + j)[:, None])
         cache = out.past_key_values
-        nxt = sm.head(out.hidden[:, -1], dummy[: cur.numel()], masked_token=masked_token)[0]
+        nxt = sm.head(out.hidden[:, -1], dummy, masked_token=masked_token)[0]
         j = j + 1
         # rows that finished earlier but were not compacted away must not write
         w = live.nonzero().flatten()
@@ -314,14 +314,15 @@ def _decode_loop(sm, greedy, rows, m, cache, l0, p, c, masked_token, compact_fra
         live = live & (j < c - 1)
         n_live = int(live.sum())
         if n_live == 0:
-            return greedy
+            break
         n = live.numel()
         if n_live < n and (n - n_live) >= compact_fraction * n:
             keep = live.nonzero().flatten()
             _select_rows(cache, keep)
             rows, j, nxt, attn, live, dummy = (rows[keep], j[keep], nxt[keep], attn[keep],
                                                live[keep], dummy[keep])
-        cur, pos = nxt, p + j
+        cur = nxt
+    return greedy
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ manifest (see `engine.output`), resumable, and split across ranks under torchrun
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -58,9 +59,10 @@ SCORE_SCHEMA = pa.schema([
 ])
 GEN_FIELD = pa.field("gen_score", pa.float32())
 DEFAULT_SHARD_SIZE = 65536
-# Rows of hidden states reduced per fused-head call on CPU: with the twin's vocabulary chunk
-# this keeps the fp32 logits tile small enough to stay in cache (measured: benchmarks/).
-CPU_HEAD_ROWS = 256
+# Rows of hidden states reduced per fused-head call on CPU. Smaller blocks (256 rows, tiles
+# that fit in cache) were 2-4x slower on the shared 2-core machine: every small op pays an
+# OpenMP barrier, and under load a barrier costs a time slice (docs/notes/issue-2.md).
+CPU_HEAD_ROWS = 2048
 CPU_AUTO_BATCH = 64
 
 
@@ -259,6 +261,8 @@ def score(
     trust_remote_code: bool = False,
     head_impl: str = "auto",
     on_batch: Callable[[int], None] | None = None,
+    labels_only: bool = False,
+    keep_tokens: bool = False,
 ) -> pa.Table:
     """Score every sample for memorization; one row per sample, in sample order.
 
@@ -275,6 +279,9 @@ def score(
         refused. Under torchrun each rank scores shards k % world == rank; every rank returns
         the whole table.
     on_batch: called with the number of rows after every batch (progress hooks, tests).
+    labels_only: only `exact_match` and `match_len` (mode='exact'), by the staged cascade of
+        `engine.cascade` (rows leave at their first mismatch; same labels as the full pass).
+    keep_tokens: with mode='generate', also `gen_tokens`, the greedy continuation.
 
     Columns: see `SCORE_SCHEMA` (+ `gen_score` in generate mode); run metadata (model,
     revision, dtype, lengths, versions) is in the schema metadata.
@@ -282,6 +289,16 @@ def score(
     if mode not in ("exact", "generate"):
         raise ValueError(f"mode must be 'exact' or 'generate', got {mode!r}")
     gen_fn, gen_fields = _generate_hook() if mode == "generate" else (None, [])
+    # issue 4: label-only cascade and kept greedy tokens (engine.cascade, engine.generate)
+    if labels_only and mode != "exact":
+        raise ValueError(f"labels_only=True needs mode='exact' (it computes exact_match and "
+                         f"match_len only), got mode={mode!r}")
+    if keep_tokens and mode != "generate":
+        raise ValueError(f"keep_tokens=True keeps mode='generate' greedy tokens, got mode={mode!r}")
+    if keep_tokens:
+        from engine.generate import GEN_TOKENS_FIELD
+
+        gen_fn, gen_fields = functools.partial(gen_fn, keep_tokens=True), [*gen_fields, GEN_TOKENS_FIELD]
     if not (batch_size == "auto" or (isinstance(batch_size, int) and not isinstance(
             batch_size, bool) and batch_size > 0)):
         raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
@@ -311,7 +328,13 @@ def score(
         "masked_token": -1 if masked is None else int(masked), "source": source.description,
         "n_samples": n, "shard_size": shard_size,
     }
-    schema = pa.schema(list(SCORE_SCHEMA) + list(gen_fields))
+    run.update({k: True for k, v in (("labels_only", labels_only), ("keep_tokens", keep_tokens)) if v})
+    if labels_only:
+        from engine.cascade import LABEL_FIELDS, label_columns
+
+        schema = pa.schema([SCORE_SCHEMA.field("sample_id"), *LABEL_FIELDS])
+    else:
+        schema = pa.schema(list(SCORE_SCHEMA) + list(gen_fields))
     schema = schema.with_metadata(_run_metadata(sm, run))
     n_shards = (n + shard_size - 1) // shard_size
 
@@ -344,9 +367,13 @@ def score(
                     _validate_ids(toks, ids, sm.vocab_size)
                     try:
                         tt = torch.from_numpy(toks).to(sm.device)
-                        cols, tf_argmax, cache = _score_batch(
-                            sm, tt, prefix_len=prefix_len, cont_len=cont_len,
-                            masked_token=masked, impl=head_impl, keep_cache=gen_fn is not None)
+                        if labels_only:
+                            cols = label_columns(sm, tt, prefix_len=prefix_len, cont_len=cont_len,
+                                                 masked_token=masked, impl=head_impl)
+                        else:
+                            cols, tf_argmax, cache = _score_batch(
+                                sm, tt, prefix_len=prefix_len, cont_len=cont_len, masked_token=masked,
+                                impl=head_impl, keep_cache=gen_fn is not None)
                         if gen_fn is not None:
                             cols.update(gen_fn(
                                 sm, tt, prefix_len=prefix_len, cont_len=cont_len,

@@ -36,6 +36,7 @@ import pyarrow as pa
 from features import code_score as _code
 from features import compression as _comp
 from features import duplicates as _dups
+from features import semantic as _sem
 from features import templating as _tmpl
 from features import token_stats as _tstats
 from features.tokenizers import decode_batch, load_tokenizer, vocab_size
@@ -53,8 +54,7 @@ FEATURES: dict[str, tuple[int, str]] = {
     "is_repeating": (1, _tmpl.REPEATING_DEFINITION),
     "is_templating": (1, "is_incrementing or is_repeating"),
     "code_score": (1, _code.DEFINITION),
-    "semantic_matches": (1, "cosine >= 0.8, all-MiniLM-L6-v2, faiss; self excluded"),
-    "textual_matches": (1, "semantic neighbours with prompt Levenshtein distance in (0, 20)"),
+    **{c: (1, d) for c, d in _sem.DEFINITIONS.items()},
 }
 TEXT_COLUMNS = ("huffman_code_length", "zlib_ratio", "is_incrementing", "is_repeating",
                 "is_templating", "code_score")
@@ -185,7 +185,8 @@ def _select(ids: np.ndarray, tokens: np.ndarray, wanted_sorted: np.ndarray | Non
 
 def compute(table, samples, *, index=None, tokenizer=None, reference=None,
             prefix_len: int | None = None, cont_len: int | None = None, semantic: bool = True,
-            chunk_size: int = 8192, workers: int = 2, progress: bool = True) -> pa.Table:
+            chunk_size: int = 8192, workers: int = 2, embed_device: str = "cpu",
+            progress: bool = True) -> pa.Table:
     """Feature table for the samples behind a score table.
 
     table: the score table (pyarrow.Table, .parquet path or score folder) or None for features
@@ -198,11 +199,15 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
     reference: samples to search for semantic/textual matches (any sample source); None = the
         samples themselves (each sample's own pair not counted).
     prefix_len, cont_len: default to the score table's recorded lengths, else 32 and 32.
+    semantic: False skips semantic/textual matches (the slow part: MiniLM embeds about 10-40
+        texts/s on two CPU cores). embed_device: where MiniLM runs ("cpu", "cuda").
+    chunk_size, workers: samples per streamed chunk; processes for the text features.
     Returns a pyarrow.Table (see the module docstring). Raises ValueError for ids missing from
     the samples, vocabularies that do not match, or an empty selection.
     """
-    from engine.data import open_samples
     from tqdm.auto import tqdm
+
+    from engine.data import open_samples
 
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
@@ -245,6 +250,23 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
         pool.submit(_noop).result()  # start the workers now, before the tokenizer's threads
     bar = tqdm(total=len(source), desc="features", unit="samples", unit_scale=True,
                disable=not progress, leave=False)
+    # Text results of chunk k are collected after chunk k+1 is submitted, so the workers
+    # never wait while this process decodes and counts.
+    pending: list = []
+
+    def collect(job) -> None:
+        kind, payload = job
+        rows = [r for f in payload for r in f.result()] if kind == "futures" else payload
+        cols = list(zip(*rows)) if rows else [()] * 5
+        inc = np.array(cols[2], dtype=bool)
+        rep = np.array(cols[3], dtype=bool)
+        for k, v in (("huffman_code_length", np.array(cols[0], dtype=np.float64)),
+                     ("zlib_ratio", np.array(cols[1], dtype=np.float64)),
+                     ("is_incrementing", inc), ("is_repeating", rep),
+                     ("is_templating", inc | rep),
+                     ("code_score", np.array(cols[4], dtype=np.float64))):
+            parts.setdefault(k, []).append(v)
+
     try:
         for ids, tokens in source.batches(chunk_size):
             bar.update(len(ids))
@@ -252,7 +274,6 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
             if ids.size == 0:
                 continue
             parts["sample_id"].append(ids)
-            futures = []
             if tok is not None:
                 full = decode_batch(tok, tokens)
                 if do_sem:
@@ -260,29 +281,20 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
                     prompts.extend(decode_batch(tok, tokens[:, :prefix_len]))
                 if pool is not None:
                     step = -(-len(full) // (4 * workers))
-                    futures = [pool.submit(_text_chunk, full[i:i + step])
-                               for i in range(0, len(full), step)]
+                    pending.append(("futures", [pool.submit(_text_chunk, full[i:i + step])
+                                                for i in range(0, len(full), step)]))
                 else:
-                    futures = None
-                    rows = _text_chunk(full)
+                    pending.append(("rows", _text_chunk(full)))
             if index is not None:
                 for k, v in _dups.duplicate_counts(index, tokens, prefix_len=prefix_len,
                                                    tokenizer=idx_tok).items():
                     parts.setdefault(k, []).append(v)
                 for k, v in _tstats.token_frequency_stats(tokens, unigrams).items():
                     parts.setdefault(k, []).append(v)
-            if tok is not None:
-                if futures is not None:
-                    rows = [r for f in futures for r in f.result()]
-                cols = list(zip(*rows))
-                inc = np.array(cols[2], dtype=bool)
-                rep = np.array(cols[3], dtype=bool)
-                for k, v in (("huffman_code_length", np.array(cols[0], dtype=np.float64)),
-                             ("zlib_ratio", np.array(cols[1], dtype=np.float64)),
-                             ("is_incrementing", inc), ("is_repeating", rep),
-                             ("is_templating", inc | rep),
-                             ("code_score", np.array(cols[4], dtype=np.float64))):
-                    parts.setdefault(k, []).append(v)
+            while len(pending) > 1:
+                collect(pending.pop(0))
+        while pending:
+            collect(pending.pop(0))
     finally:
         bar.close()
         if pool is not None:
@@ -311,11 +323,10 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
     cols = {k: v[take] for k, v in cols.items()}
 
     if do_sem:
-        from features import semantic as _sem
-
         texts_o = [texts[i] for i in take]
         prompts_o = [prompts[i] for i in take]
-        emb = _sem.embed(texts_o, progress=progress)
+        model = _sem.load_embedder(embed_device)
+        emb = _sem.embed(texts_o, model=model, progress=progress)
         if reference is None:
             ref_emb, ref_prompts, self_ref = emb, prompts_o, True
         else:
@@ -325,7 +336,8 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
             for _, rt in ref.batches(chunk_size):
                 ref_texts.extend(decode_batch(tok, rt))
                 ref_prompts.extend(decode_batch(tok, rt[:, :prefix_len]))
-            ref_emb, self_ref = _sem.embed(ref_texts, progress=progress), False
+            ref_emb = _sem.embed(ref_texts, model=model, progress=progress)
+            self_ref = False
         cols["semantic_matches"], cols["textual_matches"] = _sem.matches(
             emb, prompts_o, ref_emb, ref_prompts, exclude_self=self_ref, progress=progress)
 

@@ -35,7 +35,7 @@ DEFINITIONS = {
     "textual_matches": "of those neighbours, how many have a decoded prompt at character "
     "Levenshtein distance d with 0 < d < 20 (rapidfuzz)",
 }
-_MODEL = None
+_MODELS: dict = {}
 
 
 def model_path() -> Path:
@@ -52,15 +52,15 @@ def model_path() -> Path:
     return path
 
 
-def load_embedder():
-    """The SentenceTransformer for all-MiniLM-L6-v2 on CPU, loaded once per process."""
-    global _MODEL
-    if _MODEL is None:
+def load_embedder(device: str = "cpu"):
+    """The SentenceTransformer for all-MiniLM-L6-v2 on `device` ("cpu", "cuda", ...), loaded
+    once per process and device."""
+    if device not in _MODELS:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
-        _MODEL = SentenceTransformer(str(model_path()), device="cpu")
-    return _MODEL
+        _MODELS[device] = SentenceTransformer(str(model_path()), device=device)
+    return _MODELS[device]
 
 
 def embed(texts: list[str], *, model=None, batch_size: int = 64,
@@ -68,9 +68,8 @@ def embed(texts: list[str], *, model=None, batch_size: int = 64,
     """texts (N,) -> (N, d) float32 L2-normalised embeddings. Identical texts are embedded once
     (memorized data repeats); sentence-transformers batches by length to limit padding."""
     model = load_embedder() if model is None else model
-    get_dim = getattr(model, "get_embedding_dimension", None) or getattr(
-        model, "get_sentence_embedding_dimension")
-    dim = int(get_dim())
+    get_dim = getattr(model, "get_embedding_dimension", None)
+    dim = int(get_dim() if get_dim else model.get_sentence_embedding_dimension())
     if len(texts) == 0:
         return np.zeros((0, dim), dtype=np.float32)
     first: dict[str, int] = {}

@@ -57,6 +57,7 @@ REPEATING_DEFINITION = (
 
 _WS = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")  # one simple class: several times faster than an alternation
+_DIGIT = re.compile(r"\d")
 _HEX = re.compile(r"0[xX][0-9a-fA-F]+")
 _PIECE = re.compile(r"0[xX][0-9a-fA-F]+|\d+|\D+")
 
@@ -65,19 +66,22 @@ def split_items(text: str) -> list[int | str]:
     """Items of `text` in order: ints for 0x-hex literals and decimal digit runs, strings for
     runs of letters and underscores. Whitespace and punctuation only separate items."""
     items: list[int | str] = []
+    append = items.append
     for w in _WORD.findall(text):
-        if w.isdecimal():
-            items.append(int(w))
-        elif not any(c.isdecimal() for c in w):
-            items.append(w)
+        if w.isalpha():
+            append(w)
+        elif w.isdecimal():
+            append(int(w))
+        elif not _DIGIT.search(w):
+            append(w)
         else:  # mixed word: cut into hex literals, digit runs and letter runs
             for piece in _PIECE.findall(w):
                 if _HEX.fullmatch(piece):
-                    items.append(int(piece, 16))
+                    append(int(piece, 16))
                 elif piece.isdecimal():
-                    items.append(int(piece))
+                    append(int(piece))
                 else:
-                    items.append(piece)
+                    append(piece)
     return items
 
 

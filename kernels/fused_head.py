@@ -68,7 +68,8 @@ def _validate(hidden, weight, targets, bias, logit_scale=1.0, softcap=None, mask
         raise ValueError(f"softcap must be None or a finite positive number, got {softcap!r}")
     if masked_token is not None and not 0 <= masked_token < v:
         raise ValueError(f"masked_token must be a token id in [0, {v}), got {masked_token!r}")
-    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= v):
+    # one device sync (a single flag) per call; the message's min/max only on failure
+    if targets.numel() and bool(((targets < 0) | (targets >= v)).any()):
         raise ValueError(
             f"targets must be token ids in [0, {v}), got values in "
             f"[{int(targets.min())}, {int(targets.max())}]"

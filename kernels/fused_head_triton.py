@@ -40,6 +40,7 @@ follow its results.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -289,26 +290,28 @@ def fused_head_triton(
     else:
         part, part_idx = out_lse, out_idx  # unused by the SPLIT=False specialisation
 
-    _fused_head_kernel[(row_blocks, splits)](
-        hidden, weight, bias_arg, targets,
-        out_idx, out_lse, out_lp,
-        part, part_idx,
-        n, v, d,
-        hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
-        tiles_per_split,
-        float(logit_scale), float(softcap) if softcap is not None else 1.0,
-        int(masked_token) if masked_token is not None else -1,
-        HAS_BIAS=bias is not None,
-        HAS_SCALE=logit_scale != 1.0,
-        HAS_SOFTCAP=softcap is not None,
-        HAS_MASK=masked_token is not None,
-        UPCAST=_INTERPRET and hidden.dtype != torch.float32,
-        DOT_PRECISION="ieee" if hidden.dtype == torch.float32 else "tf32",
-        EVEN_K=d % cfg.block_k == 0,
-        SPLIT=splits > 1,
-        BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_K=cfg.block_k,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )
+    launch_on = torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext()
+    with launch_on:  # Triton launches on the current device: make it the tensors' one
+        _fused_head_kernel[(row_blocks, splits)](
+            hidden, weight, bias_arg, targets,
+            out_idx, out_lse, out_lp,
+            part, part_idx,
+            n, v, d,
+            hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+            tiles_per_split,
+            float(logit_scale), float(softcap) if softcap is not None else 1.0,
+            int(masked_token) if masked_token is not None else -1,
+            HAS_BIAS=bias is not None,
+            HAS_SCALE=logit_scale != 1.0,
+            HAS_SOFTCAP=softcap is not None,
+            HAS_MASK=masked_token is not None,
+            UPCAST=_INTERPRET and hidden.dtype != torch.float32,
+            DOT_PRECISION="ieee" if hidden.dtype == torch.float32 else "tf32",
+            EVEN_K=d % cfg.block_k == 0,
+            SPLIT=splits > 1,
+            BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_K=cfg.block_k,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )
     if splits == 1:
         return out_idx, out_lse, out_lp
 

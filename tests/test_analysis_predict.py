@@ -77,7 +77,7 @@ def test_taxonomic_beats_baseline_when_categories_differ(planted):
 
 
 def test_taxonomic_does_not_beat_baseline_when_categories_agree():
-    df, _ = predict.synthetic_table(40_000, differ=False, seed=8)
+    df, _ = predict.synthetic_table(30_000, differ=False, seed=8)
     res = predict.fit(df, n_boot=200, seed=1, progress=False)
     d = res.differences.set_index("metric")
     # no significant gain: every interval of (taxonomic - baseline) reaches below zero (the
@@ -160,12 +160,23 @@ def test_too_small_category_is_reported_not_fatal():
 
 
 def test_partition_search_on_a_subsample():
-    df, _ = predict.synthetic_table(8000, seed=4)
-    res = predict.fit(df, n_boot=20, search=True, search_rows=4000, progress=False)
+    df, _ = predict.synthetic_table(6000, seed=4, recitation_share=0.4)
+    # memorization depends on cont_ppl with opposite signs above and below 5 duplicates
+    z = (df["cont_ppl"] - df["cont_ppl"].mean()) / df["cont_ppl"].std()
+    sign = np.where(df["duplicates"] > 5, 3.0, -3.0)
+    rng = np.random.default_rng(0)
+    df["exact_match"] = rng.random(len(df)) < 1 / (1 + np.exp(-sign * z))
+    feats = ("duplicates", "token_freq_min", "is_templating", "cont_ppl")
+    res = predict.fit(
+        df, n_boot=20, search=True, search_features=feats, search_rows=2400, progress=False
+    )
     s, best = res.search, res.partition
-    assert len(s) == 10 * 3 * 9 * 3  # ordered pairs of distinct features x quantiles
+    assert len(s) == 4 * 3 * 3 * 3  # ordered pairs of distinct features x quantiles
+    assert len(predict.SEARCH_FEATURES) * 3 * (len(predict.SEARCH_FEATURES) - 1) * 3 == 810
+    # the planted groups differ by duplicates > 5: the winner splits on duplicates
+    assert "duplicates" in (best["feature_1"], best["feature_2"])
     assert best["f1"] == pytest.approx(s["f1"].max())
-    assert best["search_rows"] <= 4000
+    assert best["search_rows"] <= 2400
     X, y, _ = predict.design(df)
     train, _ = predict.stratified_split(y, 0.2, 0)
     j = predict.FEATURES.index(best["feature_1"])

@@ -154,3 +154,46 @@ def test_score_batch_never_builds_full_logits(monkeypatch):
     monkeypatch.setattr(model.get_output_embeddings(), "forward", boom)
     rows = np.random.default_rng(0).integers(1, V, size=(3, 10))
     engine.score(model, rows, prefix_len=5, cont_len=5, progress=False)
+
+
+def test_out_of_memory_backs_off_to_smaller_batches(monkeypatch):
+    from engine import score as score_mod
+
+    model = tiny_model("gpt2", seed=0)
+    rows = np.random.default_rng(5).integers(1, V, size=(11, 8))
+    real, sizes = score_mod._score_batch, []
+
+    def fake_oom(sm, tokens, **kw):
+        sizes.append(len(tokens))
+        if len(tokens) > 3:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(sm, tokens, **kw)
+
+    monkeypatch.setattr(score_mod, "_score_batch", fake_oom)
+    table = engine.score(model, rows, prefix_len=4, cont_len=4, batch_size=16, progress=False)
+    assert sizes[:3] == [11, 8, 4] and max(sizes[3:]) <= 2
+    monkeypatch.setattr(score_mod, "_score_batch", real)
+    ref = engine.score(model, rows, prefix_len=4, cont_len=4, batch_size=2, progress=False)
+    assert table.select(SCORE_SCHEMA.names).equals(ref.select(SCORE_SCHEMA.names))
+
+    def other_error(sm, tokens, **kw):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(score_mod, "_score_batch", other_error)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        engine.score(model, rows, prefix_len=4, cont_len=4, progress=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fp32_matches_cpu_and_auto_is_bf16():
+    model = tiny_model("llama", seed=6)
+    rows, _ = _rows(model, 8, 8, n=8, seed=3)
+    cpu = engine.score(model, rows, prefix_len=8, cont_len=8, device="cpu", progress=False)
+    gpu = engine.score(model, rows, prefix_len=8, cont_len=8, device="cuda", dtype="fp32",
+                       progress=False)
+    np.testing.assert_array_equal(gpu.column("match_len"), cpu.column("match_len"))
+    np.testing.assert_allclose(gpu.column("seq_nll"), cpu.column("seq_nll"), atol=1e-4)
+    auto = engine.score(model, rows, prefix_len=8, cont_len=8, device="cuda", progress=False)
+    assert auto.schema.metadata[b"dtype"] == b"bf16"
+    np.testing.assert_allclose(auto.column("seq_nll"), cpu.column("seq_nll"), rtol=0.05)

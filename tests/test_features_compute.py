@@ -137,6 +137,16 @@ def test_semantic_columns_match_brute_force(setup, tok):
     assert feats.column("textual_matches").to_pylist() == want_t
     # no index: those columns are skipped, with a warning naming them
     assert "duplicates" not in feats.column_names
+    # a separate reference set: every reference row counts, no self-exclusion
+    ref = samples[8:14]  # overlaps `few` in rows 8 and 9: those match themselves
+    feats = features.compute(None, few, tokenizer=tok, workers=1, prefix_len=P, cont_len=C,
+                             reference=ref, progress=False)
+    ref_emb = semantic.embed([tok.decode(r.tolist(), skip_special_tokens=False) for r in ref],
+                             progress=False)
+    sims = emb.astype(np.float64) @ ref_emb.T.astype(np.float64)
+    want = (sims >= 0.8).sum(1)
+    assert feats.column("semantic_matches").to_pylist() == want.tolist()
+    assert want[8] >= 1 and want[9] >= 1
 
 
 def test_missing_inputs_skip_with_warning(setup):

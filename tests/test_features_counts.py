@@ -106,3 +106,15 @@ def test_token_stats_even_length_and_bad_vocab():
     with pytest.raises(ValueError, match="different tokenizers"):
         token_frequency_stats(np.array([[0, 4]]), counts)
     assert token_frequency_stats(np.zeros((0, 4), np.int64), counts)["token_freq_max"].shape == (0,)
+
+
+def test_distinct_rows_survives_hash_collisions(monkeypatch):
+    import features.duplicates as dmod
+
+    # A zero multiplier makes the hash depend on the last column only: different rows then
+    # collide, and the exact fallback must still separate them.
+    monkeypatch.setattr(dmod, "_MULT", np.uint64(0))
+    q = np.array([[1, 2, 5], [3, 4, 5], [1, 2, 5], [0, 0, 6], [3, 4, 5]])
+    rows, inverse = dmod._distinct_rows(q)
+    assert np.array_equal(rows[inverse], q)
+    assert rows.shape[0] == 3

@@ -12,7 +12,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from gen_oracle import build_rows, hf_greedy, levenshtein, min_top2_gap, random_prompts, varied_model
+from gen_oracle import (
+    build_rows,
+    hf_greedy,
+    levenshtein,
+    min_top2_gap,
+    random_prompts,
+    varied_model,
+)
 
 from engine.generate import (
     gen_columns,

@@ -30,6 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--reference", help="samples to count semantic matches against (default: "
                    "the scored samples)")
     p.add_argument("--no-semantic", action="store_true", help="skip semantic/textual matches")
+    p.add_argument("--embed-device", default="cpu", help="device for the MiniLM embedder")
     p.add_argument("--prefix-len", type=int, default=None)
     p.add_argument("--cont-len", type=int, default=None)
     p.add_argument("--chunk-size", type=int, default=8192)
@@ -67,6 +68,7 @@ def run(args) -> int:
                         reference=args.reference, semantic=not args.no_semantic,
                         prefix_len=args.prefix_len, cont_len=args.cont_len,
                         chunk_size=args.chunk_size, workers=args.workers,
+                        embed_device=args.embed_device,
                         progress=not args.quiet)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".{OUT_NAME}.tmp-{os.getpid()}"

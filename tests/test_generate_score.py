@@ -1,0 +1,63 @@
+"""engine.score(mode="generate"): the table's generation columns equal HF `generate`, the exact
+columns are those of mode="exact", and keep_tokens / bad combinations behave."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from gen_oracle import build_rows, levenshtein, varied_model
+
+import engine
+
+P, C = 32, 32
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def llama():
+    model = varied_model("llama", seed=7)
+    rows, want, mlen = build_rows(model, n_memorized=3, n_random=5, seed=31)
+    return model, rows, want, mlen
+
+
+def test_generate_mode_table(llama, tmp_path):
+    model, rows, want, mlen = llama
+    gen = engine.score(model, rows.numpy(), mode="generate", keep_tokens=True, batch_size=13,
+                       progress=False, out=tmp_path / "gen")
+    exact = engine.score(model, rows.numpy(), batch_size=64, progress=False)
+    truth = rows[:, P:]
+    count = (want == truth).sum(1).numpy()
+    np.testing.assert_array_equal(gen["gen_match_count"].to_numpy(), count)
+    np.testing.assert_array_equal(gen["gen_score"].to_numpy(), (count / C).astype(np.float32))
+    np.testing.assert_array_equal(
+        gen["gen_edit_distance"].to_numpy(),
+        [levenshtein(a, b) for a, b in zip(want.tolist(), truth.tolist())])
+    np.testing.assert_array_equal(np.stack(gen["gen_tokens"].to_numpy(zero_copy_only=False)),
+                                  want.numpy())
+    np.testing.assert_array_equal(gen["match_len"].to_numpy(), mlen.numpy())
+    for name in exact.schema.names:  # generate mode also produces every exact-mode column
+        np.testing.assert_allclose(gen[name].to_numpy(), exact[name].to_numpy(), rtol=1e-5,
+                                   err_msg=name)
+    tok_type = gen.schema.field("gen_tokens").type
+    assert pa.types.is_list(tok_type) and tok_type.value_type == pa.int32()
+    # resumable: a rerun on the folder reads the same table back
+    again = engine.score(model, rows.numpy(), mode="generate", keep_tokens=True, batch_size=13,
+                         progress=False, out=tmp_path / "gen")
+    assert again.select(gen.schema.names).equals(gen)
+
+
+def test_bad_combinations(llama):
+    model, rows, _, _ = llama
+    with pytest.raises(ValueError, match="keep_tokens"):
+        engine.score(model, rows.numpy(), keep_tokens=True, progress=False)
+    with pytest.raises(ValueError, match="labels_only"):
+        engine.score(model, rows.numpy(), mode="generate", labels_only=True, progress=False)
