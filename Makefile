@@ -31,7 +31,7 @@ slow: $(STAMP)
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest tests -m slow -q
 
 bench: $(STAMP)
-	$(BIN)/python -m pytest benchmarks -q
+	$(BIN)/python -m pytest benchmarks -o python_files='bench_*.py' -q
 
 demo: $(STAMP)
 	$(BIN)/memtax demo

@@ -161,11 +161,12 @@ def test_too_small_category_is_reported_not_fatal():
 
 def test_partition_search_on_a_subsample():
     df, _ = predict.synthetic_table(6000, seed=4, recitation_share=0.4)
-    # memorization depends on cont_ppl with opposite signs above and below 5 duplicates
-    z = (df["cont_ppl"] - df["cont_ppl"].mean()) / df["cont_ppl"].std()
-    sign = np.where(df["duplicates"] > 5, 3.0, -3.0)
-    rng = np.random.default_rng(0)
-    df["exact_match"] = rng.random(len(df)) < 1 / (1 + np.exp(-sign * z))
+    # memorization follows cont_ppl above 5 duplicates and token_freq_min below: no linear model
+    # on all rows captures that, a split on duplicates does
+    zc = (df["cont_ppl"] - df["cont_ppl"].mean()) / df["cont_ppl"].std()
+    zt = (df["token_freq_min"] - df["token_freq_min"].mean()) / df["token_freq_min"].std()
+    logit = np.where(df["duplicates"] > 5, 3.0 * zc, 3.0 * zt)
+    df["exact_match"] = np.random.default_rng(0).random(len(df)) < 1 / (1 + np.exp(-logit))
     feats = ("duplicates", "token_freq_min", "is_templating", "cont_ppl")
     res = predict.fit(
         df, n_boot=20, search=True, search_features=feats, search_rows=2400, progress=False
@@ -182,5 +183,6 @@ def test_partition_search_on_a_subsample():
     j = predict.FEATURES.index(best["feature_1"])
     mem = X[train][y[train], j]
     assert best["t1"] == pytest.approx(np.quantile(mem, best["q1"]))
-    assert "partition" in set(res.metrics.model)
+    f1 = res.metrics[res.metrics.metric == "f1"].set_index("model")
+    assert f1.loc["partition", "value"] > f1.loc["baseline", "hi"]
     assert isinstance(res.search, pd.DataFrame)
