@@ -443,7 +443,6 @@ def search_partition(
     missing = [f for f in search_features if f not in features]
     if missing:
         raise ValueError(f"search features {missing} are not among the model features")
-    rng = np.random.default_rng(seed)
     rows = np.arange(y.size)
     if y.size > search_rows:
         _, rows = stratified_split(y, search_rows / y.size, seed)
@@ -460,7 +459,6 @@ def search_partition(
     pairs = [(a, b) for a, b in itertools.permutations(cands, 2) if a[0] != b[0]]
     seen: dict[bytes, float] = {}
     results = []
-    del rng
     for a, b in tqdm(pairs, desc="partition search", disable=not progress, leave=False):
         gf = partition(Xf, a[1], a[3], b[1], b[3])
         gv = partition(Xv, a[1], a[3], b[1], b[3])
@@ -563,6 +561,14 @@ def fit(
     Args:
         table: feature table (pyarrow.Table or pandas.DataFrame) with `exact_match`,
             `features`, `duplicates` and `is_templating`.
+        features: model features (default FEATURES: the paper's 13 continuous + is_templating).
+        n_boot, alpha: bootstrap resamples of the test set and the interval level.
+        C: inverse L2 strength (scikit-learn's convention; the paper's 1.0).
+        min_class_rows: a category/group needs this many training rows of each class.
+        nan_policy: "raise" on NaN/inf features, or "drop" those rows (reported in notes).
+        search, search_features, search_rows: the optimal-partition search (default features:
+            SEARCH_FEATURES among `features`) on at most `search_rows` training rows.
+        inference_rows: rows per model for the statsmodels coefficient table.
         paper: also report ROC-AUC/PR-AUC from hard labels and the paper's test-set LRT (df 1).
 
     Returns:

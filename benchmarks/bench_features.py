@@ -20,6 +20,7 @@ scaled) match stage; the printout says which figures are measured and which extr
 """
 
 import os
+import resource
 import time
 import warnings
 from pathlib import Path
@@ -81,8 +82,16 @@ def naive_features(tok, idx, samples):
     return out
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU of this process and its reaped children (the pool's workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def test_features_throughput(benchmark, data):
     tok, idx, samples = data
+    cpu0 = _cpu_seconds()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         feats = benchmark.pedantic(
@@ -90,6 +99,7 @@ def test_features_throughput(benchmark, data):
                                      progress=False),
             rounds=1, iterations=1)
     t_all = benchmark.stats.stats.median
+    cpu = _cpu_seconds() - cpu0
     assert feats.num_rows == N and min(feats.column("duplicates").to_pylist()) >= 1
     t = time.perf_counter()
     naive = naive_features(tok, idx, samples[:N_NAIVE])
@@ -99,8 +109,12 @@ def test_features_throughput(benchmark, data):
     rate, naive_rate = N / t_all, N_NAIVE / t_naive
     print(f"\n[features] {N} samples (no semantic) in {t_all:.2f} s: {rate:,.0f} samples/s "
           f"(target >= 5,000); naive per-sample loop {naive_rate:,.0f} samples/s on "
-          f"{N_NAIVE}; speed-up x{rate / naive_rate:.1f}")
-    benchmark.extra_info.update(samples=N, samples_per_s=rate, naive_samples_per_s=naive_rate)
+          f"{N_NAIVE}; speed-up x{rate / naive_rate:.1f}; CPU time {cpu:.1f} s "
+          f"({cpu / N * 1e6:.0f} us/sample), i.e. {2 * N / cpu:,.0f} samples/s on two idle "
+          f"cores if perfectly parallel (an estimate for a loaded machine; load average "
+          f"{os.getloadavg()[0]:.1f})")
+    benchmark.extra_info.update(samples=N, samples_per_s=rate, naive_samples_per_s=naive_rate,
+                                cpu_seconds=cpu)
 
 
 def test_semantic_matches_time(benchmark, data):

@@ -21,7 +21,9 @@ the report is the median per method and the ratios between medians:
 Peak memory: the peak resident set size above the level before each method, sampled every
 2 ms by a thread (CPU), or torch.cuda.max_memory_allocated on CUDA.
 Options: MEMTAX_BENCH_ROWS (default 64), MEMTAX_BENCH_ROUNDS (3), MEMTAX_BENCH_THREADS (torch
-threads, default: torch's), MEMTAX_BENCH_BIG=1, MEMTAX_BENCH_SWEEP=1.
+threads, default: torch's), MEMTAX_BENCH_BATCH (32), MEMTAX_BENCH_DTYPE (fp32 | bf16 | fp16),
+MEMTAX_BENCH_BIG=1, MEMTAX_BENCH_SWEEP=1. The GPU case (benchmarks/gpu_check.sh):
+MEMTAX_BENCH_BIG=1 MEMTAX_BENCH_BATCH=1024 MEMTAX_BENCH_ROWS=4096 MEMTAX_BENCH_DTYPE=bf16.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ from engine.bench import PYTHIA_SHAPES, build_model, make_samples  # noqa: E402
 from engine.cascade import DEFAULT_STAGES, cascade_match_len  # noqa: E402
 from engine.models import wrap_model  # noqa: E402
 
-P, C, BATCH = 32, 32, 32
+P, C = 32, 32
+BATCH = int(os.environ.get("MEMTAX_BENCH_BATCH", "32"))
 ROWS = int(os.environ.get("MEMTAX_BENCH_ROWS", "64"))
 ROUNDS = int(os.environ.get("MEMTAX_BENCH_ROUNDS", "3"))
 BIG = os.environ.get("MEMTAX_BENCH_BIG") == "1"
@@ -52,6 +55,8 @@ SWEEP = os.environ.get("MEMTAX_BENCH_SWEEP") == "1"
 if os.environ.get("MEMTAX_BENCH_THREADS"):
     torch.set_num_threads(int(os.environ["MEMTAX_BENCH_THREADS"]))
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
+    os.environ.get("MEMTAX_BENCH_DTYPE", "fp32")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +142,7 @@ _MODELS: dict[str, tuple] = {}
 
 def _model(shape: str):
     if shape not in _MODELS:
-        model = build_model(PYTHIA_SHAPES[shape], torch.float32, DEVICE)
+        model = build_model(PYTHIA_SHAPES[shape], DTYPE, DEVICE)
         _MODELS[shape] = (model, wrap_model(model))
     return _MODELS[shape]
 
@@ -230,7 +235,8 @@ GEN_CASES = [("70m", 0.01), ("70m", 0.3)] + ([("160m", 0.01), ("160m", 0.3)] if 
 @pytest.mark.parametrize("shape,mem", GEN_CASES)
 def test_generate_vs_hf(benchmark, shape, mem):
     model, sm = _model(shape)
-    tokens = make_samples(model, ROWS, prefix_len=P, cont_len=C, seed=3, memorized_fraction=mem)
+    tokens = make_samples(model, ROWS, prefix_len=P, cont_len=C, seed=3, memorized_fraction=mem,
+                          batch_size=BATCH)
     first = tokens[:BATCH]
     methods = {
         "memtax generate (all columns)": lambda: engine.score(
@@ -266,5 +272,7 @@ def test_generate_vs_hf(benchmark, shape, mem):
             benchmark)
     benchmark.extra_info["gen_score_agreement"] = agree
     # random weights at std 0.02: a near-tie can flip a greedy step between two correct
-    # implementations; anything beyond a stray row would be a bug
-    assert agree >= 0.95
+    # implementations; anything beyond a stray row would be a bug (fp32; 16-bit runs have many
+    # more near-ties, so there the agreement is only reported)
+    if DTYPE == torch.float32:
+        assert agree >= 0.95

@@ -8,7 +8,8 @@ are compared, so the run also checks that they agree.
 
 Environment: MEMTAX_BENCH_SHAPES (default "70m,160m"), MEMTAX_BENCH_BATCH (32),
 MEMTAX_BENCH_REPEATS (3; the uncached recipe runs once per repeat too, it is the slow one),
-MEMTAX_BENCH_NOCACHE=0 to skip the uncached recipe.
+MEMTAX_BENCH_NOCACHE=0 to skip the uncached recipe, MEMTAX_BENCH_THREADS (torch threads; default
+torch's own).
 
 Methods (batch B of P + C = 32 + 32 tokens, fp32, CPU):
     memtax        engine.score(..., mode="exact"): every column (labels, accuracy, 3 NLLs, 6 ppl)
@@ -109,6 +110,8 @@ def _time(fn, repeats):
 
 @pytest.mark.parametrize("shape", _env_list("MEMTAX_BENCH_SHAPES", "70m,160m"))
 def test_score_vs_hf_generate(benchmark, shape):
+    if os.environ.get("MEMTAX_BENCH_THREADS"):
+        torch.set_num_threads(int(os.environ["MEMTAX_BENCH_THREADS"]))
     batch = int(os.environ.get("MEMTAX_BENCH_BATCH", "32"))
     repeats = int(os.environ.get("MEMTAX_BENCH_REPEATS", "3"))
     model = pythia_like(shape)

@@ -59,12 +59,34 @@ run_step "issue 3: fused_head benchmark (Pythia head shapes, bf16)" \
     "$PY" benchmarks/bench_kernels.py --table --out "$RESULTS"
 
 # ---------------------------------------------------------------------------------------------
-# Issue 4: (append here)
+# Issue 4: free-running greedy scores, mode="generate" (engine/generate.py, engine/cascade.py)
+#   tests: resumed greedy decoding on the GPU (fp32, Triton head) equals HF generate
+#   bench: engine.score(mode="generate") (every exact column + gen_score) vs HF generate with
+#          its KV cache and vs Pythia's use_cache=False recipe, Pythia-160M (and 70M) shape,
+#          bf16, batch 1,024, 4,096 rows with ~1% and ~30% memorized; targets: >= 3x faster
+#          than cached generate, >= 20x than the recipe. Table printed, JSON written to $RESULTS
 # ---------------------------------------------------------------------------------------------
+run_step "issue 4: generate mode on CUDA equals HF generate" \
+    "$PY" -m pytest tests/test_generate_hf.py -m gpu -q -p no:cacheprovider
+run_step "issue 4: generate mode vs HF generate (bf16, batch 1024)" \
+    env MEMTAX_BENCH_BIG=1 MEMTAX_BENCH_BATCH=1024 MEMTAX_BENCH_ROWS=4096 \
+    MEMTAX_BENCH_DTYPE=bf16 MEMTAX_BENCH_ROUNDS=3 \
+    "$PY" -m pytest benchmarks/bench_generate.py -k generate_vs_hf -q -s -p no:cacheprovider \
+    --benchmark-disable-gc --benchmark-json="$RESULTS/$(date +%Y%m%d)_generate_mode.json"
 
 # ---------------------------------------------------------------------------------------------
-# Issue 5: (append here)
+# Issue 5: memtax bench, throughput vs baselines (engine/bench.py, memtax/commands/bench.py)
+#   tests: CUDA memory columns; the head memory of HF forward vs memtax exact
+#   bench: `memtax bench --quick` on CUDA = Pythia 160M/410M/12B shapes, bf16, batch 256 and
+#          1,024, random weights, 32+32 tokens: all five methods at 160M (the uncached recipe in
+#          fp16 at batch 1,024), exact/forward/cached generate at 410M, exact + forward at 12B.
+#          Prints the table, the Pile projection and the issue's targets (met/missed) and
+#          writes bench-<gpu>-<date>.{json,md} to $RESULTS. Budget: under 8 minutes (timeout).
 # ---------------------------------------------------------------------------------------------
+run_step "issue 5: bench CUDA tests" \
+    "$PY" -m pytest tests/test_bench_run.py -m gpu -q -p no:cacheprovider
+run_step "issue 5: memtax bench --quick (160m/410m/12b, bf16)" \
+    timeout 480 "$PY" -m memtax bench --device cuda --quick --out "$RESULTS"
 
 # ---------------------------------------------------------------------------------------------
 # Summary

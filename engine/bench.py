@@ -159,21 +159,17 @@ PYTHIA_SHAPES: dict[str, Shape] = {s.name: s for s in [
 def shape_from_model(model, name: str | None = None) -> Shape:
     """The `Shape` of a loaded HF causal LM: counts its backbone's Linear weights (any
     architecture), for FLOPs and memory estimates."""
-    cfg = model.config
-    layers = int(getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer"))
-    hidden = int(getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd"))
-    heads = int(getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head"))
-    head = model.get_output_embeddings()
-    vocab, d_head = (int(x) for x in head.weight.shape)
+    cfg = model.config  # GPT-2's n_layer/n_embd/n_head are aliased to these names
+    layers, hidden = int(cfg.num_hidden_layers), int(cfg.hidden_size)
+    heads = int(cfg.num_attention_heads)
+    vocab = int(model.get_output_embeddings().weight.shape[0])
     linear = 0
     for mod in model.base_model.modules():
         w = getattr(mod, "weight", None)
         # Linear layers (and GPT-2's Conv1D) hold 2-D weights; embeddings are lookups, not matmuls
         if isinstance(w, torch.Tensor) and w.dim() == 2 and not isinstance(mod, torch.nn.Embedding):
             linear += w.numel()
-    total = sum(p.numel() for p in model.parameters())
-    if head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr():
-        total += 0  # tied: counted once, as it is stored once
+    total = sum(p.numel() for p in model.parameters())  # tied weights are counted once
     return Shape(name or str(getattr(model, "name_or_path", "") or type(model).__name__),
                  layers, hidden, heads, vocab, layer_matmul_params=linear // max(layers, 1),
                  max_positions=int(getattr(cfg, "max_position_embeddings", 0) or 2048),
@@ -560,9 +556,10 @@ def _measure(method: Method, ctx: Context, tokens: np.ndarray, batch: int, *, re
     # CPU a few rows pay the one-time costs, and scaling their time up errs on the long side.
     warm = batch if dev.type == "cuda" else min(batch, 4)
     t_warm, _, _, _ = _timed(lambda: method.run(ctx, tokens[:warm], warm), dev)
+    if dev.type == "cuda":  # the first call autotunes kernels: time a second one for sizing
+        t_warm, _, _, _ = _timed(lambda: method.run(ctx, tokens[:warm], warm), dev)
     t_batch = t_warm * batch / warm
     n_batches = math.ceil(len(tokens) / batch)
-    # The warm-up includes compilation/autotuning, so this errs on the short side.
     fit = max(1, int(time_budget / max(t_batch, 1e-9)))
     n_batches = max(1, min(n_batches, fit))
     rows = tokens[: n_batches * batch]
@@ -643,6 +640,7 @@ def run_bench(
     seed: int = 0,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    on_shape: Callable[[dict], None] | None = None,
 ) -> dict:
     """Measure `methods` on every shape x batch size; returns the report (see `write_report`).
 
@@ -657,6 +655,7 @@ def run_bench(
         `batch_sizes` on CPU); it runs in fp16 on CUDA, in `dtype` on CPU.
     method_shapes: {method: shape names} limits a method to those shapes (e.g. keep the
         uncached recipe, minutes per batch at 12B, to the small shapes).
+    on_shape: called with a snapshot of the report (`complete` False) after every shape.
     """
     from engine.models import resolve_device, wrap_model
 
@@ -696,6 +695,14 @@ def run_bench(
         sm0 = None
         shape_objs = _shape_list(shapes)
 
+    config = {"shapes": [s.name for s in shape_objs], "batch_sizes": bss,
+              "dtype": _dtype_name(dt), "methods": methods, "device": str(dev),
+              "model": None if model is None else str(getattr(sm0, "name", model)),
+              "n_samples": n, "prefix_len": prefix_len, "cont_len": cont_len,
+              "repeats": repeats, "time_budget_s": time_budget, "memory_limit": capacity,
+              "peak_tflops": peak, "recipe_batch": recipe_bs,
+              "recipe_dtype": _dtype_name(recipe_dt), "memorized_fraction": memorized_fraction,
+              "method_shapes": method_shapes, "seed": seed}
     results, skipped = [], []
     plan = []  # (shape, method, batch, dtype)
     limits = {m: {str(x).lower() for x in v} for m, v in (method_shapes or {}).items()}
@@ -771,25 +778,23 @@ def run_bench(
                 say(f"{shape.name} {m} batch {b}: {results[-1]['samples_per_s']:.1f} samples/s")
                 if bar:
                     bar.update(1)
-            ctx = None
+            ctx = hf = sm = None
             _free(dev)
+            if on_shape is not None:  # a snapshot after every shape (e.g. to survive a timeout)
+                on_shape(_assemble(env, config, results, skipped, complete=False))
     finally:
         if bar:
             bar.close()
 
-    report = {
-        "env": env,
-        "config": {"shapes": [s.name for s in shape_objs], "batch_sizes": bss,
-                   "dtype": _dtype_name(dt), "methods": methods, "device": str(dev),
-                   "model": None if model is None else str(getattr(sm0, "name", model)),
-                   "n_samples": n, "prefix_len": prefix_len, "cont_len": cont_len,
-                   "repeats": repeats, "time_budget_s": time_budget,
-                   "memory_limit": capacity, "peak_tflops": peak, "recipe_batch": recipe_bs,
-                   "recipe_dtype": _dtype_name(recipe_dt),
-                   "memorized_fraction": memorized_fraction, "seed": seed},
-        "results": results,
-        "skipped": skipped,
-    }
+    return _assemble(env, config, results, skipped, complete=True)
+
+
+def _assemble(env: dict, config: dict, results: list[dict], skipped: list[dict], *,
+              complete: bool) -> dict:
+    """The report dict from the measurements so far (agreement, summary, targets added)."""
+    results = [dict(r) for r in results]
+    report = {"env": env, "config": config, "complete": complete, "results": results,
+              "skipped": list(skipped)}
     _add_agreement(report)
     report["summary"] = _summary(report)
     report["targets"] = evaluate_targets(report)
@@ -994,7 +999,8 @@ def to_markdown(report: dict) -> str:
         f"{env['transformers']}, driver {env['driver'] or '–'}, commit "
         f"{(env['commit'] or 'unknown')[:12]}{' (dirty)' if env['dirty'] else ''}; dtype "
         f"{cfg['dtype']}, {cfg['prefix_len']}+{cfg['cont_len']} tokens, peak "
-        f"{_fmt(cfg['peak_tflops'], '.0f')} TFLOP/s (dense bf16)",
+        f"{_fmt(cfg['peak_tflops'], '.0f')} TFLOP/s (dense bf16)"
+        + ("" if report.get("complete", True) else "; PARTIAL: the run has not finished"),
         "",
         "| shape | method | dtype | batch | samples/s | tokens/s | TFLOP/s | MFU | peak GiB "
         "| extra GiB | head GiB | agree | n |",

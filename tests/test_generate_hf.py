@@ -154,3 +154,18 @@ def test_bad_input():
         resume_greedy(sm, rows, prefix_len=P, cont_len=C, masked_token=0, match_len=[0])
     with pytest.raises(ValueError, match="one shape"):
         generation_columns(np.zeros((2, 3)), np.zeros((2, 4)))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_equals_hf_generate():
+    """The same rows decoded on the GPU (fp32, Triton fused head) equal CPU HF generate."""
+    model = varied_model("gpt_neox", seed=9)
+    rows, want, mlen = build_rows(model, n_memorized=3, n_random=8, seed=51)
+    sm = wrap_model(model.cuda())
+    tf, ml, cache = teacher_forced_greedy(sm, rows.cuda(), prefix_len=P, cont_len=C,
+                                          masked_token=0)
+    assert torch.equal(ml.cpu(), mlen)
+    got = resume_greedy(sm, rows.cuda(), prefix_len=P, cont_len=C, masked_token=0,
+                        match_len=ml, tf_argmax=tf, cache=cache)
+    assert torch.equal(got.cpu(), want)

@@ -16,6 +16,7 @@ See engine/bench.py for the FLOP formula.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 # --quick: what fits in a CI minute on a CPU, and in the GPU check's few minutes on one
@@ -100,6 +101,8 @@ def run(args) -> int:
     from engine import bench
     from engine.models import resolve_device
 
+    if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out!r} is a file; expected a folder for the report")
     dev = resolve_device(args.device)
     cuda = dev.type == "cuda"
     preset = dict((QUICK_CUDA if cuda else QUICK_CPU) if args.quick else
@@ -131,6 +134,8 @@ def run(args) -> int:
         kwargs["method_shapes"] = preset["method_shapes"]
     if args.memory_limit_gib is not None:
         kwargs["memory_limit"] = int(args.memory_limit_gib * bench.GiB)
+    if args.out:  # after every shape: a timed-out run still leaves the shapes it finished
+        kwargs["on_shape"] = lambda snapshot: bench.write_report(snapshot, args.out)
     report = bench.run_bench(shapes, **kwargs)
     print(bench.to_markdown(report), end="")
     if args.out:

@@ -60,4 +60,5 @@ def run(args) -> int:
                       tokenizer=args.tokenizer, batch_size=args.batch_size,
                       n_boot=args.n_boot, progress=not args.quiet)
     print(format_summary(result), flush=True)
-    return 0
+    # Without a report the study is incomplete: say so through the exit status too.
+    return 0 if result.report is not None else 1
