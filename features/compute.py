@@ -39,7 +39,7 @@ from features import duplicates as _dups
 from features import semantic as _sem
 from features import templating as _tmpl
 from features import token_stats as _tstats
-from features.tokenizers import decode_batch, load_tokenizer, vocab_size
+from features.tokenizers import as_encoder, decode_batch, load_tokenizer, vocab_size
 
 __all__ = ["compute", "FEATURES", "text_features", "read_table"]
 
@@ -129,12 +129,18 @@ def _table_ids(table: pa.Table) -> np.ndarray:
     return ids
 
 
+def _vocab_declared(index) -> bool:
+    """Whether the index was built for a stated vocabulary (else it knows only the ids its
+    corpus holds). Objects without that metadata are taken as declared (strict)."""
+    meta = getattr(index, "meta", None) or {}
+    return bool(meta.get("vocab_size_declared", True))
+
+
 def _unigrams(index, tok) -> np.ndarray:
     """Corpus unigram counts long enough for every id the samples may hold; refuses a tokenizer
     whose vocabulary the index's declared vocabulary cannot hold."""
     counts = np.asarray(index.unigram_counts(), dtype=np.int64)
-    meta = getattr(index, "meta", {}) or {}
-    declared = bool(meta.get("vocab_size_declared", True))
+    declared = _vocab_declared(index)
     if tok is not None:
         v = vocab_size(tok)
         if v > counts.shape[0]:
@@ -217,7 +223,8 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
     prefix_len, cont_len = _lengths(table, prefix_len, cont_len)
     tok = load_tokenizer(tokenizer)
     index = _open_index(index)
-    source = open_samples(samples, prefix_len=prefix_len, cont_len=cont_len, tokenizer=tok)
+    source = open_samples(samples, prefix_len=prefix_len, cont_len=cont_len,
+                          tokenizer=as_encoder(tok))
 
     wanted = None
     if table is not None:
@@ -289,6 +296,11 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
                 for k, v in _dups.duplicate_counts(index, tokens, prefix_len=prefix_len,
                                                    tokenizer=idx_tok).items():
                     parts.setdefault(k, []).append(v)
+                hi = int(tokens.max())
+                if hi >= unigrams.size and not _vocab_declared(index):
+                    # The index only knows the ids its corpus holds: a larger id is unseen (0).
+                    unigrams = np.concatenate([unigrams, np.zeros(hi + 1 - unigrams.size,
+                                                                  np.int64)])
                 for k, v in _tstats.token_frequency_stats(tokens, unigrams).items():
                     parts.setdefault(k, []).append(v)
             while len(pending) > 1:
@@ -331,7 +343,7 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
             ref_emb, ref_prompts, self_ref = emb, prompts_o, True
         else:
             ref = open_samples(reference, prefix_len=prefix_len, cont_len=cont_len,
-                               tokenizer=tok)
+                               tokenizer=as_encoder(tok))
             ref_texts, ref_prompts = [], []
             for _, rt in ref.batches(chunk_size):
                 ref_texts.extend(decode_batch(tok, rt))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["load_tokenizer", "decode_batch", "vocab_size", "NAMED"]
+__all__ = ["load_tokenizer", "decode_batch", "vocab_size", "as_encoder", "NAMED"]
 
 # name -> (package, relative file(s)); a tuple of two is GPT-2 style vocab.json + merges.txt.
 NAMED = {
@@ -114,3 +114,22 @@ def decode_batch(tok, tokens: np.ndarray) -> list[str]:
         return list(tok.decode_batch(rows, skip_special_tokens=False))
     return list(tok.batch_decode(rows, skip_special_tokens=False,
                                  clean_up_tokenization_spaces=False))
+
+
+class _Encoder:
+    """`encode(text) -> list[int]` over a `tokenizers.Tokenizer` (whose own encode returns an
+    Encoding): the interface engine's text sources call."""
+
+    def __init__(self, tok):
+        self.tok = tok
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+
+def as_encoder(tok):
+    """What `engine.data.open_samples(tokenizer=...)` expects for .jsonl/.txt sources: a
+    transformers tokenizer as is, a `tokenizers.Tokenizer` wrapped; None stays None."""
+    if tok is None or callable(tok):
+        return tok
+    return _Encoder(tok) if hasattr(tok, "decode_batch") else tok

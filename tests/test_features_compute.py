@@ -14,6 +14,9 @@ from features.templating import classify
 from features.tokenizers import load_tokenizer
 from memtax.cli import main
 
+# Expected skip warnings (asserted where they matter, in test_missing_inputs_skip_with_warning).
+pytestmark = pytest.mark.filterwarnings("ignore:features:UserWarning")
+
 P, C = 8, 8  # short samples keep the brute-force oracles fast
 
 TEXT = (
@@ -224,3 +227,48 @@ def test_cli_writes_parquet_and_refuses_overwrite(setup, tok, tmp_path, capsys):
     missing[missing.index("--out") + 1] = str(tmp_path / "out2")
     assert main(missing) == 2
     assert not (tmp_path / "out2" / "features.parquet").exists()
+
+
+def test_text_file_samples(tok, tmp_path):
+    path = tmp_path / "doc.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    feats = features.compute(None, path, tokenizer="gpt-neox", semantic=False, workers=1,
+                             prefix_len=P, cont_len=C, progress=False)
+    ids = tok.encode(TEXT, add_special_tokens=False).ids
+    rows = np.array(ids[: len(ids) // (P + C) * (P + C)]).reshape(-1, P + C)
+    assert feats.num_rows == rows.shape[0]
+    want = [huffman_code_length(tok.decode(r.tolist(), skip_special_tokens=False)) for r in rows]
+    assert feats.column("huffman_code_length").to_pylist() == pytest.approx(want)
+
+
+def test_cli_on_a_real_score_folder(setup, tok, tmp_path):
+    """engine.score -> score folder -> `memtax features` with the samples path the run recorded."""
+    from tiny_models import tiny_model
+
+    import engine
+
+    _, idx, samples, _, root = setup
+    np.save(tmp_path / "samples.npy", samples)
+    model = tiny_model("gpt_neox", vocab_size=tok.get_vocab_size())
+    scores = engine.score(model, str(tmp_path / "samples.npy"), prefix_len=P, cont_len=C,
+                          out=tmp_path / "scores", progress=False, device="cpu")
+    argv = ["features", "--scores", str(tmp_path / "scores"), "--index", str(root / "index"),
+            "--tokenizer", "gpt-neox", "--out", str(tmp_path / "feats"), "--no-semantic",
+            "--quiet", "--workers", "1"]
+    assert main(argv) == 0
+    got = pq.read_table(tmp_path / "feats" / "features.parquet")
+    assert got.column("sample_id").to_pylist() == list(range(samples.shape[0]))
+    for c in ("exact_match", "prompt_ppl", "cont_ppl", "seq_ppl", "seq_ppl_paper"):
+        assert got.column(c).equals(scores.column(c))
+    want = [brute_count(setup[0], r[P:]) for r in samples]
+    assert got.column("duplicates").to_pylist() == want
+
+
+def test_undeclared_vocab_treats_unseen_ids_as_zero(tmp_path):
+    docs = [np.array([1, 2, 3, 1, 2, 3, 1, 2], np.int64)]
+    idx = CorpusIndex.build(docs, tmp_path / "i", progress=False)  # no vocab_size: ids 0..3
+    samples = np.array([[1, 2, 3, 7], [3, 1, 2, 3]])
+    feats = features.compute(None, samples, index=idx, prefix_len=2, cont_len=2, progress=False)
+    # token 7 never occurs in the corpus: its frequency is 0, not an error
+    assert feats.column("token_freq_min").to_pylist() == [0.0, 2.0]
+    assert feats.column("duplicates").to_pylist() == [0, 2]
