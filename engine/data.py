@@ -91,6 +91,8 @@ class SampleSource:
             return np.zeros(0, np.int64), np.zeros((0, self.seq_len), np.int64)
         ids, toks = self._read(start, stop)
         toks = np.ascontiguousarray(toks, dtype=np.int64)
+        if not toks.flags.writeable:  # a view of a read-only memmap: torch wants its own copy
+            toks = toks.copy()
         if toks.shape != (stop - start, self.seq_len):
             raise ValueError(
                 f"{self.description}: rows {start}:{stop} have shape {toks.shape}, expected "

@@ -217,10 +217,11 @@ def resume_greedy(
     active = torch.nonzero(m_all < c - 1).flatten()
     if active.numel() == 0:
         return greedy
-    if int(m_all[active].max()) + p > l0:
+    need = int(m_all[active].max()) + p
+    if need > l0:
         raise ValueError(
-            f"cache holds {l0} slots but a row needs its true prefix of {int(m_all.max()) + p}; "
-            "expected the KV cache of the teacher-forced pass over tokens[:, :P+C-1]"
+            f"cache holds {l0} slots but a row needs its true prefix of {need}; expected the "
+            "KV cache of the teacher-forced pass over tokens[:, :P+C-1]"
         )
     if active.numel() < b:
         _select_rows(cache, active)

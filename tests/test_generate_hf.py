@@ -152,6 +152,10 @@ def test_bad_input():
                       match_len=[0, C + 1])
     with pytest.raises(ValueError, match="shape"):
         resume_greedy(sm, rows, prefix_len=P, cont_len=C, masked_token=0, match_len=[0])
+    short = sm.backbone(rows[:, : P + 3], use_cache=True).past_key_values
+    with pytest.raises(ValueError, match="cache holds 35 slots"):
+        resume_greedy(sm, rows, prefix_len=P, cont_len=C, masked_token=0, match_len=[10, 0],
+                      tf_argmax=torch.zeros((2, C), dtype=torch.long), cache=short)
     with pytest.raises(ValueError, match="one shape"):
         generation_columns(np.zeros((2, 3)), np.zeros((2, 4)))
 

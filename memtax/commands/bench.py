@@ -2,7 +2,7 @@
 
     memtax bench --device cuda                          # every Pythia shape, bf16, 64/256/1024
     memtax bench --device cuda --quick --out benchmarks/results     # the GPU-check subset
-    memtax bench --device cpu --quick                   # 70M shape, fp32, under 2 minutes
+    memtax bench --device cpu --quick                   # 70M shape, fp32, batch 8, ~1 minute
     memtax bench --model EleutherAI/pythia-160m-deduped --batch-sizes 256,1024
 
 Methods (measured in one run on the same samples): memtax_exact, memtax_generate, hf_forward
@@ -21,7 +21,7 @@ import sys
 
 # --quick: what fits in a CI minute on a CPU, and in the GPU check's few minutes on one
 # H100/H200 (the uncached recipe costs minutes per batch at large shapes: small shapes only).
-QUICK_CPU = {"shapes": ["70m"], "batch_sizes": [16], "n_samples": 16, "repeats": 1,
+QUICK_CPU = {"shapes": ["70m"], "batch_sizes": [8], "n_samples": 8, "repeats": 1,
              "time_budget": 20.0}
 QUICK_CUDA = {"shapes": ["160m", "410m", "12b"], "batch_sizes": [256, 1024], "n_samples": 2048,
               "repeats": 3, "time_budget": 10.0,

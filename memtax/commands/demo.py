@@ -47,6 +47,10 @@ def register(subparsers) -> None:
                    help="another model instead of the bundled SmolLM2 GGUF: a local folder, a "
                    ".gguf file or a cached Hugging Face id")
     p.add_argument("--tokenizer", default=None, help="its tokenizer (default: the model's own)")
+    p.add_argument("--prefix-len", type=_positive, default=32,
+                   help="prompt tokens (default 32, the paper's)")
+    p.add_argument("--cont-len", type=_positive, default=32,
+                   help="continuation tokens that must be reproduced exactly (default 32)")
     p.add_argument("--batch-size", type=_batch, default="auto")
     p.add_argument("--n-boot", type=_positive, default=1000,
                    help="bootstrap resamples for the report's intervals (default 1000)")
@@ -57,7 +61,8 @@ def run(args) -> int:
     from memtax.demo import format_summary, run_demo
 
     result = run_demo(args.out, samples=args.samples, seed=args.seed, model=args.model,
-                      tokenizer=args.tokenizer, batch_size=args.batch_size,
+                      tokenizer=args.tokenizer, prefix_len=args.prefix_len,
+                      cont_len=args.cont_len, batch_size=args.batch_size,
                       n_boot=args.n_boot, progress=not args.quiet)
     print(format_summary(result), flush=True)
     # Without a report the study is incomplete: say so through the exit status too.
