@@ -58,7 +58,14 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    import signal
+    import sys
+
     from memtax.demo import format_summary, run_demo
+
+    # A plain SIGTERM would kill the process before the demo removes its temporary folder;
+    # turned into SystemExit it unwinds through the demo's cleanup like Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     result = run_demo(args.out, samples=args.samples, seed=args.seed, model=args.model,
                       tokenizer=args.tokenizer, prefix_len=args.prefix_len,
