@@ -18,8 +18,10 @@ same masked EOS), so the labels are the full pass's labels; the only difference 
 positions attend to cached keys instead of recomputing them, which changes nothing but float
 rounding (~1e-6 in fp32; see docs/notes/issue-4.md).
 
-`DEFAULT_STAGES` was chosen by measurement (benchmarks/bench_generate.py, Pythia-70M/160M
-shapes on CPU): stage ends 1 and 8, then the rest.
+`DEFAULT_STAGES` = (1, 8) was chosen by measurement (benchmarks/bench_generate.py with
+MEMTAX_BENCH_SWEEP=1, Pythia-70M shape on CPU, docs/notes/issue-4.md): within noise of the best
+schedule on ~1%-memorized, ~30%-memorized and geometrically thinning mixes, where every
+one-stage schedule loses clearly on one of them.
 """
 
 from __future__ import annotations

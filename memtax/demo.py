@@ -648,7 +648,8 @@ def format_summary(result: DemoResult) -> str:
     total = 0.0
     for s in result.stages:
         total += s.seconds
-        lines.append(f"{s.name:<17} {s.seconds:7.1f} s  {_fmt_rate(s.rate, s.unit)}")
+        rate = _fmt_rate(s.rate, s.unit) if s.amount > 1 else ""  # loading one thing: no rate
+        lines.append(f"{s.name:<17} {s.seconds:7.1f} s  {rate}".rstrip())
     lines.append(f"{'total':<17} {total:7.1f} s")
     lines.append("")
     if result.report is not None:
