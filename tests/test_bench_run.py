@@ -236,6 +236,11 @@ def test_targets_met_missed_and_unmeasured():
     assert got["160m head memory hf_forward / exact"]["status"] == "met"
     assert got["410m exact vs hf_forward"]["status"] == "not measured"
     assert "note" not in got["12b exact MFU"]
+    # the same numbers from a CPU or fp32 run say nothing about the H100/H200 bf16 targets
+    rep["config"] = {"device": "cpu", "dtype": "fp32"}
+    cpu = bench.evaluate_targets(rep)
+    assert {t["status"] for t in cpu} == {"n/a", "not measured"}
+    assert all("H100/H200" in t["note"] for t in cpu)
 
 
 def test_cli_with_a_saved_model(tmp_path, capsys, model):
