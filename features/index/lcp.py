@@ -62,6 +62,9 @@ def _breaks(tokens, sa, dbits, n_gram, brk):
     total = tokens.shape[0]
     brk[0] = 1
     for i in prange(1, total):
+        # the SA is read in order but tokens[SA[i]] at random: ask for later suffixes' tokens
+        # now so their cache misses overlap this comparison
+        _prefetch(tokens, sa[min(i + PREFETCH_AHEAD, total - 1)])
         p = sa[i - 1]
         q = sa[i]
         same = 1
@@ -93,6 +96,7 @@ def _scatter_sizes(sa, brk, out, chunks):
                 e += 1
             size = e - i
             for t in range(i, e):
+                _prefetch(out, sa[min(t + PREFETCH_AHEAD, end - 1)])  # random writes
                 out[sa[t]] = size
             i = e
 

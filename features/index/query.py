@@ -10,12 +10,18 @@ with `prange`.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
+from features.index.prefetch import prefetch as _prefetch
 from features.index.suffix_array import pack_params
 
 __all__ = ["DocTable", "count_batch", "sa_range", "sample_keys"]
+
+
+BLOCK = 16  # queries per software-pipelined block (prefetches issued a block ahead of use)
+PF_LEVELS = 4  # top levels of each binary search whose suffix tokens are prefetched
 
 
 class DocTable:
@@ -143,6 +149,122 @@ def _first_above(samples, a, b, key, strict):
     return a
 
 
+@njit(cache=True, inline="always")
+def _gallop_above(samples, a, b, key, strict, h):
+    """`_first_above(samples, a, b, key, strict)` by galloping out from the hint h: O(log d)
+    probes when the answer is d away (consecutive queries of a sorted batch land close)."""
+    if h < a:
+        h = a
+    if h > b:
+        h = b
+    if h < b and (samples[h] < key or (strict and samples[h] == key)):
+        lo = h + 1  # the answer is above h
+        step = 1
+        while True:
+            hi = lo + step - 1
+            if hi >= b:
+                hi = b
+                break
+            v = samples[hi]
+            if v < key or (strict and v == key):
+                lo = hi + 1
+                step <<= 1
+            else:
+                break
+        return _first_above(samples, lo, hi, key, strict)
+    hi = h  # the answer is at or below h
+    step = 1
+    while True:
+        probe = hi - step
+        if probe < a:
+            lo = a
+            break
+        v = samples[probe]
+        if v < key or (strict and v == key):
+            lo = probe + 1
+            break
+        hi = probe
+        step <<= 1
+    return _first_above(samples, lo, hi, key, strict)
+
+
+@njit(cache=True, inline="always")
+def _cmp_row(tokens, p, queries, r, n, k0):
+    """(sign, lcp) of suffix p (ignoring document ends) vs row r of `queries`: sign -1/0/+1,
+    0 when the row is a prefix of the suffix. Reads the row in place (no array view: views in
+    a prange loop cost atomic reference counting)."""
+    lim = min(n, tokens.shape[0] - p)
+    k = k0
+    while k < lim:
+        t = tokens[p + k]
+        x = queries[r, k]
+        if t != x:
+            return (-1 if t < x else 1), k
+        k += 1
+    if lim < n:
+        return -1, k  # the corpus ends inside the query: the suffix is shorter, hence smaller
+    return 0, k
+
+
+@njit(cache=True, inline="always")
+def _cmp_doc(tokens, p, queries, r, n, k0, multi, offsets, block_first, shift):
+    """`_cmp` for row r of `queries`, document ends included."""
+    c, k = _cmp_row(tokens, p, queries, r, n, k0)
+    if multi:
+        e = _doc_end(offsets, block_first, shift, p) - p
+        if e < n and e <= k:
+            return -1, e  # the document ends before the first difference: sentinel < any token
+    return c, k
+
+
+@njit(cache=True, inline="always")
+def _range_row(tokens, sa, queries, r, n, lo, hi, k0, multi, offsets, block_first, shift):
+    """`_range` for row r of `queries`; every suffix in SA[lo:hi] shares the row's first k0
+    tokens."""
+    a = lo
+    b = hi
+    la = k0
+    lb = k0
+    while a < b:  # first index with suffix >= q
+        mid = (a + b) >> 1
+        c, k = _cmp_doc(
+            tokens, sa[mid], queries, r, n, min(la, lb), multi, offsets, block_first, shift
+        )
+        if c < 0:
+            a = mid + 1
+            la = k
+        else:
+            b = mid
+            lb = k
+    first = a
+    if first >= hi:
+        return first, first
+    if lb < n:  # lb is the lcp with SA[first] when b moved, else first == hi (handled above)
+        return first, first
+    step = 1
+    good = first
+    while True:  # gallop: find a step where the suffix no longer matches
+        probe = first + step
+        if probe >= hi:
+            probe = hi
+            break
+        c, k = _cmp_doc(tokens, sa[probe], queries, r, n, k0, multi, offsets, block_first, shift)
+        if c != 0:
+            break
+        good = probe
+        step <<= 1
+    a = good + 1
+    b = probe
+    while a < b:  # first index in (good, probe] that does not match
+        mid = (a + b) >> 1
+        c, k = _cmp_doc(tokens, sa[mid], queries, r, n, k0, multi, offsets, block_first, shift)
+        if c == 0:
+            a = mid + 1
+        else:
+            b = mid
+    return first, a
+
+
 @njit(cache=True, parallel=True)
 def _count_sorted(
     tokens,
@@ -160,48 +282,131 @@ def _count_sorted(
     sstep,
     bits,
     kq,
+    nchunks,
     out,
 ):
+    """Counts of queries[order[i]] into out[order[i]]. The sorted order is cut into contiguous
+    chunks, one prange task each, so that each search starts from the previous query's sampled-key
+    position (galloping) and a repeated query reuses the previous count."""
     nq, n = queries.shape
     ns = samples.shape[0]
     m = min(n, kq)
     fill = np.uint64((1 << bits) - 1)
-    for i in prange(nq):
-        r = order[i]
-        q = queries[r]
-        lo, hi = _bucket(bucket_values, bucket_starts, dense, q[0])
-        if hi - lo == 0:
-            out[r] = 0
-            continue
-        if n == 1:
-            out[r] = hi - lo
-            continue
-        if ns > 0 and hi - lo > 2 * sstep:
-            # narrow the range with the sampled SA keys (compact, cache-friendly for a sorted
-            # batch) before touching the suffix array itself
-            klo = np.uint64(0)
-            khi = np.uint64(0)
-            for j in range(kq):
-                d_lo = np.uint64(0)
-                d_hi = fill
-                if j < m:
-                    d_lo = np.uint64(q[j]) + np.uint64(1)
-                    d_hi = d_lo
-                klo = (klo << np.uint64(bits)) | d_lo
-                khi = (khi << np.uint64(bits)) | d_hi
-            s_lo = (lo + sstep - 1) // sstep
-            s_hi = min(ns, (hi + sstep - 1) // sstep)
-            i0 = _first_above(samples, s_lo, s_hi, klo, False)
-            if i0 > s_lo:
-                lo = max(lo, (i0 - 1) * sstep + 1)
-            i1 = _first_above(samples, i0, s_hi, khi, True)
-            if i1 < s_hi:
-                hi = min(hi, i1 * sstep)
-            if hi <= lo:
-                out[r] = 0
-                continue
-        a, b = _range(tokens, sa, q, n, lo, hi, multi, offsets, block_first, shift)
-        out[r] = b - a
+    nchunks = max(1, min(nq, nchunks))
+    csize = (nq + nchunks - 1) // nchunks
+    nchunks = (nq + csize - 1) // csize
+    for c in prange(nchunks):
+        h = 0  # sampled-key hint from the previous query of this chunk
+        prev = -1
+        los = np.empty(BLOCK, dtype=np.int64)
+        his = np.empty(BLOCK, dtype=np.int64)
+        rows = np.empty(BLOCK, dtype=np.int64)
+        src = np.empty(BLOCK, dtype=np.int64)  # >= 0: a repeat of that row
+        ia = np.empty(1 << PF_LEVELS, dtype=np.int64)  # search intervals of one tree level
+        ib = np.empty(1 << PF_LEVELS, dtype=np.int64)
+        ja = np.empty(1 << PF_LEVELS, dtype=np.int64)  # and of the next
+        jb = np.empty(1 << PF_LEVELS, dtype=np.int64)
+        c_end = min(nq, (c + 1) * csize)
+        for i0b in range(c * csize, c_end, BLOCK):
+            nb = min(BLOCK, c_end - i0b)
+            # pass 1: repeats, first-token bucket, sampled-key narrowing; prefetch the SA range
+            for g in range(nb):
+                r = order[i0b + g]
+                rows[g] = r
+                src[g] = -1
+                los[g] = 0
+                his[g] = 0  # an empty range: nothing left to search
+                if prev >= 0:
+                    same = True
+                    for j in range(n):
+                        if queries[r, j] != queries[prev, j]:
+                            same = False
+                            break
+                    if same:
+                        src[g] = prev
+                        continue
+                prev = r
+                lo, hi = _bucket(bucket_values, bucket_starts, dense, queries[r, 0])
+                if hi - lo == 0:
+                    out[r] = 0
+                    continue
+                if n == 1:
+                    out[r] = hi - lo
+                    continue
+                if ns > 0 and hi - lo > 2 * sstep:
+                    # narrow the range with the sampled SA keys (compact, cache-friendly for a
+                    # sorted batch) before touching the suffix array itself
+                    klo = np.uint64(0)
+                    khi = np.uint64(0)
+                    for j in range(kq):
+                        d_lo = np.uint64(0)
+                        d_hi = fill
+                        if j < m:
+                            d_lo = np.uint64(queries[r, j]) + np.uint64(1)
+                            d_hi = d_lo
+                        klo = (klo << np.uint64(bits)) | d_lo
+                        khi = (khi << np.uint64(bits)) | d_hi
+                    s_lo = (lo + sstep - 1) // sstep
+                    s_hi = min(ns, (hi + sstep - 1) // sstep)
+                    j0 = _gallop_above(samples, s_lo, s_hi, klo, False, h)
+                    h = j0
+                    if j0 > s_lo:
+                        lo = max(lo, (j0 - 1) * sstep + 1)
+                    j1 = _gallop_above(samples, j0, s_hi, khi, True, j0)
+                    if j1 < s_hi:
+                        hi = min(hi, j1 * sstep)
+                    if hi <= lo:
+                        out[r] = 0
+                        continue
+                los[g] = lo
+                his[g] = hi
+                _prefetch(sa, (lo + hi) >> 1)
+            # pass 2: prefetch the suffixes probed by the top PF_LEVELS levels of each search
+            for g in range(nb):
+                if his[g] <= los[g]:
+                    continue
+                na = 1
+                ia[0] = los[g]
+                ib[0] = his[g]
+                for _lev in range(PF_LEVELS):
+                    nn = 0
+                    for t in range(na):
+                        x = ia[t]
+                        y = ib[t]
+                        if x < y:
+                            mid = (x + y) >> 1
+                            _prefetch(tokens, sa[mid])
+                            ja[nn] = x
+                            jb[nn] = mid
+                            ja[nn + 1] = mid + 1
+                            jb[nn + 1] = y
+                            nn += 2
+                    ia, ja = ja, ia
+                    ib, jb = jb, ib
+                    na = nn
+                    if na == 0:
+                        break
+            # pass 3: the searches (their first probes now hit the cache), repeats in order
+            for g in range(nb):
+                r = rows[g]
+                if src[g] >= 0:
+                    out[r] = out[src[g]]
+                elif his[g] > los[g]:
+                    a, b = _range_row(
+                        tokens,
+                        sa,
+                        queries,
+                        r,
+                        n,
+                        los[g],
+                        his[g],
+                        1,
+                        multi,
+                        offsets,
+                        block_first,
+                        shift,
+                    )
+                    out[r] = b - a
 
 
 @njit(cache=True, parallel=True)
@@ -248,6 +453,44 @@ def _sort_keys(queries, bits, k):
     return keys
 
 
+@njit(cache=True)
+def _radix_argsort(keys):
+    """Stable argsort (int64) of uint64 keys: LSD radix on 11-bit digits, keys moved along with
+    the indices (sequential reads), one histogram pass for all digits, passes over constant
+    digits skipped. About 3x faster than np.argsort on 1e6 keys."""
+    nk = keys.shape[0]
+    nd = 6  # 6 x 11 bits >= 64
+    hist = np.zeros((nd, 2048), dtype=np.int64)
+    for i in range(nk):
+        v = keys[i]
+        for d in range(nd):
+            hist[d, (v >> np.uint64(11 * d)) & np.uint64(2047)] += 1
+    order = np.arange(nk)
+    otmp = np.empty(nk, dtype=np.int64)
+    cur = keys.copy()
+    ktmp = np.empty(nk, dtype=np.uint64)
+    pos = np.empty(2048, dtype=np.int64)
+    for d in range(nd):
+        h = hist[d]
+        if h.max() == nk:
+            continue  # every key has the same digit here
+        acc = 0
+        for b in range(2048):
+            pos[b] = acc
+            acc += h[b]
+        sh = np.uint64(11 * d)
+        for i in range(nk):
+            v = cur[i]
+            b = (v >> sh) & np.uint64(2047)
+            j = pos[b]
+            ktmp[j] = v
+            otmp[j] = order[i]
+            pos[b] = j + 1
+        order, otmp = otmp, order
+        cur, ktmp = ktmp, cur
+    return order
+
+
 def count_batch(
     tokens, sa, queries, bucket_values, bucket_starts, dense, docs: DocTable, sampled=None
 ):
@@ -259,7 +502,7 @@ def count_batch(
         return out
     alphabet = int(bucket_values[-1]) + 1 if bucket_values.shape[0] else 1
     bits, k = pack_params(alphabet)
-    order = np.argsort(_sort_keys(queries, bits, k))
+    order = _radix_argsort(_sort_keys(queries, bits, k))
     if sampled is None:
         sampled = (np.zeros(0, dtype=np.uint64), 1, bits, k)
     samples, sstep, sbits, kq = sampled
@@ -279,6 +522,9 @@ def count_batch(
         sstep,
         sbits,
         kq,
+        # many more chunks than threads: prange hands out equal static shares, and the work
+        # per query varies with its bucket size
+        64 * numba.get_num_threads(),
         out,
     )
     return out

@@ -1,0 +1,84 @@
+"""The batch-count search internals (galloping sampled-key search, radix argsort, chunked sorted
+batches with repeated queries) against independent oracles: np.searchsorted, np.argsort and a
+hash of every in-document window."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from features import CorpusIndex
+from features.index.query import _gallop_above, _radix_argsort, count_batch, sample_keys
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(0, 20), min_size=0, max_size=60),
+    st.integers(0, 21),
+    st.booleans(),
+    st.integers(-3, 70),
+    st.integers(0, 60),
+    st.integers(0, 60),
+)
+def test_gallop_above_matches_searchsorted(values, key, strict, hint, a, b):
+    samples = np.sort(np.array(values, dtype=np.uint64))
+    a, b = min(a, len(samples)), min(b, len(samples))
+    a, b = min(a, b), max(a, b)
+    side = "right" if strict else "left"
+    expected = a + int(np.searchsorted(samples[a:b], np.uint64(key), side=side))
+    assert _gallop_above(samples, a, b, np.uint64(key), strict, hint) == expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2000), st.sampled_from([1, 3, 2**11, 2**40, 2**64 - 1]), st.integers(0, 9))
+def test_radix_argsort_is_a_stable_argsort(size, top, seed):
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, top, size=size, dtype=np.uint64, endpoint=True)
+    np.testing.assert_array_equal(_radix_argsort(keys), np.argsort(keys, kind="stable"))
+
+
+def _window_counter(docs, n):
+    c = Counter()
+    for d in docs:
+        for i in range(len(d) - n + 1):
+            c[tuple(d[i : i + n].tolist())] += 1
+    return c
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**31), st.sampled_from([2, 3, 40000]), st.sampled_from([1, 2, 8]))
+def test_sorted_batch_with_dense_samples_matches_hash(tmp_path_factory, seed, alphabet, ndocs):
+    """Big buckets (small alphabets) so the sampled-key narrowing and its galloping hints run
+    on every query, at a dense sample step; batches with repeated, absent and boundary-crossing
+    queries in random order, chunked across threads."""
+    rng = np.random.default_rng(seed)
+    vocab = np.array([0, 1, 7, 65535][: min(alphabet, 4)] if alphabet < 10 else [], np.int64)
+    if alphabet >= 10:  # Zipf-like over a wide vocabulary: a few huge buckets, many small
+        vocab = rng.permutation(alphabet)[:50]
+    weights = 1.0 / np.arange(1, len(vocab) + 1)
+    lengths = rng.integers(1, 3000 // ndocs + 2, size=ndocs)
+    docs = [vocab[rng.choice(len(vocab), size=int(k), p=weights / weights.sum())] for k in lengths]
+    idx = CorpusIndex.build(docs, tmp_path_factory.mktemp("i") / "idx", progress=False)
+    s = idx.shards[0]
+    stream = np.concatenate(docs)
+    for n in (1, 2, 5, 17):
+        if len(stream) < n:
+            continue
+        starts = rng.integers(0, len(stream) - n + 1, size=900)
+        windows = np.lib.stride_tricks.sliding_window_view(stream, n)[starts]  # some cross docs
+        noise = vocab[rng.integers(0, len(vocab), size=(300, n))]
+        qs = np.concatenate([windows, noise, windows[:200]])[rng.permutation(1400)]
+        qs = np.ascontiguousarray(qs, dtype=idx.dtype)
+        table = _window_counter(docs, n)
+        expected = [table.get(tuple(q.tolist()), 0) for q in qs]
+        for sstep in (2, 5, 32):
+            sampled = sample_keys(s.tokens, s.sa, int(s.values[-1]) + 1, s.docs, sstep=sstep)
+            got = count_batch(
+                s.tokens, s.sa, qs, s.bucket_values, s.bucket_starts, s.dense, s.docs, sampled
+            )
+            assert got.tolist() == expected, (n, sstep)
+        assert idx.count(qs).tolist() == expected
+        assert idx.count(qs[:7]).tolist() == expected[:7]  # small batch: no samples
