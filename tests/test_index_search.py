@@ -82,3 +82,23 @@ def test_sorted_batch_with_dense_samples_matches_hash(tmp_path_factory, seed, al
             assert got.tolist() == expected, (n, sstep)
         assert idx.count(qs).tolist() == expected
         assert idx.count(qs[:7]).tolist() == expected[:7]  # small batch: no samples
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.booleans(), min_size=1, max_size=300), st.sampled_from([1, 2, 3, 64]))
+def test_window_count_chunks_start_at_run_heads(flags, parts):
+    """`_chunks` cuts the SA walk only where a run of equal n-grams starts (brk set), covers
+    [0, N] and is increasing, also with long runs (repetitive text) and more parts than runs."""
+    from features.index.lcp import _chunks
+
+    brk = np.array(flags, dtype=np.uint8)
+    brk[0] = 1
+    cuts = _chunks(brk, parts)
+    assert cuts[0] == 0 and cuts[-1] == len(brk)
+    assert np.all(np.diff(cuts) > 0)
+    assert all(brk[c] == 1 for c in cuts[:-1])
+    # each cut is the first run head at or after its target: none skipped over
+    want = np.linspace(0, len(brk), parts + 1).astype(np.int64)[1:-1]
+    heads = np.flatnonzero(brk)
+    expected = {int(heads[i]) if i < len(heads) else len(brk) for i in np.searchsorted(heads, want)}
+    assert set(cuts.tolist()) == expected | {0, len(brk)}
