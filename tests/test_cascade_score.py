@@ -32,3 +32,31 @@ def test_labels_only_table(tmp_path):
     np.testing.assert_array_equal(labels["match_len"].to_numpy(), mlen.numpy())
     assert labels["exact_match"].to_numpy().sum() == 3
     assert labels.schema.metadata[b"labels_only"] == b"True"
+
+
+def test_cli_flags(tmp_path, capsys):
+    """`memtax score --labels-only` and `--mode generate --keep-tokens` write those tables."""
+    from engine_helpers import save_tiny
+
+    from engine.output import read_scores
+    from memtax.cli import main
+
+    model = varied_model("gpt_neox", seed=12)
+    save_tiny(model, tmp_path / "model")
+    rows, want, mlen = build_rows(model, prefix_len=4, cont_len=6, n_memorized=2, n_random=3,
+                                  seed=61)
+    np.save(tmp_path / "rows.npy", rows.numpy())
+    common = ["score", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "rows.npy"),
+              "--prefix-len", "4", "--cont-len", "6", "--batch-size", "5", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "labels"), "--labels-only"]) == 0
+    labels = read_scores(tmp_path / "labels")
+    assert labels.schema.names == ["sample_id", "exact_match", "match_len"]
+    np.testing.assert_array_equal(labels["match_len"].to_numpy(), mlen.numpy())
+    assert main([*common, "--out", str(tmp_path / "gen"), "--mode", "generate",
+                 "--keep-tokens"]) == 0
+    gen = read_scores(tmp_path / "gen")
+    np.testing.assert_array_equal(np.stack(gen["gen_tokens"].to_numpy(zero_copy_only=False)),
+                                  want.numpy())
+    assert main([*common, "--out", str(tmp_path / "bad"), "--keep-tokens"]) == 2
+    assert "keep_tokens" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -47,6 +47,10 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     p.add_argument("--device", default="auto")
     p.add_argument("--mode", default="exact", choices=["exact", "generate"])
+    p.add_argument("--labels-only", action="store_true",
+                   help="only exact_match and match_len, by the fast staged cascade (mode exact)")
+    p.add_argument("--keep-tokens", action="store_true",
+                   help="with --mode generate, also store the greedy continuation (gen_tokens)")
     p.add_argument("--limit", type=int, default=None, help="score at most this many samples")
     p.add_argument("--range", type=_range, default=None, metavar="START:STOP",
                    help="rows (sequence indices for .bin/.idx) to score")
@@ -89,6 +93,7 @@ def run(args) -> int:
         batch_size=args.batch_size, dtype=args.dtype, device=args.device, out=args.out,
         resume=args.resume, progress=not args.quiet, mask_eos=args.mask_eos,
         shard_size=args.shard_size or DEFAULT_SHARD_SIZE, trust_remote_code=args.trust_remote_code,
+        labels_only=args.labels_only, keep_tokens=args.keep_tokens,
     )
     elapsed = time.perf_counter() - t0
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
