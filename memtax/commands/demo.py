@@ -52,6 +52,9 @@ def register(subparsers) -> None:
     p.add_argument("--cont-len", type=_positive, default=32,
                    help="continuation tokens that must be reproduced exactly (default 32)")
     p.add_argument("--batch-size", type=_batch, default="auto")
+    p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default=None,
+                   help="scoring dtype (default: bf16 where the CPU has native bf16 matmuls, "
+                   "else fp32)")
     p.add_argument("--n-boot", type=_positive, default=1000,
                    help="bootstrap resamples for the report's intervals (default 1000)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -70,7 +73,7 @@ def run(args) -> int:
     result = run_demo(args.out, samples=args.samples, seed=args.seed, model=args.model,
                       tokenizer=args.tokenizer, prefix_len=args.prefix_len,
                       cont_len=args.cont_len, batch_size=args.batch_size,
-                      n_boot=args.n_boot, progress=not args.quiet)
+                      dtype=args.dtype, n_boot=args.n_boot, progress=not args.quiet)
     print(format_summary(result), flush=True)
     # Without a report the study is incomplete: say so through the exit status too.
     return 0 if result.report is not None else 1
