@@ -20,12 +20,7 @@ P, C = 32, 32
 SCHEDULES = [(1,), (1, 8), (2, 4, 16), (31,), (5, 40), ()]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module", params=("gpt_neox", "llama", "gpt2", "opt"))
