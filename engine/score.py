@@ -199,6 +199,14 @@ def _validate_ids(tokens: np.ndarray, ids: np.ndarray, vocab: int) -> None:
         )
 
 
+def _short_name(name: str | None, width: int = 32) -> str:
+    """A model name fit for a progress bar: a path's last component(s), not its start."""
+    name = str(name or "model").rstrip("/")
+    if len(name) > width:
+        name = "…" + name[-(width - 1):]
+    return name
+
+
 class _Progress:
     def __init__(self, total: int, enabled: bool, desc: str):
         self.bar = None
@@ -352,7 +360,7 @@ def score(
     todo = [k for k in mine if folder is None or not folder.has_shard(k)]
     bs = _auto_batch_size(sm, L) if batch_size == "auto" else batch_size
     bar = _Progress(sum(bounds(k)[1] - bounds(k)[0] for k in mine), progress and rank == 0,
-                    desc=f"scoring {sm.name}"[:40])
+                    desc=f"scoring {_short_name(sm.name)}")
     bar.update(sum(bounds(k)[1] - bounds(k)[0] for k in mine if k not in todo))
     tables: dict[int, pa.Table] = {}
     t0, done = time.perf_counter(), 0
