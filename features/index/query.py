@@ -49,81 +49,6 @@ def _doc_end(offsets, block_first, shift, p):
 
 
 @njit(cache=True)
-def _cmp(tokens, p, q, n, k0, multi, offsets, block_first, shift):
-    """(sign, lcp): document-truncated suffix p vs query q (n,), sign -1/0/+1 with 0 when q is
-    a prefix of the suffix, and the number of leading tokens they share. Tokens before k0 are
-    known to be equal."""
-    total = tokens.shape[0]
-    lim = min(n, total - p)
-    k = k0
-    c = 0
-    while k < lim:
-        t = tokens[p + k]
-        x = q[k]
-        if t != x:
-            c = -1 if t < x else 1
-            break
-        k += 1
-    if c == 0 and lim < n:
-        c = -1  # the corpus ends inside the query: the suffix is shorter, hence smaller
-    if multi:
-        r = _doc_end(offsets, block_first, shift, p) - p
-        if r < n and r <= k:
-            return -1, r  # the document ends before the first difference: sentinel < any token
-    return c, k
-
-
-@njit(cache=True)
-def _range(tokens, sa, q, n, lo, hi, multi, offsets, block_first, shift):
-    """[first, last) SA indices of suffixes starting with q, searching SA[lo:hi] whose suffixes
-    all share q[0]. Binary search for the first match skipping the tokens both bounds already
-    share with q (Manber-Myers' min(llcp, rlcp)), then a galloping search for the end: the
-    typical count is small, so that costs O(log count) probes."""
-    a = lo
-    b = hi
-    la = 1  # lcp of q with the suffix just below a (all share q[0])
-    lb = 1  # lcp of q with the suffix at b
-    while a < b:  # first index with suffix >= q
-        mid = (a + b) >> 1
-        c, k = _cmp(tokens, sa[mid], q, n, min(la, lb), multi, offsets, block_first, shift)
-        if c < 0:
-            a = mid + 1
-            la = k
-        else:
-            b = mid
-            lb = k
-    first = a
-    if first >= hi:
-        return first, first
-    c, k = _cmp(tokens, sa[first], q, n, 1, multi, offsets, block_first, shift)
-    if c != 0:
-        return first, first
-    # gallop: find a step where the suffix no longer matches
-    step = 1
-    good = first
-    while True:
-        probe = first + step
-        if probe >= hi:
-            probe = hi
-            break
-        c, k = _cmp(tokens, sa[probe], q, n, 1, multi, offsets, block_first, shift)
-        if c != 0:
-            break
-        good = probe
-        step <<= 1
-    a = good + 1
-    b = probe
-    while a < b:  # first index in (good, probe] that does not match
-        mid = (a + b) >> 1
-        c, k = _cmp(tokens, sa[mid], q, n, 1, multi, offsets, block_first, shift)
-        if c == 0:
-            a = mid + 1
-        else:
-            b = mid
-    return first, a
-
-
-@njit(cache=True)
 def _bucket(bucket_values, bucket_starts, dense, t):
     """SA range of first token t: dense table when available, else binary search."""
     if dense:
@@ -208,7 +133,9 @@ def _cmp_row(tokens, p, queries, r, n, k0):
 
 @njit(cache=True, inline="always")
 def _cmp_doc(tokens, p, queries, r, n, k0, multi, offsets, block_first, shift):
-    """`_cmp` for row r of `queries`, document ends included."""
+    """(sign, lcp) of the document-truncated suffix p vs row r of `queries`: as `_cmp_row`, and a
+    document that ends before the first difference compares smaller (its end is a sentinel
+    below every token)."""
     c, k = _cmp_row(tokens, p, queries, r, n, k0)
     if multi:
         e = _doc_end(offsets, block_first, shift, p) - p
@@ -219,8 +146,11 @@ def _cmp_doc(tokens, p, queries, r, n, k0, multi, offsets, block_first, shift):
 
 @njit(cache=True, inline="always")
 def _range_row(tokens, sa, queries, r, n, lo, hi, k0, multi, offsets, block_first, shift):
-    """`_range` for row r of `queries`; every suffix in SA[lo:hi] shares the row's first k0
-    tokens."""
+    """[first, last) SA indices of the suffixes that start with row r of `queries`, searching
+    SA[lo:hi] whose suffixes all share the row's first k0 tokens. Binary search for the first
+    match skipping the tokens both bounds already share with the row (Manber-Myers'
+    min(llcp, rlcp)), then a galloping search for the end: the typical count is small, so that
+    costs O(log count) probes."""
     a = lo
     b = hi
     la = k0
@@ -537,7 +467,9 @@ def _one_range(
     lo, hi = _bucket(bucket_values, bucket_starts, dense, q[0])
     if hi - lo == 0 or q.shape[0] == 1:
         return lo, hi
-    return _range(tokens, sa, q, q.shape[0], lo, hi, multi, offsets, block_first, shift)
+    # every suffix in the first-token bucket shares q[0]: search from k0 = 1
+    return _range_row(tokens, sa, q.reshape((1, q.shape[0])), 0, q.shape[0], lo, hi, 1, multi,
+                      offsets, block_first, shift)
 
 
 def sa_range(tokens, sa, query, bucket_values, bucket_starts, dense, docs: DocTable):
@@ -545,7 +477,7 @@ def sa_range(tokens, sa, query, bucket_values, bucket_starts, dense, docs: DocTa
     a, b = _one_range(
         tokens,
         sa,
-        query,
+        np.ascontiguousarray(query),
         bucket_values,
         bucket_starts,
         dense,
