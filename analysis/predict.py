@@ -62,15 +62,11 @@ from tqdm.auto import tqdm
 
 from analysis import metrics as _metrics
 from analysis import taxonomy
+from features import token_stats
 
 CONTINUOUS: tuple[str, ...] = (
     "duplicates",
-    "token_freq_max",
-    "token_freq_mean",
-    "token_freq_min",
-    "token_freq_median",
-    "token_freq_p25",
-    "token_freq_p75",
+    *token_stats.COLUMNS,  # max, mean, min, median, p25, p75
     "cont_ppl",
     "prompt_ppl",
     "seq_ppl",

@@ -68,6 +68,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.output import write_bytes_atomic
+
 __all__ = [
     "Shape", "PYTHIA_SHAPES", "METHODS", "BASELINES", "GPU_PEAK_TFLOPS", "PILE_SEQUENCES",
     "peak_tflops_for", "forward_flops", "method_flops", "estimate_memory", "memory_capacity",
@@ -1062,9 +1064,7 @@ def write_report(report: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     paths = (base.with_suffix(".json"), base.with_suffix(".md"))
     texts = (json.dumps(report, indent=1, default=_json_default) + "\n", to_markdown(report))
     for path, text in zip(paths, texts):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_bytes_atomic(path, text.encode())
     return paths
 
 

@@ -27,21 +27,32 @@ MANIFEST = "manifest.json"
 FORMAT = "memtax-scores"
 VERSION = 1
 
-__all__ = ["ScoreFolder", "shard_name", "read_scores"]
+__all__ = ["ScoreFolder", "shard_name", "read_scores", "write_bytes_atomic", "write_parquet_atomic"]
 
 
 def shard_name(k: int) -> str:
     return f"part-{k:06d}.parquet"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, write) -> None:
+    """Run `write(tmp)` on a hidden temporary name beside `path`, then rename it into place:
+    readers never see a partial file, and a failed write leaves nothing behind."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_bytes(data)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 class ScoreFolder:
@@ -121,13 +132,7 @@ class ScoreFolder:
 
     def write_shard(self, k: int, table: pa.Table) -> Path:
         path = self.path / shard_name(k)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        write_parquet_atomic(table, path)
         self.written.append(path)
         return path
 
@@ -142,7 +147,7 @@ class ScoreFolder:
     def _write_manifest(self, *, complete: bool, shards: list) -> None:
         man = {"format": FORMAT, "version": VERSION, "run": self.run, "complete": complete,
                "shards": shards}
-        _atomic_write_bytes(self.path / MANIFEST, json.dumps(man, indent=1).encode())
+        write_bytes_atomic(self.path / MANIFEST, json.dumps(man, indent=1).encode())
 
     def cleanup_after_error(self) -> None:
         """Remove what this call wrote (no partial output after a user error)."""

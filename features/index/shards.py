@@ -15,6 +15,8 @@ from multiprocessing import get_context
 
 import numpy as np
 
+from features.index.suffix_array import consecutive_ranges
+
 __all__ = ["plan_shards", "run_builds"]
 
 
@@ -23,17 +25,7 @@ def plan_shards(doc_offsets: np.ndarray, shard_tokens: int) -> list[tuple[int, i
     document per shard; a document longer than shard_tokens gets a shard of its own)."""
     if shard_tokens < 1:
         raise ValueError(f"shard_tokens must be a positive integer, got {shard_tokens}")
-    offsets = np.asarray(doc_offsets, dtype=np.int64)
-    n_docs = offsets.shape[0] - 1
-    plan = []
-    d0 = 0
-    while d0 < n_docs:
-        # last document that still ends within d0's start + shard_tokens (at least one)
-        d1 = int(np.searchsorted(offsets, offsets[d0] + shard_tokens, side="right")) - 1
-        d1 = min(max(d1, d0 + 1), n_docs)
-        plan.append((d0, d1))
-        d0 = d1
-    return plan
+    return consecutive_ranges(np.asarray(doc_offsets, dtype=np.int64), shard_tokens)
 
 
 def _worker(folder: str, meta: dict, threads: int) -> dict:

@@ -229,16 +229,19 @@ def _sort_buckets(sa, rank, marker, bstart, order, keys, base, nbits, bits):
             s = e
 
 
-def _plan_batches(bstart: np.ndarray, limit: int) -> list[tuple[int, int]]:
-    """Consecutive token ranges [t0, t1) holding at most `limit` positions each (or one bucket)."""
-    alphabet = bstart.shape[0] - 1
+def consecutive_ranges(starts: np.ndarray, limit: int) -> list[tuple[int, int]]:
+    """Split items 0..k-1, item i spanning [starts[i], starts[i+1]), into consecutive ranges
+    [i0, i1) spanning at most `limit` each; an item larger than `limit` gets a range of its own.
+    Used for token buckets (sort batches) and documents (shards)."""
+    k = starts.shape[0] - 1
     out = []
-    t0 = 0
-    while t0 < alphabet:
-        t1 = int(np.searchsorted(bstart, bstart[t0] + limit, side="right")) - 1
-        t1 = min(max(t1, t0 + 1), alphabet)
-        out.append((t0, t1))
-        t0 = t1
+    i0 = 0
+    while i0 < k:
+        # last item that still ends within i0's start + limit (at least one)
+        i1 = int(np.searchsorted(starts, starts[i0] + limit, side="right")) - 1
+        i1 = min(max(i1, i0 + 1), k)
+        out.append((i0, i1))
+        i0 = i1
     return out
 
 
@@ -259,7 +262,7 @@ def _initial_sort(tokens, doc_offsets, alphabet, k_tokens, bits, sa, rank, marke
     offsets = np.ascontiguousarray(doc_offsets, dtype=np.int64)
     old_chunk = numba.get_parallel_chunksize()
     try:
-        for t0, t1 in _plan_batches(bstart, max(1, n // batches)):
+        for t0, t1 in consecutive_ranges(bstart, max(1, n // batches)):
             base = int(bstart[t0])
             keys = np.empty(int(bstart[t1]) - base, dtype=np.uint64)
             numba.set_parallel_chunksize(old_chunk)

@@ -10,7 +10,6 @@ that need them are skipped with a warning.
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -41,8 +40,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    import pyarrow.parquet as pq
-
+    from engine.output import write_parquet_atomic
     from features.compute import compute, read_table
 
     if args.scores is None and args.samples is None:
@@ -71,13 +69,7 @@ def run(args) -> int:
                         embed_device=args.embed_device,
                         progress=not args.quiet)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{OUT_NAME}.tmp-{os.getpid()}"
-    try:
-        pq.write_table(feats, tmp)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_parquet_atomic(feats, target)
     print(f"wrote {feats.num_rows} rows x {feats.num_columns} columns to {target}")
     return 0
 
