@@ -174,6 +174,7 @@ def _available(system: str) -> bool:
 
 
 SYSTEMS = ["memtax", "pydivsufsort", "tokengrams", "infinigram"]
+SMALL_ROUNDS = int(os.environ.get("MEMTAX_BENCH_SMALL_ROUNDS", 3))
 
 
 @pytest.mark.parametrize("corpus", ["zipf_small", "zipf", "repetitive"])
@@ -183,7 +184,21 @@ def test_build(benchmark, corpora, system, corpus):
         pytest.skip(f"{system} not installed")
     tmp, paths = corpora
     out = tmp / f"{system}-{corpus}"
-    info = benchmark.pedantic(_build, args=(system, paths[corpus], out), rounds=1, iterations=1)
+    # sub-second builds move by +-30% between child processes: the small corpora (whose ratio is
+    # the repetitive-slowdown target) take the median of SMALL_ROUNDS fresh builds
+    rounds = 1 if corpus == "zipf" else SMALL_ROUNDS
+    infos = []
+
+    def build_once():
+        for p in (out, Path(str(out) + ".table"), Path(str(out) + ".npy")):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        infos.append(_build(system, paths[corpus], out))
+
+    benchmark.pedantic(build_once, rounds=rounds, iterations=1)
+    info = dict(infos[-1])
+    info["seconds"] = float(np.median([i["seconds"] for i in infos]))
+    info["seconds_all"] = [i["seconds"] for i in infos]
+    info["peak_bytes_per_token"] = max(i["peak_bytes_per_token"] for i in infos)
     benchmark.extra_info.update(info)
     RESULTS["runs"].setdefault(corpus, {})[system] = {"build": info}
     _save()

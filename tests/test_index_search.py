@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -102,3 +103,21 @@ def test_window_count_chunks_start_at_run_heads(flags, parts):
     heads = np.flatnonzero(brk)
     expected = {int(heads[i]) if i < len(heads) else len(brk) for i in np.searchsorted(heads, want)}
     assert set(cuts.tolist()) == expected | {0, len(brk)}
+
+
+@pytest.mark.parametrize("key_batches", [1, 2, 3, 7])
+def test_suffix_array_same_for_every_key_batching(key_batches):
+    """The initial sort's batching (one text scan per batch) and the radix path (buckets of
+    >= 512 suffixes) give exactly the brute-force order: document-truncated suffixes sorted, ties
+    (identical truncated strings) by position."""
+    from features.index.suffix_array import build_suffix_array
+
+    rng = np.random.default_rng(key_batches)
+    # three documents: random over 2 tokens (buckets of ~750: radix), a short period, one token
+    docs = [rng.integers(0, 2, 1500), np.tile([1, 2, 1], 300), np.full(50, 3)]
+    tokens = np.concatenate(docs).astype(np.uint16)
+    offsets = np.r_[0, np.cumsum([len(d) for d in docs])].astype(np.int64)
+    ends = np.repeat(offsets[1:], np.diff(offsets))
+    expected = sorted(range(tokens.shape[0]), key=lambda p: (tokens[p : ends[p]].tolist(), p))
+    sa = build_suffix_array(tokens, offsets, key_batches=key_batches)
+    assert sa.tolist() == expected

@@ -18,11 +18,15 @@ Algorithm (prefix doubling, Manber-Myers / Larsson-Sadakane style):
    the sentinel are final and never touched again, so repetitive text costs only
    O(log(longest repeat)) passes over the repeated part, not a quadratic blow-up.
 
-Peak memory: tokens + SA (4 B) + rank (4 B) + a per-position byte during step 2 + buffers for
-the tied elements only; about 11-14 bytes/token for uint16 tokens below 2^32 positions.
+Peak memory: step 2 holds tokens + SA (4 B) + a head-marker byte + the key buffer (8 B per
+position of a batch: N/KEY_BATCHES x 8 B, so 4 B/token with 2 batches); ranks (4 B) are derived
+from the markers after it, when the key buffer is gone; step 3 adds buffers for the tied elements
+only. About 11-12.5 bytes/token for uint16 tokens below 2^32 positions (12.4 measured at 1e8).
 """
 
 from __future__ import annotations
+
+import os
 
 import numba
 import numpy as np
@@ -31,7 +35,10 @@ from numba import njit, prange
 __all__ = ["build_suffix_array", "doc_start_bits", "pack_params"]
 
 _SMALL = 16  # groups up to this size use insertion sort
-_RADIX_MIN = 2048  # groups at least this big use LSD radix sort on their keys
+_RADIX_MIN = 512  # groups at least this big use LSD radix sort on their keys (measured)
+_DIGIT = 11  # radix digit width in bits
+# Key buffer of the initial sort = N / KEY_BATCHES x 8 bytes; every batch rescans the text.
+KEY_BATCHES = int(os.environ.get("MEMTAX_INDEX_KEY_BATCHES", 2))
 
 
 def pack_params(alphabet: int) -> tuple[int, int]:
@@ -81,36 +88,39 @@ def _insertion_sort(keys, vals, lo, hi):
 
 @njit(cache=True)
 def _radix_sort(keys, vals, nbits):
-    """Stable LSD radix sort of (keys, vals) by the low `nbits` bits of keys, 8 bits a pass;
+    """Stable LSD radix sort of (keys, vals) by the low `nbits` bits of keys, _DIGIT bits a pass
+    (2048-entry histograms stay in L1; 6 passes for 64-bit keys where 8-bit digits need 8);
     passes whose digit is constant are skipped."""
     m = keys.shape[0]
-    npass = (nbits + 7) // 8
-    hist = np.zeros((npass, 256), dtype=np.int64)
+    npass = (nbits + _DIGIT - 1) // _DIGIT
+    radix = 1 << _DIGIT
+    mask = np.uint64(radix - 1)
+    hist = np.zeros((npass, radix), dtype=np.int64)
     for i in range(m):
         k = keys[i]
         for d in range(npass):
-            hist[d, (k >> np.uint64(8 * d)) & np.uint64(255)] += 1
+            hist[d, (k >> np.uint64(_DIGIT * d)) & mask] += 1
     k2 = np.empty_like(keys)
     v2 = np.empty_like(vals)
     src_k, src_v, dst_k, dst_v = keys, vals, k2, v2
     swapped = False
+    start = np.empty(radix, dtype=np.int64)
     for d in range(npass):
         skip = False
-        for b in range(256):
+        for b in range(radix):
             if hist[d, b] == m:
                 skip = True
                 break
         if skip:
             continue
-        start = np.empty(256, dtype=np.int64)
         acc = 0
-        for b in range(256):
+        for b in range(radix):
             start[b] = acc
             acc += hist[d, b]
-        shift = np.uint64(8 * d)
+        shift = np.uint64(_DIGIT * d)
         for i in range(m):
             k = src_k[i]
-            b = (k >> shift) & np.uint64(255)
+            b = (k >> shift) & mask
             j = start[b]
             dst_k[j] = k
             dst_v[j] = src_v[i]
@@ -140,10 +150,8 @@ def _sort_pairs(keys, vals, nbits):
 
 
 @njit(cache=True)
-def _finish_group(sa, rank, lo, hi, rank_value, sentinel, marker, mark_at):
-    """Assign rank to SA[lo:hi]; mark its head 1 (tied), 2 (singleton), 3 (final tie)."""
-    for j in range(lo, hi):
-        rank[sa[j]] = rank_value
+def _mark_group(sa, lo, hi, sentinel, marker, mark_at):
+    """Mark the head of group SA[lo:hi]: 1 (tied), 2 (singleton), 3 (final tie)."""
     if hi - lo == 1:
         marker[mark_at] = 2
     elif sentinel:
@@ -153,6 +161,14 @@ def _finish_group(sa, rank, lo, hi, rank_value, sentinel, marker, mark_at):
         marker[mark_at] = 3
     else:
         marker[mark_at] = 1
+
+
+@njit(cache=True)
+def _finish_group(sa, rank, lo, hi, rank_value, sentinel, marker, mark_at):
+    """Assign rank to SA[lo:hi] and mark its head (see _mark_group)."""
+    for j in range(lo, hi):
+        rank[sa[j]] = rank_value
+    _mark_group(sa, lo, hi, sentinel, marker, mark_at)
 
 
 @njit(cache=True, parallel=True)
@@ -199,8 +215,9 @@ def _scatter_batch(tokens, doc_offsets, pos, t_lo, t_hi, base, sa, keys, k_token
 
 
 @njit(cache=True, parallel=True)
-def _sort_buckets(sa, rank, marker, bstart, order, keys, base, nbits, bits):
-    """Sort each bucket of the batch by its keys, rank the ties and mark group heads."""
+def _sort_buckets(sa, marker, bstart, order, keys, base, nbits, bits):
+    """Sort each bucket of the batch by its keys and mark group heads (ranks come later, from
+    the markers, so that the rank array need not exist while the key buffer does)."""
     low_mask = np.uint64((1 << bits) - 1)
     for oi in prange(order.shape[0]):
         b = order[oi]
@@ -208,7 +225,6 @@ def _sort_buckets(sa, rank, marker, bstart, order, keys, base, nbits, bits):
         hi = bstart[b + 1]
         m = hi - lo
         if m == 1:
-            rank[sa[lo]] = lo + 1
             marker[lo] = 2
             continue
         k = keys[lo - base : hi - base]
@@ -220,13 +236,28 @@ def _sort_buckets(sa, rank, marker, bstart, order, keys, base, nbits, bits):
             while e < m and k[e] == k[s]:
                 e += 1
             if e - s == 1:  # the common case, inline: a call per singleton costs refcounting
-                rank[v[s]] = lo + s + 1
                 marker[lo + s] = 2
             else:
-                _finish_group(
-                    sa, rank, lo + s, lo + e, lo + s + 1, (k[s] & low_mask) == 0, marker, lo + s
-                )
+                _mark_group(sa, lo + s, lo + e, (k[s] & low_mask) == 0, marker, lo + s)
             s = e
+
+
+@njit(cache=True, parallel=True)
+def _ranks_from_markers(sa, marker, rank, nchunks):
+    """rank[SA[j]] = 1 + the SA index of the head of j's group (marker != 0 at heads)."""
+    n = sa.shape[0]
+    for c in prange(nchunks):
+        lo = c * n // nchunks
+        hi = (c + 1) * n // nchunks
+        if lo >= hi:
+            continue
+        head = lo
+        while marker[head] == 0:  # the group holding lo started in an earlier chunk
+            head -= 1
+        for j in range(lo, hi):
+            if marker[j] != 0:
+                head = j
+            rank[sa[j]] = head + 1
 
 
 def consecutive_ranges(starts: np.ndarray, limit: int) -> list[tuple[int, int]]:
@@ -245,9 +276,10 @@ def consecutive_ranges(starts: np.ndarray, limit: int) -> list[tuple[int, int]]:
     return out
 
 
-def _initial_sort(tokens, doc_offsets, alphabet, k_tokens, bits, sa, rank, marker, batches=4):
+def _initial_sort(tokens, doc_offsets, alphabet, k_tokens, bits, sa, marker, batches):
     """Sort all suffixes to depth 1 + k_tokens: counting sort by first token, then radix sort of
-    packed keys bucket by bucket; `batches` bounds the key buffer to about N/batches entries."""
+    packed keys bucket by bucket; `batches` bounds the key buffer to about N/batches entries
+    (each batch rescans the text once)."""
     n = tokens.shape[0]
     nchunks = max(1, numba.get_num_threads())
     hist = _chunk_hist(tokens, alphabet, nchunks)
@@ -269,7 +301,7 @@ def _initial_sort(tokens, doc_offsets, alphabet, k_tokens, bits, sa, rank, marke
             _scatter_batch(tokens, offsets, pos, t0, t1, base, sa, keys, k_tokens, bits)
             order = t0 + _balanced_order(sizes[t0:t1])
             numba.set_parallel_chunksize(1)
-            _sort_buckets(sa, rank, marker, bstart, order, keys, base, k_tokens * bits, bits)
+            _sort_buckets(sa, marker, bstart, order, keys, base, k_tokens * bits, bits)
             del keys
     finally:
         numba.set_parallel_chunksize(old_chunk)
@@ -421,14 +453,21 @@ def _balanced_order(sizes: np.ndarray) -> np.ndarray:
 
 
 def build_suffix_array(
-    tokens: np.ndarray, doc_offsets: np.ndarray, *, alphabet: int | None = None, progress=None
+    tokens: np.ndarray,
+    doc_offsets: np.ndarray,
+    *,
+    alphabet: int | None = None,
+    progress=None,
+    key_batches: int = KEY_BATCHES,
 ) -> np.ndarray:
     """Suffix array of `tokens` (N,) uint16/uint32 with documents `doc_offsets` (D+1,) int64.
 
     Returns (N,) uint32 when N < 2^32 - 1, else uint64: SA[i] = start of the i-th smallest
     document-truncated suffix. `alphabet` (> max token) defaults to max+1; tokens must already be
     dense enough that an (alphabet+1,) int64 count table fits in memory. `progress`, if given, is
-    called with a short stage description after each pass.
+    called with a short stage description after each pass. `key_batches` splits the initial
+    sort's key buffer (N/key_batches x 8 bytes) at the price of one text scan per batch; 2 was
+    fastest at 1e8 tokens (1 and 4 were 10-20% slower) and keeps the peak near 12 B/token.
     """
     tokens = np.ascontiguousarray(tokens)
     n = int(tokens.shape[0])
@@ -440,10 +479,11 @@ def build_suffix_array(
     bits, k_tokens = pack_params(alphabet)
     dbits = doc_start_bits(doc_offsets, n)
     sa = np.empty(n, dtype=idx_dtype)
-    rank = np.empty(n, dtype=idx_dtype)
     final_bits = np.zeros((n >> 3) + 1, dtype=np.uint8)
     marker = np.zeros(n, dtype=np.uint8)
-    _initial_sort(tokens, doc_offsets, int(alphabet), k_tokens, bits, sa, rank, marker)
+    _initial_sort(tokens, doc_offsets, int(alphabet), k_tokens, bits, sa, marker, key_batches)
+    rank = np.empty(n, dtype=idx_dtype)  # allocated only now: the key buffer is gone
+    _ranks_from_markers(sa, marker, rank, 64 * max(1, numba.get_num_threads()))
     gs, gl = _collect_groups(marker, 0, n, sa, final_bits)
     del marker
     h = 1 + k_tokens
