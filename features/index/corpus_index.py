@@ -106,10 +106,16 @@ class CorpusIndex:
         with fmt.atomic_dir(path, overwrite=overwrite) as tmp:
             if len(plan) == 1 and shard_tokens is None:
                 bar = _progress(progress, 1, "index: suffix array")
-                write_inputs(tmp, c.tokens, c.doc_offsets)
+                entries = write_inputs(tmp, c.tokens, c.doc_offsets)
                 from features.index.single import build_folder
 
-                build_folder(str(tmp), meta, progress=bar.set_postfix_str)
+                offsets = np.asarray(c.doc_offsets, dtype=np.int64) - int(c.doc_offsets[0])
+                build_folder(
+                    str(tmp),
+                    meta,
+                    progress=bar.set_postfix_str,
+                    inputs=(c.tokens, offsets, entries),
+                )
                 bar.update(1)
                 bar.close()
             else:

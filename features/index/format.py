@@ -66,7 +66,7 @@ def write_array(folder: Path, name: str, arr: np.ndarray) -> dict:
         flat = arr.reshape(-1)
         step = max(1, _CHUNK // max(1, arr.itemsize))
         for s in range(0, flat.shape[0], step):
-            buf = flat[s : s + step].tobytes()
+            buf = memoryview(flat[s : s + step]).cast("B")  # no copy
             crc = zlib.crc32(buf, crc)
             f.write(buf)
     return {"file": path.name, "dtype": dtype.str, "shape": list(arr.shape), "crc32": crc}

@@ -26,10 +26,15 @@ __all__ = ["write_inputs", "build_folder", "Shard", "DENSE_LIMIT"]
 DENSE_LIMIT = 1 << 24
 
 
-def write_inputs(folder: Path, tokens: np.ndarray, offsets: np.ndarray) -> None:
-    """Write tokens.bin and doc_offsets.bin (offsets rebased to start at 0)."""
-    fmt.write_array(folder, "tokens", tokens)
-    fmt.write_array(folder, "doc_offsets", np.asarray(offsets, dtype=np.int64) - offsets[0])
+def write_inputs(folder: Path, tokens: np.ndarray, offsets: np.ndarray) -> dict:
+    """Write tokens.bin and doc_offsets.bin (offsets rebased to start at 0); return their
+    header entries (with checksums), which `build_folder` may reuse."""
+    return {
+        "tokens": fmt.write_array(folder, "tokens", tokens),
+        "doc_offsets": fmt.write_array(
+            folder, "doc_offsets", np.asarray(offsets, dtype=np.int64) - offsets[0]
+        ),
+    }
 
 
 @njit(cache=True)
@@ -57,13 +62,23 @@ def _unigrams(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | 
     return values, counts, dense
 
 
-def build_folder(folder: str, meta: dict, progress=None) -> dict:
+def build_folder(folder: str, meta: dict, progress=None, inputs=None) -> dict:
     """Build the suffix array of folder/tokens.bin and write the folder's header. Returns the
-    header. Safe to call in another process (only the folder path and plain dicts travel)."""
+    header. Safe to call in another process (only the folder path and plain dicts travel).
+    `inputs`: (tokens, rebased offsets, write_inputs' entries) when the caller still holds
+    them in memory, which saves re-reading and re-checksumming the files."""
     folder = Path(folder)
     dtype = np.dtype(meta["token_dtype"])
-    tokens = np.fromfile(folder / "tokens.bin", dtype=dtype)
-    offsets = np.fromfile(folder / "doc_offsets.bin", dtype=np.int64)
+    if inputs is None:
+        tokens = np.fromfile(folder / "tokens.bin", dtype=dtype)
+        offsets = np.fromfile(folder / "doc_offsets.bin", dtype=np.int64)
+        entries = {
+            "tokens": fmt.array_entry(folder, "tokens", dtype, tokens.shape),
+            "doc_offsets": fmt.array_entry(folder, "doc_offsets", np.int64, offsets.shape),
+        }
+    else:
+        tokens, offsets, entries = inputs
+        tokens = np.ascontiguousarray(tokens, dtype=dtype)
     t0 = time.perf_counter()
     values, counts, dense = _unigrams(tokens)
     src = tokens if dense is None else dense
@@ -72,8 +87,8 @@ def build_folder(folder: str, meta: dict, progress=None) -> dict:
     del dense, src
     build_s = time.perf_counter() - t0
     arrays = {
-        "tokens": fmt.array_entry(folder, "tokens", dtype, tokens.shape),
-        "doc_offsets": fmt.array_entry(folder, "doc_offsets", np.int64, offsets.shape),
+        "tokens": entries["tokens"],
+        "doc_offsets": entries["doc_offsets"],
         "sa": fmt.write_array(folder, "sa", sa),
         "unigram_values": fmt.write_array(folder, "unigram_values", values),
         "unigram_counts": fmt.write_array(folder, "unigram_counts", counts),

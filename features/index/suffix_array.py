@@ -276,11 +276,30 @@ def consecutive_ranges(starts: np.ndarray, limit: int) -> list[tuple[int, int]]:
     return out
 
 
+def balanced_ranges(starts: np.ndarray, parts: int) -> list[tuple[int, int]]:
+    """Split items 0..k-1 (item i spans [starts[i], starts[i+1])) into at most `parts`
+    consecutive non-empty ranges, cutting at the item boundary nearest to each j/parts of the
+    total (a greedy "at most total/parts" split would leave a small extra range, and every range
+    costs the initial sort a text scan)."""
+    k = starts.shape[0] - 1
+    total = int(starts[-1] - starts[0])
+    cuts = [0]
+    for j in range(1, max(1, parts)):
+        target = starts[0] + total * j / parts
+        i = int(np.searchsorted(starts, target))
+        if i > 0 and i <= k and target - starts[i - 1] < starts[min(i, k)] - target:
+            i -= 1  # the boundary below is nearer
+        i = min(max(i, cuts[-1] + 1), k)
+        if i < k and i > cuts[-1]:
+            cuts.append(i)
+    cuts.append(k)
+    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
 def _initial_sort(tokens, doc_offsets, alphabet, k_tokens, bits, sa, marker, batches):
     """Sort all suffixes to depth 1 + k_tokens: counting sort by first token, then radix sort of
     packed keys bucket by bucket; `batches` bounds the key buffer to about N/batches entries
     (each batch rescans the text once)."""
-    n = tokens.shape[0]
     nchunks = max(1, numba.get_num_threads())
     hist = _chunk_hist(tokens, alphabet, nchunks)
     sizes = hist.sum(axis=0)
@@ -294,7 +313,7 @@ def _initial_sort(tokens, doc_offsets, alphabet, k_tokens, bits, sa, marker, bat
     offsets = np.ascontiguousarray(doc_offsets, dtype=np.int64)
     old_chunk = numba.get_parallel_chunksize()
     try:
-        for t0, t1 in consecutive_ranges(bstart, max(1, n // batches)):
+        for t0, t1 in balanced_ranges(bstart, batches):
             base = int(bstart[t0])
             keys = np.empty(int(bstart[t1]) - base, dtype=np.uint64)
             numba.set_parallel_chunksize(old_chunk)
