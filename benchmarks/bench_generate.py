@@ -12,7 +12,8 @@ the report is the median per method and the ratios between medians:
 * cascade (`engine.score(labels_only=True)`) vs the full pass (`engine.score`, every column) and
   vs labels without a cascade (one stage: backbone over all tokens, head at the C continuation
   positions only), ~1% memorized, 70M and 160M;
-* `engine.score(mode="generate")` (every exact column + gen_score & co.) vs HF `generate` with
+* `engine.score(mode="generate")` (every exact column + gen_score & co.; with the lean decode
+  loop, the session-1 dynamic loop and, on CUDA, the lean loop with CUDA graphs) vs HF `generate` with
   its KV cache (greedy, min_new_tokens=C) and vs Pythia's recipe (`use_cache=False`,
   max_length=min_length=64; timed on the first batch only, per row), mixes with ~1% and ~30%
   memorized rows, 70M (160M with MEMTAX_BENCH_BIG=1);
@@ -21,13 +22,15 @@ the report is the median per method and the ratios between medians:
 Peak memory: the peak resident set size above the level before each method, sampled every
 2 ms by a thread (CPU), or torch.cuda.max_memory_allocated on CUDA.
 Options: MEMTAX_BENCH_ROWS (default 64), MEMTAX_BENCH_ROUNDS (3), MEMTAX_BENCH_THREADS (torch
-threads, default: torch's), MEMTAX_BENCH_BATCH (32), MEMTAX_BENCH_DTYPE (fp32 | bf16 | fp16),
+threads, default: torch's), MEMTAX_BENCH_CLOCK=cpu (process CPU time, not wall time: use with
+MEMTAX_BENCH_THREADS=1 on a shared CPU), MEMTAX_BENCH_BATCH (32), MEMTAX_BENCH_DTYPE (fp32 | bf16 | fp16),
 MEMTAX_BENCH_BIG=1, MEMTAX_BENCH_SWEEP=1. The GPU case (benchmarks/gpu_check.sh):
 MEMTAX_BENCH_BIG=1 MEMTAX_BENCH_BATCH=1024 MEMTAX_BENCH_ROWS=4096 MEMTAX_BENCH_DTYPE=bf16.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import sys
@@ -42,6 +45,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import engine  # noqa: E402
+import engine.generate as gen  # noqa: E402
 from engine.bench import PYTHIA_SHAPES, build_model, make_samples  # noqa: E402
 from engine.cascade import DEFAULT_STAGES, cascade_match_len  # noqa: E402
 from engine.models import wrap_model  # noqa: E402
@@ -55,6 +59,11 @@ SWEEP = os.environ.get("MEMTAX_BENCH_SWEEP") == "1"
 if os.environ.get("MEMTAX_BENCH_THREADS"):
     torch.set_num_threads(int(os.environ["MEMTAX_BENCH_THREADS"]))
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+# MEMTAX_BENCH_CLOCK=cpu (CPU runs with MEMTAX_BENCH_THREADS=1): time by the process's CPU
+# time instead of the wall clock; on a machine shared with other jobs this measures the work
+# done rather than the time slices received.
+CPU_CLOCK = os.environ.get("MEMTAX_BENCH_CLOCK") == "cpu" and DEVICE.type == "cpu"
+pytestmark = pytest.mark.timeout(0)  # minutes per case on a loaded CPU: no pytest-timeout
 DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
     os.environ.get("MEMTAX_BENCH_DTYPE", "fp32")]
 
@@ -98,10 +107,11 @@ def _timed(fn):
         out = fn()
         torch.cuda.synchronize()
         return time.perf_counter() - t0, out, torch.cuda.max_memory_allocated() - base
+    clock = time.process_time if CPU_CLOCK else time.perf_counter
     with _PeakRSS() as mem:
-        t0 = time.perf_counter()
+        t0 = clock()
         out = fn()
-        dt = time.perf_counter() - t0
+        dt = clock() - t0
     return dt, out, mem.extra
 
 
@@ -123,7 +133,7 @@ def _interleaved(methods: dict, rounds: int, once: set[str] = frozenset()) -> di
 
 
 def _report(title: str, res: dict, per_rows: dict, ratios: dict, benchmark) -> None:
-    print(f"\n== {title}")
+    print(f"\n== {title}" + (" [process CPU time]" if CPU_CLOCK else ""))
     for k, t in res["median_s"].items():
         n = per_rows[k]
         print(f"  {k:28s} {1000 * t / n:9.2f} ms/row   (median of {len(res['all_s'][k])}, "
@@ -174,6 +184,18 @@ def _hf_generate(model, tokens: np.ndarray, *, use_cache: bool) -> np.ndarray:
             kw.update(max_length=P + C, min_length=P + C)
         outs.append(model.generate(prompt, **kw)[:, P:].cpu().numpy())
     return np.concatenate(outs)
+
+
+def _memtax_generate(sm, tokens: np.ndarray, decoder: str, graphs: bool = False):
+    """engine.score(mode="generate") with the given decode loop. `sm` is a ScoringModel kept
+    across rounds, so the lean loop's decode state (and CUDA graphs) is built once, as in a
+    long run; one ScoringModel per loop variant keeps their states apart."""
+    old = gen.DECODER, gen.CUDA_GRAPHS
+    gen.DECODER, gen.CUDA_GRAPHS = decoder, graphs
+    try:
+        return engine.score(sm, tokens, mode="generate", batch_size=BATCH, progress=False)
+    finally:
+        gen.DECODER, gen.CUDA_GRAPHS = old
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,22 +285,31 @@ def test_generate_vs_hf(benchmark, shape, mem):
     tokens = make_samples(model, ROWS, prefix_len=P, cont_len=C, seed=3, memorized_fraction=mem,
                           batch_size=BATCH)
     first = tokens[:BATCH]
-    methods = {
-        "memtax generate (all columns)": lambda: engine.score(
-            model, tokens, mode="generate", batch_size=BATCH, progress=False),
+    lean = "memtax generate (all columns)"             # the default: lean loop
+    variants = {lean: (wrap_model(model), "lean", False),
+                "memtax generate, dynamic loop": (wrap_model(model), "dynamic", False)}
+    if DEVICE.type == "cuda":
+        variants["memtax generate, lean + CUDA graphs"] = (wrap_model(model), "lean", True)
+    methods = {k: (lambda v=v: _memtax_generate(tokens=tokens, sm=v[0], decoder=v[1],
+                                                graphs=v[2])) for k, v in variants.items()}
+    methods.update({
         "memtax exact (one pass)": lambda: engine.score(model, tokens, batch_size=BATCH,
                                                        progress=False),
         "HF generate, cache": lambda: _hf_generate(model, tokens, use_cache=True),
         "HF generate, no cache (1 batch)": lambda: _hf_generate(model, first, use_cache=False),
-    }
+    })
     res = benchmark.pedantic(_interleaved, args=(methods, ROUNDS),
                              kwargs={"once": {"HF generate, no cache (1 batch)"}},
                              rounds=1, iterations=1)
     out = res["outputs"]
-    ours = out["memtax generate (all columns)"]
+    ours = out[lean]
     hf = out["HF generate, cache"]
     hf_score = (hf == tokens[:, P:]).mean(1).astype(np.float32)
     agree = float((ours["gen_score"].to_numpy() == hf_score).mean())
+    for k in variants:  # every loop variant decodes the same greedy tokens (fp32: exactly)
+        if DTYPE == torch.float32:
+            np.testing.assert_array_equal(out[k]["gen_score"].to_numpy(),
+                                          ours["gen_score"].to_numpy(), err_msg=k)
     # Pythia's recipe is the same greedy decoding: same scores on the batch it ran
     nc = out["HF generate, no cache (1 batch)"]
     agree_nc = float((nc == hf[:BATCH]).all(1).mean())
@@ -289,10 +320,11 @@ def test_generate_vs_hf(benchmark, shape, mem):
     _report(f"generate mode vs HF generate, Pythia-{shape} shape, {len(tokens)} rows, "
             f"{n_mem} memorized ({mem:.0%} target); gen_score equal to HF on {agree:.1%} of rows, "
             f"uncached = cached on {agree_nc:.1%}", res, per,
-            {"generate mode time / HF cached (target <= 1.10)":
-             t["memtax generate (all columns)"] / t["HF generate, cache"],
-             "HF uncached / generate mode (target >= 8)":
-             t["HF generate, no cache (1 batch)"] / t["memtax generate (all columns)"],
+            {**{f"{k} / HF cached (CPU target <= 1.10; GPU: <= 0.33)":
+                t[k] / t["HF generate, cache"] for k in variants},
+             **{f"HF uncached / {k} (CPU target >= 8; GPU: >= 20)":
+                t["HF generate, no cache (1 batch)"] / t[k] for k in variants},
+             "dynamic loop / lean loop": t["memtax generate, dynamic loop"] / t[lean],
              "exact pass / HF cached": t["memtax exact (one pass)"] / t["HF generate, cache"]},
             benchmark)
     benchmark.extra_info["gen_score_agreement"] = agree
@@ -301,3 +333,67 @@ def test_generate_vs_hf(benchmark, shape, mem):
     # more near-ties, so there the agreement is only reported)
     if DTYPE == torch.float32:
         assert agree >= 0.95
+
+
+# ---------------------------------------------------------------------------------------------
+# The decode loops alone (on the scorer's cache)
+
+
+@pytest.mark.parametrize("shape", ["70m"] + (["160m"] if BIG else []))
+def test_decode_loops(benchmark, shape):
+    """resume_greedy alone, on each batch's teacher-forced pass (run outside the timer): the
+    lean loop with its own 4-D mask, the lean loop with HF building the mask from a 2-D one,
+    and the session-1 dynamic loop (+ the lean loop with CUDA graphs on a GPU); ~1% memorized,
+    so nearly every row decodes C-1 steps."""
+    from engine.generate import resume_greedy
+    from engine.score import _score_batch
+
+    model, _ = _model(shape)
+    tokens = make_samples(model, ROWS, prefix_len=P, cont_len=C, seed=4, memorized_fraction=0.01,
+                          batch_size=BATCH)
+    variants = {"lean, own 4-D mask": ("lean", "auto", False),
+                "lean, HF mask from 2-D": ("lean", "2d", False),
+                "dynamic loop (session 1)": ("dynamic", "auto", False)}
+    if DEVICE.type == "cuda":
+        variants["lean + CUDA graphs"] = ("lean", "auto", True)
+    sms = {k: wrap_model(model) for k in variants}
+
+    def run(name):
+        decoder, mask, graphs = variants[name]
+        sm, total, outs = sms[name], 0.0, []
+        for s in range(0, len(tokens), BATCH):
+            t = torch.from_numpy(tokens[s : s + BATCH]).to(DEVICE)
+            with torch.inference_mode():
+                cols, tf, cache = _score_batch(sm, t, prefix_len=P, cont_len=C, masked_token=0,
+                                               keep_cache=True)
+            call = functools.partial(
+                resume_greedy, sm, t, prefix_len=P, cont_len=C, masked_token=0,
+                match_len=cols["match_len"], tf_argmax=tf, cache=cache, decoder=decoder,
+                mask=mask, cuda_graphs=graphs)
+            dt, g, _ = _timed(call)
+            total += dt
+            outs.append(g.cpu().numpy())
+        return total, np.concatenate(outs)
+
+    def rounds():
+        times = {k: [] for k in variants}
+        outs = {}
+        for _ in range(ROUNDS):
+            for k in variants:
+                dt, outs[k] = run(k)
+                times[k].append(dt)
+        return times, outs
+
+    times, outs = benchmark.pedantic(rounds, rounds=1, iterations=1)
+    first = next(iter(outs))
+    for k, v in outs.items():
+        if DTYPE == torch.float32:
+            np.testing.assert_array_equal(v, outs[first], err_msg=k)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    steps = (C - 1) * -(-len(tokens) // BATCH)
+    print(f"\n== decode loops alone, Pythia-{shape} shape, {len(tokens)} rows, batch {BATCH}"
+          + (" [process CPU time]" if CPU_CLOCK else ""))
+    for k, v in med.items():
+        print(f"  {k:28s} {1000 * v / steps:8.2f} ms/step (median of {ROUNDS})   "
+              f"dynamic / this: {med['dynamic loop (session 1)'] / v:5.2f}x")
+    benchmark.extra_info["ms_per_step"] = {k: 1000 * v / steps for k, v in med.items()}

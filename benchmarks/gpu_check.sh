@@ -59,19 +59,26 @@ run_step "issue 3: fused_head benchmark (Pythia head shapes, bf16)" \
     "$PY" benchmarks/bench_kernels.py --table --out "$RESULTS"
 
 # ---------------------------------------------------------------------------------------------
-# Issue 4: free-running greedy scores, mode="generate" (engine/generate.py, engine/cascade.py)
-#   tests: resumed greedy decoding on the GPU (fp32, Triton head) equals HF generate
-#   bench: engine.score(mode="generate") (every exact column + gen_score) vs HF generate with
-#          its KV cache and vs Pythia's use_cache=False recipe, Pythia-160M (and 70M) shape,
-#          bf16, batch 1,024, 4,096 rows with ~1% and ~30% memorized; targets: >= 3x faster
-#          than cached generate, >= 20x than the recipe. Table printed, JSON written to $RESULTS
+# Issue 4: free-running greedy scores, mode="generate" (engine/generate.py, engine/cascade.py,
+#          engine/decode_cache.py, kernels/argmax_head*.py)
+#   tests: resumed greedy decoding on the GPU (fp32) equals HF generate, with the lean loop
+#          eagerly and with CUDA graphs (MEMTAX_DECODE_GRAPHS path); the Triton argmax head
+#          vs its torch twin (fp32/bf16, Pythia-160M head shape)
+#   bench: engine.score(mode="generate") (every exact column + gen_score) with the lean loop,
+#          the lean loop + CUDA graphs, and the session-1 dynamic loop, vs HF generate with its
+#          KV cache and vs Pythia's use_cache=False recipe, Pythia-160M (and 70M) shape, bf16,
+#          batch 1,024, 4,096 rows with ~1% and ~30% memorized; targets: >= 3x faster than
+#          cached generate, >= 20x than the recipe. Table printed, JSON written to $RESULTS.
+#          If the graphs variant wins, make it the default (engine/generate.py CUDA_GRAPHS).
 # ---------------------------------------------------------------------------------------------
-run_step "issue 4: generate mode on CUDA equals HF generate" \
-    "$PY" -m pytest tests/test_generate_hf.py -m gpu -q -p no:cacheprovider
-run_step "issue 4: generate mode vs HF generate (bf16, batch 1024)" \
+run_step "issue 4: generate mode / lean loop / argmax head on CUDA" \
+    "$PY" -m pytest tests/test_generate_hf.py tests/test_decode_cache.py tests/test_argmax_head.py \
+    -m gpu -q -p no:cacheprovider
+run_step "issue 4: generate mode vs HF generate, decode loops (bf16, batch 1024)" \
     env MEMTAX_BENCH_BIG=1 MEMTAX_BENCH_BATCH=1024 MEMTAX_BENCH_ROWS=4096 \
     MEMTAX_BENCH_DTYPE=bf16 MEMTAX_BENCH_ROUNDS=3 \
-    "$PY" -m pytest benchmarks/bench_generate.py -k generate_vs_hf -q -s -p no:cacheprovider \
+    "$PY" -m pytest benchmarks/bench_generate.py -k "generate_vs_hf or decode_loops" -q -s \
+    -p no:cacheprovider \
     --benchmark-disable-gc --benchmark-json="$RESULTS/$(date +%Y%m%d)_generate_mode.json"
 
 # ---------------------------------------------------------------------------------------------

@@ -8,17 +8,27 @@ mismatch (`engine.score`). With m = match_len, a row's greedy continuation g sat
 
 so a memorized row (m = C) and a row that missed only its last token (m = C-1) need no decoding.
 Every other row resumes at continuation position m+1, one token per step for all unfinished
-rows, on a KV cache of its true prefix that the teacher-forced pass already built:
+rows, on the KV cache of its true prefix that the teacher-forced pass already built.
+
+The default, "lean" loop (`_lean_loop`, on `engine.decode_cache`) copies that cache once into a
+static cache where slot == position for every row; each step writes a row's new K/V at its own
+position, overwriting the stale teacher-forced slots in place, under a plain per-row causal
+mask (slot <= position) built here as a 4-D mask (HF does not rebuild it), with per-row
+`position_ids`. Row r needs C-1-m_r steps, known up front, so rows are ordered by that and the
+rows still decoding are always a prefix: compaction is a view, and the loop stops after the
+longest row (early exit). The next token is an argmax-only head (`kernels.argmax_head`) with
+the fused head's exact logits and the scorer's masked (EOS) token. On CUDA the step can be
+captured as CUDA graphs (`cuda_graphs=True` or MEMTAX_DECODE_GRAPHS=1), one per bucket size.
+
+The first, "dynamic" loop (`_decode_loop`, still used for sliding-window caches and on request)
+keeps the pass's `DynamicCache` with per-row holes:
 
     cache slots   0 ........ P+m-1 | P+m ... L0-1 | L0  L0+1 ...
                   true prefix      | teacher-     | appended by decoding
                   (= greedy prefix)| forced, stale| (this row's greedy tokens)
 
-The stale slots differ per row, so one batched step masks them out with a 2-D attention mask
-and passes each row's real position in `position_ids` (GPT-NeoX, Llama, GPT-2 and OPT all take
-both). Rows leave the batch as soon as their last token is decoded (compaction) and the loop
-stops when none is left (early exit). The next token is the argmax of the same fused head as the
-scorer (`ScoringModel.head`, i.e. `kernels.fused_head`) with the same masked (EOS) token.
+masked by a 2-D attention mask, compacting finished rows with `batch_select_indices`, its next
+token from `ScoringModel.head` (= `kernels.fused_head`).
 
 With `masked_token` = the model's EOS id this reproduces Pythia's evaluation,
 `generate(ctx, max_length=P+C, min_length=P+C)` (greedy; `min_length` forbids EOS at every
@@ -33,6 +43,7 @@ Levenshtein distance between greedy continuation and truth (rapidfuzz), and with
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -56,6 +67,17 @@ GEN_FIELDS = [
     pa.field("gen_edit_distance", pa.int16()),
 ]
 GEN_TOKENS_FIELD = pa.field("gen_tokens", pa.list_(pa.int32()))
+
+# The decode loop `resume_greedy` uses unless told otherwise (benchmarks flip these):
+#   "lean"    static per-row-position cache (engine.decode_cache), own 4-D masks, argmax-only
+#             head, compaction by prefix views; the default wherever the pass's cache is a
+#             plain full-attention DynamicCache (sliding windows take the grouped path).
+#   "dynamic" the first loop: DynamicCache with per-row holes masked by a 2-D mask, compaction
+#             by `batch_select_indices`, HF's mask building every step.
+DECODER = "lean"
+# Capture the lean loop's decode step as CUDA graphs (one per bucket size, reused across
+# batches). Off by default until measured on a GPU (benchmarks/gpu_check.sh times both).
+CUDA_GRAPHS = os.environ.get("MEMTAX_DECODE_GRAPHS", "0") == "1"
 
 
 def gen_fields(keep_tokens: bool = False) -> list[pa.Field]:
@@ -179,6 +201,9 @@ def resume_greedy(
     tf_argmax: torch.Tensor | None = None,
     cache: Any = None,
     compact_fraction: float = 0.0,
+    decoder: str | None = None,
+    cuda_graphs: bool | None = None,
+    mask: str = "auto",
 ) -> torch.Tensor:
     """Free-running greedy continuations (B, C) int64 of tokens (B, P+C), resuming every row at
     its first mismatch.
@@ -186,14 +211,24 @@ def resume_greedy(
     match_len (B,) and tf_argmax (B, C) come from the scorer's teacher-forced pass (its argmax at
     continuation positions, `masked_token` excluded), and `cache` is that pass's KV cache over
     tokens[:, :P+C-1] (or any cache of the true prefix of length >= P + match_len for every row).
-    The cache is consumed: rows are dropped from it as they finish. When tf_argmax or the cache
+    The cache is consumed (emptied or cut down; do not reuse it). When tf_argmax or the cache
     is missing, a teacher-forced prefix pass over just the rows that need decoding rebuilds them.
 
-    compact_fraction: drop finished rows from the batch once they are at least this share of
-    it (0: as soon as any row finishes; the cache is copied on every step anyway, so compaction
-    costs about one step's copy).
+    decoder: "lean" (static per-row-position cache, `engine.decode_cache`) or "dynamic" (the
+    DynamicCache loop); None: the module's `DECODER`. Caches with sliding-window layers always
+    decode in groups of rows sharing m, on the dynamic loop.
+    cuda_graphs: lean loop on CUDA only, capture the decode step as CUDA graphs (None: the
+    module's `CUDA_GRAPHS`). mask: lean loop, "auto" (a 4-D mask built here for SDPA/eager
+    attention), "4d" or "2d" (HF builds the 4-D mask every step).
+    compact_fraction: dynamic loop only: drop finished rows from the batch once they are at
+    least this share of it (0: as soon as any row finishes).
     """
     _check_tokens(tokens, prefix_len, cont_len)
+    decoder = DECODER if decoder is None else decoder
+    if decoder not in ("lean", "dynamic"):
+        raise ValueError(f"decoder must be 'lean' or 'dynamic', got {decoder!r}")
+    opts = {"decoder": decoder, "graphs": CUDA_GRAPHS if cuda_graphs is None else cuda_graphs,
+            "mask": mask}
     p, c = int(prefix_len), int(cont_len)
     b = tokens.shape[0]
     dev = sm.device
@@ -202,7 +237,7 @@ def resume_greedy(
         return torch.empty((0, c), dtype=torch.int64, device=dev)
 
     if tf_argmax is None or match_len is None or cache is None:
-        return _resume_rebuilding(sm, tokens, p, c, masked_token, match_len, tf_argmax)
+        return _resume_rebuilding(sm, tokens, p, c, masked_token, match_len, tf_argmax, opts)
 
     tf_argmax = _as_long(tf_argmax, dev, "tf_argmax", (b, c))
     m_all = _as_long(match_len, dev, "match_len", (b,))
@@ -211,7 +246,7 @@ def resume_greedy(
     l0 = cache.get_seq_length()
     if _has_sliding_layers(cache):
         # Sliding windows count cache slots, not positions: a hole would shift the window.
-        return _resume_rebuilding(sm, tokens, p, c, masked_token, m_all, tf_argmax)
+        return _resume_rebuilding(sm, tokens, p, c, masked_token, m_all, tf_argmax, opts)
     # g[0:m] = truth, g[m] = tf_argmax[m]; the rest is decoded below.
     greedy = _teacher_prefix(tokens, tf_argmax, m_all, p, c)
     active = torch.nonzero(m_all < c - 1).flatten()
@@ -223,6 +258,9 @@ def resume_greedy(
             f"cache holds {l0} slots but a row needs its true prefix of {need}; expected the "
             "KV cache of the teacher-forced pass over tokens[:, :P+C-1]"
         )
+    if opts["decoder"] == "lean" and _dynamic_layers(cache) is not None:
+        return _lean_loop(sm, greedy, active, m_all[active], cache, active, l0, p, c,
+                          masked_token, opts)
     if active.numel() < b:
         _select_rows(cache, active)
     return _decode_loop(sm, greedy, active, m_all[active], cache, l0, p, c, masked_token,
@@ -235,7 +273,7 @@ def _teacher_prefix(tokens, tf_argmax, m, p, c) -> torch.Tensor:
     return torch.where(cols < m[:, None], tokens[:, p:], tf_argmax).clone()
 
 
-def _resume_rebuilding(sm, tokens, p, c, masked_token, match_len, tf_argmax) -> torch.Tensor:
+def _resume_rebuilding(sm, tokens, p, c, masked_token, match_len, tf_argmax, opts) -> torch.Tensor:
     """Resume without the scorer's cache. Without match_len: the scorer's pass (argmax only)
     with a cache, then the usual resume. With match_len: one pass over the true prefix of only
     the rows that did not match everything, up to the longest of their first mismatches (the
@@ -245,7 +283,9 @@ def _resume_rebuilding(sm, tokens, p, c, masked_token, match_len, tf_argmax) -> 
         tf_argmax, m_all, cache = teacher_forced_greedy(sm, tokens, prefix_len=p, cont_len=c,
                                                         masked_token=masked_token)
         return resume_greedy(sm, tokens, prefix_len=p, cont_len=c, masked_token=masked_token,
-                             match_len=m_all, tf_argmax=tf_argmax, cache=cache)
+                             match_len=m_all, tf_argmax=tf_argmax, cache=cache,
+                             decoder=opts["decoder"], cuda_graphs=opts["graphs"],
+                             mask=opts["mask"])
     m_all = _as_long(match_len, tokens.device, "match_len", (b,))
     if bool(((m_all < 0) | (m_all > c)).any()):
         raise ValueError(f"match_len must lie in [0, cont_len={c}], got {m_all.tolist()}")
@@ -269,6 +309,10 @@ def _resume_rebuilding(sm, tokens, p, c, masked_token, match_len, tf_argmax) -> 
     cache = out.past_key_values
     if _has_sliding_layers(cache):
         return _resume_by_groups(sm, tokens, greedy, need[dec], m[dec], p, c, masked_token)
+    if opts["decoder"] == "lean" and _dynamic_layers(cache) is not None:
+        sel = dec.nonzero().flatten()
+        return _lean_loop(sm, greedy, need[sel], m[sel], cache, sel, p + upto, p, c,
+                          masked_token, opts)
     if not bool(dec.all()):
         _select_rows(cache, dec.nonzero().flatten())
     return _decode_loop(sm, greedy, need[dec], m[dec], cache, p + upto, p, c, masked_token, 0.0)
@@ -284,6 +328,46 @@ def _resume_by_groups(sm, tokens, greedy, active, m, p, c, masked_token) -> torc
         sub = _decode_loop(sm, greedy[grp], torch.arange(grp.numel(), device=tokens.device), mm,
                            out.past_key_values, p + mv, p, c, masked_token, 0.0)
         greedy[grp] = sub
+    return greedy
+
+
+def _lean_loop(sm, greedy, rows, m, cache, src_rows, l0, p, c, masked_token, opts):
+    """Decode g[m+1:] for `rows` (indices into greedy) on the static per-row-position cache
+    (`engine.decode_cache`). `cache` is a DynamicCache whose slot k is position k for every
+    row below P+m (the scorer's pass over P+C-1 tokens, or a pass over the true prefixes, of
+    length l0); `src_rows` are the rows' indices in it. Mutates and returns greedy.
+
+    Row r needs C-1-m_r steps, known up front: rows are ordered by that (most first), so the
+    rows still decoding at step s are a prefix of length live[s] and compaction is a view. The
+    only host-device syncs are m (once) and the final write-back's indices.
+    """
+    from engine.decode_cache import decode_state
+
+    dev = greedy.device
+    layers = _dynamic_layers(cache)
+    m_host = m.cpu()
+    order = torch.argsort(m_host, stable=True)              # fewest matched = most steps first
+    m_sorted = m_host[order]
+    need = c - 1 - m_sorted                                  # steps per row, non-increasing, >= 1
+    n_steps = int(need[0])
+    live = (need[None, :] > torch.arange(n_steps)[:, None]).sum(1).tolist()
+    st = decode_state(sm, layers, layers[0].keys.shape[0], p + c - 1, c - 1, masked_token,
+                      mask=opts["mask"], graphs=opts["graphs"] and dev.type == "cuda")
+    order_d, m_d = order.to(dev), m_sorted.to(dev)
+    rows_s = rows[order_d]
+    n0 = rows_s.numel()
+    st.cache.load(layers, src_rows.to(dev)[order_d], l0)
+    cache.reset()      # consumed (as documented): free the pass's K/V before decoding
+    st.cur[:n0].copy_(greedy[rows_s, m_d])                   # g[m]: the first greedy mismatch
+    st.pos[:n0].copy_(p + m_d)
+    for s in range(n_steps):
+        n = live[s]
+        st.step(st.bucket(n))
+        st.hist[:n, s].copy_(st.cur[:n])
+    # step s of row i produced g[m_i + 1 + s], for s < need_i
+    ii, ss = (torch.arange(n_steps)[None, :] < need[:, None]).nonzero(as_tuple=True)
+    ii, ss = ii.to(dev), ss.to(dev)
+    greedy[rows_s[ii], m_d[ii] + 1 + ss] = st.hist[ii, ss]
     return greedy
 
 

@@ -62,18 +62,23 @@ def _validate(hidden, weight, targets, bias, logit_scale=1.0, softcap=None, mask
             raise ValueError(
                 f"bias must be a floating tensor on {hidden.device}, got {bias.dtype} on {bias.device}"
             )
-    if not math.isfinite(logit_scale) or logit_scale == 0:
-        raise ValueError(f"logit_scale must be a finite non-zero number, got {logit_scale!r}")
-    if softcap is not None and not (math.isfinite(softcap) and softcap > 0):
-        raise ValueError(f"softcap must be None or a finite positive number, got {softcap!r}")
-    if masked_token is not None and not 0 <= masked_token < v:
-        raise ValueError(f"masked_token must be a token id in [0, {v}), got {masked_token!r}")
+    check_head_options(v, logit_scale, softcap, masked_token)
     # one device sync (a single flag) per call; the message's min/max only on failure
     if targets.numel() and bool(((targets < 0) | (targets >= v)).any()):
         raise ValueError(
             f"targets must be token ids in [0, {v}), got values in "
             f"[{int(targets.min())}, {int(targets.max())}]"
         )
+
+
+def check_head_options(v: int, logit_scale, softcap, masked_token) -> None:
+    """The logit options shared by every LM head op (this one and `kernels.argmax_head`)."""
+    if not math.isfinite(logit_scale) or logit_scale == 0:
+        raise ValueError(f"logit_scale must be a finite non-zero number, got {logit_scale!r}")
+    if softcap is not None and not (math.isfinite(softcap) and softcap > 0):
+        raise ValueError(f"softcap must be None or a finite positive number, got {softcap!r}")
+    if masked_token is not None and not 0 <= masked_token < v:
+        raise ValueError(f"masked_token must be a token id in [0, {v}), got {masked_token!r}")
 
 
 def _describe(x) -> str:

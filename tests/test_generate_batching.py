@@ -1,6 +1,6 @@
 """mode="generate" results do not depend on batch size, row order or which rows share a batch
-(fp32), nor on when finished rows are compacted away; caches that cannot hold per-row holes
-(sliding windows) take the grouped path and still equal HF `generate`."""
+(fp32), nor on when finished rows are compacted away or which decode loop runs; caches with
+sliding windows take the grouped path and still equal HF `generate`."""
 
 from __future__ import annotations
 
@@ -49,12 +49,14 @@ def test_batch_size_and_order_do_not_matter(neox):
 
 
 def test_compaction_policy_does_not_matter(neox):
+    """The dynamic loop's compaction policies and the lean loop (prefix-view compaction)."""
     sm, rows, want = neox
-    for frac in (0.0, 0.5, 1.01):  # 1.01: never compact, finished rows ride along to the end
+    # 1.01: never compact, finished rows ride along to the end
+    for decoder, frac in (("dynamic", 0.0), ("dynamic", 0.5), ("dynamic", 1.01), ("lean", 0.0)):
         tf, ml, cache = teacher_forced_greedy(sm, rows, prefix_len=P, cont_len=C, masked_token=0)
         got = resume_greedy(sm, rows, prefix_len=P, cont_len=C, masked_token=0, match_len=ml,
-                            tf_argmax=tf, cache=cache, compact_fraction=frac)
-        assert torch.equal(got, want), frac
+                            tf_argmax=tf, cache=cache, compact_fraction=frac, decoder=decoder)
+        assert torch.equal(got, want), (decoder, frac)
 
 
 def test_nothing_to_decode():

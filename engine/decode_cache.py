@@ -1,0 +1,271 @@
+"""A static, per-row-position KV cache for greedy decoding, and the decode state built on it.
+
+`engine.generate` resumes every row at its own first mismatch m, so after the teacher-forced
+pass the rows of a batch stand at different positions. In this cache **slot index == position
+for every row**: K/V are preallocated as (B, heads, S, head_dim) per layer (S = P + C - 1, the
+teacher-forced pass's length), and a decode step writes each row's new K/V at that row's own
+position (`scatter_` along the slot axis). A row that diverged at m therefore overwrites its
+stale teacher-forced slots P+m, P+m+1, ... in place as it decodes; the slots above its current
+position are stale or empty and a plain per-row causal mask (slot <= position) hides them. No
+holes, no stale-slot bookkeeping, static shapes:
+
+    slot        0 ............ P+m-1 | P+m ... pos | pos+1 ... S-1
+    row r       true prefix           | decoded     | masked (stale teacher-forced / unused)
+
+`PositionalCache` is a transformers 5.24 `Cache` (its layers are `CacheLayerMixin`s), so the
+models' own attention code runs unchanged: they call `cache.update(k, v, layer_idx)` and get
+the whole (B, H, S, D) K/V back. Positions are not passed to `update` in transformers 5.24, so
+the cache holds the current per-row positions (`cache.pos`, set by the decoder before each
+step). The decoder passes a 4-D mask it builds itself (bool for SDPA, additive for eager
+attention), which `create_causal_mask` returns as is (no per-step mask building), and per-row
+`position_ids`.
+
+`DecodeState` owns one such cache plus the step's input/output buffers (current token,
+position, per-step history). It outlives a batch (kept on the `ScoringModel`), so on CUDA each
+step shape can be captured once as a CUDA graph and replayed for every batch. Rows are ordered
+by how many steps they need, most first; row r finishes after C-1-m_r steps, known up front, so
+the live rows are always a prefix and compaction is a view (`[:n]`), never a copy. With graphs
+the prefix is rounded up to a few bucket sizes (powers of two) and finished rows ride along
+(their position is clamped to the last slot; their outputs are ignored).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+__all__ = ["PositionalCache", "PositionalLayer", "DecodeState", "mask_kind", "step_mask"]
+
+
+class PositionalLayer(CacheLayerMixin):
+    """One layer's K/V (B, H, S, D) where `update` writes each row's new states at the row's
+    own position (`owner.pos`, (n,) int64), in place; `keys`/`values` are views of the first
+    n rows of the full buffers (`owner.use_rows`)."""
+
+    is_compileable = True
+    is_sliding = False
+    is_croppable = False
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, owner: PositionalCache):
+        super().__init__()
+        self.full_keys, self.full_values = keys, values
+        self.keys, self.values = keys, values
+        self.owner = owner
+        self.device = keys.device
+        self.is_initialized = True
+
+    def lazy_initialization(self, key_states, value_states) -> None:  # preallocated
+        return None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        """key_states/value_states (n, H, T, D) for positions pos .. pos+T-1 of each row."""
+        pos = self.owner.pos
+        t = key_states.shape[-2]
+        idx = pos[:, None] if t == 1 else pos[:, None] + torch.arange(t, device=pos.device)
+        idx = idx[:, None, :, None]
+        self.keys.scatter_(2, idx.expand_as(key_states), key_states)
+        self.values.scatter_(2, idx.expand_as(value_states), value_states)
+        return self.keys, self.values
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.keys.shape[2], 0          # every slot is a key; the mask picks the valid ones
+
+    def get_seq_length(self) -> int:
+        # Only HF's own mask building (the 2-D mask mode) reads this, as the query offset: S-1
+        # makes its causal part admit every slot for a one-token query, and the 2-D mask then
+        # selects each row's slots. Positions always come from `position_ids`.
+        return self.keys.shape[2] - 1
+
+    def get_max_length(self) -> int:
+        return self.keys.shape[2]
+
+
+class PositionalCache(Cache):
+    """A `Cache` of `PositionalLayer`s over preallocated K/V buffers, one pair per layer."""
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor]):
+        self.pos: torch.Tensor | None = None
+        super().__init__(layers=[PositionalLayer(k, v, self) for k, v in zip(keys, values)])
+
+    @property
+    def slots(self) -> int:
+        return self.layers[0].full_keys.shape[2]
+
+    @property
+    def capacity(self) -> int:
+        return self.layers[0].full_keys.shape[0]
+
+    def use_rows(self, n: int, pos: torch.Tensor) -> None:
+        """Make the first n rows the batch (views, no copy); pos (n,): their write positions."""
+        self.pos = pos
+        for layer in self.layers:
+            layer.keys, layer.values = layer.full_keys[:n], layer.full_values[:n]
+
+    def load(self, src_layers, rows: torch.Tensor, length: int) -> None:
+        """Copy slots [0, length) of batch rows `rows` (n,) of another cache's layers (each with
+        `keys`/`values` (B', H, >= length, D)) into rows [0, n) of this one."""
+        n = rows.numel()
+        for dst, src in zip(self.layers, src_layers):
+            for d, s in ((dst.full_keys, src.keys), (dst.full_values, src.values)):
+                if length == d.shape[2] and s.shape[2] == length:
+                    torch.index_select(s, 0, rows, out=d[:n])     # contiguous target: one copy
+                else:
+                    d[:n, :, :length].copy_(s.index_select(0, rows)[:, :, :length])
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks
+
+
+def mask_kind(model, requested: str = "auto") -> str:
+    """How decode steps pass their mask: "bool4d" (SDPA), "float4d" (eager) or "2d" (anything
+    else; HF then builds the 4-D mask itself every step). requested: "auto", "4d" or "2d"."""
+    if requested not in ("auto", "4d", "2d"):
+        raise ValueError(f"mask must be 'auto', '4d' or '2d', got {requested!r}")
+    impl = getattr(model.config, "_attn_implementation", None)
+    if requested == "2d" or impl not in ("sdpa", "eager"):
+        return "2d"
+    return "bool4d" if impl == "sdpa" else "float4d"
+
+
+def step_mask(kind: str, slots: torch.Tensor, pos: torch.Tensor, dtype: torch.dtype):
+    """The mask of a one-token step: row i sees slots <= pos[i]. slots (S,), pos (n,)."""
+    ok = slots[None, :] <= pos[:, None]                              # (n, S)
+    if kind == "2d":
+        return ok.to(torch.long)
+    ok = ok[:, None, None, :]                                        # (n, 1, 1, S)
+    if kind == "bool4d":
+        return ok
+    zero = torch.zeros((), dtype=dtype, device=pos.device)
+    return torch.where(ok, zero, torch.finfo(dtype).min)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decode state: cache + step buffers (+ CUDA graphs), reused across batches
+
+
+class DecodeState:
+    """Buffers for decoding up to `capacity` rows of a model with `slots` cache slots.
+
+    cur (cap,) int64: each row's input token; pos (cap,) int64: its position (= write slot);
+    hist (cap, steps) int64: the token each step produced. `step(n)` runs one decode step for
+    rows [0, n): backbone on (cur, pos), argmax head, cur <- next token, pos <- pos + 1
+    (clamped to the last slot so finished rows riding along stay in bounds).
+    """
+
+    def __init__(self, sm, layers, capacity: int, slots: int, steps: int, masked_token,
+                 *, mask: str = "auto", graphs: bool = False, min_bucket: int = 16):
+        dev, dtype = sm.device, layers[0].keys.dtype
+        self.sm, self.masked_token, self.steps = sm, masked_token, steps
+        keys = [torch.zeros((capacity, lay.keys.shape[1], slots, lay.keys.shape[3]),
+                            dtype=dtype, device=dev) for lay in layers]
+        values = [torch.zeros((capacity, lay.values.shape[1], slots, lay.values.shape[3]),
+                              dtype=dtype, device=dev) for lay in layers]
+        self.cache = PositionalCache(keys, values)
+        self.cur = torch.zeros(capacity, dtype=torch.int64, device=dev)
+        self.pos = torch.zeros(capacity, dtype=torch.int64, device=dev)
+        self.hist = torch.zeros((capacity, max(1, steps)), dtype=torch.int64, device=dev)
+        self.slot_ids = torch.arange(slots, device=dev)
+        self.kind = mask_kind(sm.model, mask)
+        self.act_dtype = dtype
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.use_graphs = bool(graphs) and dev.type == "cuda"
+        self.use_buckets = self.use_graphs      # tests may force buckets on without graphs
+        buckets = {capacity}
+        b = min_bucket
+        while b < capacity:
+            buckets.add(b)
+            b *= 2
+        self.buckets = sorted(buckets)
+        self.key = self.signature(sm, layers, capacity, slots, steps, masked_token, mask, graphs)
+        if self.use_graphs:
+            self._capture()
+
+    @staticmethod
+    def signature(sm, layers, capacity, slots, steps, masked_token, mask, graphs) -> tuple:
+        shapes = tuple((lay.keys.shape[1], lay.keys.shape[3], lay.values.shape[1],
+                        lay.values.shape[3]) for lay in layers)
+        attn = getattr(sm.model.config, "_attn_implementation", None)
+        return (id(sm.model), str(sm.device), layers[0].keys.dtype, shapes, capacity, slots,
+                steps, masked_token, mask, bool(graphs), attn)
+
+    @property
+    def capacity(self) -> int:
+        return self.cur.shape[0]
+
+    @property
+    def slots(self) -> int:
+        return self.slot_ids.shape[0]
+
+    def bucket(self, n: int) -> int:
+        """Rows to run for n live rows: n itself, or with graphs the smallest bucket >= n."""
+        if not self.use_buckets:
+            return n
+        return next(b for b in self.buckets if b >= n)
+
+    def _eager_step(self, n: int) -> None:
+        from kernels.argmax_head import argmax_head
+
+        sm = self.sm
+        pos = self.pos[:n]
+        self.cache.use_rows(n, pos)
+        out = sm.backbone(self.cur[:n, None], past_key_values=self.cache, use_cache=True,
+                          attention_mask=step_mask(self.kind, self.slot_ids, pos, self.act_dtype),
+                          position_ids=pos[:, None])
+        nxt = argmax_head(out.hidden[:, -1], sm.weight, bias=sm.bias, logit_scale=sm.logit_scale,
+                          softcap=sm.softcap, masked_token=self.masked_token)
+        self.cur[:n].copy_(nxt)
+        pos.add_(1).clamp_(max=self.slots - 1)
+
+    def step(self, n: int) -> None:
+        """One decode step for rows [0, n) (n must be a bucket when graphs are on)."""
+        g = self.graphs.get(n)
+        if g is not None:
+            g.replay()
+        else:
+            self._eager_step(n)
+
+    def _capture(self) -> None:
+        """Capture one graph per bucket (largest first, one shared memory pool) on the zeroed
+        buffers, before any batch is loaded (warm-up steps write into them). On failure, warn
+        and decode eagerly."""
+        try:
+            pool = None
+            side = torch.cuda.Stream(self.cur.device)
+            side.wait_stream(torch.cuda.current_stream(self.cur.device))
+            with torch.cuda.stream(side):
+                for n in reversed(self.buckets):
+                    self._eager_step(n)                       # warm-up (Triton compile, cuBLAS)
+                    self._eager_step(n)
+            torch.cuda.current_stream(self.cur.device).wait_stream(side)
+            for n in reversed(self.buckets):
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g, pool=pool):
+                    self._eager_step(n)
+                pool = g.pool() if pool is None else pool
+                self.graphs[n] = g
+            torch.cuda.synchronize(self.cur.device)
+        except Exception as exc:  # noqa: BLE001 - any capture failure: fall back, don't fail
+            warnings.warn(f"CUDA graph capture of the decode step failed ({exc!r}); decoding "
+                          "without graphs", RuntimeWarning, stacklevel=3)
+            self.graphs.clear()
+            self.use_graphs = self.use_buckets = False
+        self.cur.zero_()
+        self.pos.zero_()
+
+
+def decode_state(sm, layers, capacity: int, slots: int, steps: int, masked_token, *,
+                 mask: str = "auto", graphs: bool = False) -> DecodeState:
+    """The model's `DecodeState` for these shapes, reused while they fit (kept on `sm`, so
+    captured graphs and buffers live as long as the model); rebuilt when anything differs or
+    the batch outgrows it."""
+    key = DecodeState.signature(sm, layers, capacity, slots, steps, masked_token, mask, graphs)
+    st = getattr(sm, "_decode_state", None)
+    if st is not None and st.key[:4] == key[:4] and st.key[5:] == key[5:] and st.capacity >= capacity:
+        return st
+    sm._decode_state = None                                   # free the old buffers first
+    st = DecodeState(sm, layers, capacity, slots, steps, masked_token, mask=mask, graphs=graphs)
+    sm._decode_state = st
+    return st

@@ -1,0 +1,119 @@
+"""Argmax-only LM head for greedy decode steps: the next token, without the logits.
+
+A decode step needs only `argmax(hidden @ weight.T)` with the masked (EOS) token excluded, not
+the log-sum-exp and target log-prob that `kernels.fused_head` also reduces. This module gives
+that argmax with exactly the fused head's logit semantics (fp32 logits for every input dtype,
+bias, then scale, then soft-cap; masked token excluded; ties -> lowest index):
+
+    argmax_head(hidden (N, d), weight (V, d), *, bias, logit_scale, softcap, masked_token,
+                impl="auto")  -> (N,) int64
+
+Two implementations behind one signature, as for the fused head:
+
+* `argmax_head_torch`: vocabulary chunks of fp32 logits (one reusable tile), max per chunk.
+  Its logits are computed by the same `torch.mm` calls on the same tiles as
+  `kernels.fused_head_torch` (for N <= its row block), so its argmax equals that head's.
+* `argmax_head_triton`: one Triton program per (row block, vocabulary split), fp32-accumulated
+  `tl.dot` and the fused head kernel's own epilogue (`_finish_logits`), then a fixed-order torch
+  reduction over splits (ties to the lowest split, i.e. the lowest index).
+
+Neither validates token ids on the device, and the Triton launch reads nothing back to the host:
+a decode step can be captured in a CUDA graph (`engine.decode_cache`). Input checks are host-side
+shape/dtype checks only.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels.fused_head import _describe, check_head_options
+
+__all__ = ["argmax_head", "argmax_head_torch", "argmax_head_triton"]
+
+DEFAULT_CHUNK = 4096
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _validate(hidden, weight, bias, logit_scale, softcap, masked_token) -> None:
+    """Host-side checks only (no device reads, so a CUDA graph can capture the call)."""
+    if not isinstance(hidden, torch.Tensor) or hidden.dim() != 2:
+        raise ValueError(f"hidden must be a 2-D tensor (N, d), got {_describe(hidden)}")
+    if (not isinstance(weight, torch.Tensor) or weight.dim() != 2
+            or weight.shape[1] != hidden.shape[1]):
+        raise ValueError(
+            f"weight must be a (V, d) tensor with d={hidden.shape[1]}, got {_describe(weight)}")
+    if weight.shape[0] == 0 or hidden.shape[1] == 0:
+        raise ValueError(f"weight must have V >= 1 and d >= 1, got shape {tuple(weight.shape)}")
+    if hidden.dtype not in _FLOAT_DTYPES or weight.dtype != hidden.dtype:
+        raise ValueError("hidden and weight must share one dtype of float32, float16 or bfloat16, "
+                         f"got {hidden.dtype} and {weight.dtype}")
+    if weight.device != hidden.device:
+        raise ValueError(f"hidden is on {hidden.device} but weight is on {weight.device}")
+    v = weight.shape[0]
+    if bias is not None and (not isinstance(bias, torch.Tensor) or bias.dim() != 1
+                             or bias.shape[0] != v or bias.device != hidden.device):
+        raise ValueError(f"bias must be a (V,)=({v},) tensor on {hidden.device}, got "
+                         f"{_describe(bias)}")
+    check_head_options(v, logit_scale, softcap, masked_token)
+    if masked_token is not None and v < 2:
+        raise ValueError("masked_token leaves no token to choose from a vocabulary of 1")
+
+
+def argmax_head_torch(hidden: torch.Tensor, weight: torch.Tensor, *,
+                      bias: torch.Tensor | None = None, logit_scale: float = 1.0,
+                      softcap: float | None = None, masked_token: int | None = None,
+                      chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """Plain-torch argmax head: hidden (N, d), weight (V, d) -> (N,) int64, fp32 logits
+    reduced one (N, chunk) tile at a time (the tile buffer is reused)."""
+    _validate(hidden, weight, bias, logit_scale, softcap, masked_token)
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    n, v = hidden.shape[0], weight.shape[0]
+    dev = hidden.device
+    best_val = torch.full((n,), float("-inf"), dtype=torch.float32, device=dev)
+    best_idx = torch.zeros((n,), dtype=torch.int64, device=dev)
+    if n == 0:
+        return best_idx
+    h32 = hidden.float()
+    chunk = min(chunk, v)
+    buf = torch.empty(n * chunk, dtype=torch.float32, device=dev)
+    for start in range(0, v, chunk):
+        stop = min(start + chunk, v)
+        logits = buf[: n * (stop - start)].view(n, stop - start)
+        # the same ops, in the same order, as kernels.fused_head_torch: bit-identical logits
+        torch.mm(h32, weight[start:stop].float().T, out=logits)
+        if bias is not None:
+            logits += bias[start:stop].float()
+        if logit_scale != 1.0:
+            logits *= logit_scale
+        if softcap is not None:
+            logits.div_(softcap).tanh_().mul_(softcap)
+        if masked_token is not None and start <= masked_token < stop:
+            logits[:, masked_token - start] = float("-inf")
+        cval, cidx = logits.max(dim=1)          # first maximum within the chunk
+        better = cval > best_val                # strict: earlier chunks win ties
+        best_val = torch.where(better, cval, best_val)
+        best_idx = torch.where(better, cidx + start, best_idx)
+    return best_idx
+
+
+def argmax_head_triton(hidden: torch.Tensor, weight: torch.Tensor, **kwargs) -> torch.Tensor:
+    """The Triton twin (`kernels.argmax_head_triton`), imported on first use: Triton is heavy."""
+    from kernels.argmax_head_triton import argmax_head_triton as impl
+
+    return impl(hidden, weight, **kwargs)
+
+
+def argmax_head(hidden: torch.Tensor, weight: torch.Tensor, *, bias: torch.Tensor | None = None,
+                logit_scale: float = 1.0, softcap: float | None = None,
+                masked_token: int | None = None, impl: str = "auto") -> torch.Tensor:
+    """Greedy next token (N,) int64 of hidden (N, d): argmax of the fused head's logits with
+    `masked_token` excluded, ties to the lowest index. impl: "auto" (Triton on CUDA, torch
+    elsewhere), "triton" or "torch"."""
+    if impl not in ("auto", "triton", "torch"):
+        raise ValueError(f"impl must be 'auto', 'triton' or 'torch', got {impl!r}")
+    if impl == "auto":
+        impl = "triton" if isinstance(hidden, torch.Tensor) and hidden.is_cuda else "torch"
+    fn = argmax_head_torch if impl == "torch" else argmax_head_triton
+    return fn(hidden, weight, bias=bias, logit_scale=logit_scale, softcap=softcap,
+              masked_token=masked_token)
