@@ -346,7 +346,7 @@ def test_decode_loops(benchmark, shape):
     and the session-1 dynamic loop (+ the lean loop with CUDA graphs on a GPU); ~1% memorized,
     so nearly every row decodes C-1 steps."""
     from engine.generate import resume_greedy
-    from engine.score import _score_batch
+    from engine.scoring import _score_batch
 
     model, _ = _model(shape)
     tokens = make_samples(model, ROWS, prefix_len=P, cont_len=C, seed=4, memorized_fraction=0.01,

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import importlib
 
-_ATTRS = {"score": "engine.score", "load_model": "engine.models", "open_samples": "engine.data"}
+_ATTRS = {"score": "engine.scoring", "load_model": "engine.models", "open_samples": "engine.data"}
 
 __all__ = list(_ATTRS)
 
 
 def __getattr__(name: str):
     if name in _ATTRS:
-        # Cache the function: importing the submodule `engine.score` rebinds the package
-        # attribute to the module (which stays callable, see engine/score.py).
+        # the function `engine.score` lives in the module `engine.scoring`, so no submodule
+        # import ever rebinds the name
         value = getattr(importlib.import_module(_ATTRS[name]), name)
         globals()[name] = value
         return value

@@ -414,7 +414,7 @@ def _labels_from_greedy(greedy: np.ndarray, truth: np.ndarray) -> dict[str, np.n
 
 
 def _run_memtax(ctx: Context, tokens: np.ndarray, batch: int, mode: str) -> dict[str, np.ndarray]:
-    from engine.score import score
+    from engine.scoring import score
 
     seen: list[int] = []
     table = score(ctx.sm, tokens, prefix_len=ctx.prefix_len, cont_len=ctx.cont_len, mode=mode,

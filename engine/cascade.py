@@ -37,7 +37,7 @@ __all__ = ["DEFAULT_STAGES", "LABEL_FIELDS", "cascade_match_len", "label_columns
 DEFAULT_STAGES: tuple[int, ...] = (1, 8)
 LABEL_FIELDS = [pa.field("exact_match", pa.bool_()), pa.field("match_len", pa.int16())]
 # Rows of hidden states per fused-head call on CPU (keeps the fp32 logits tile cache-sized,
-# like engine.score's CPU_HEAD_ROWS).
+# like engine.scoring's CPU_HEAD_ROWS).
 _CPU_HEAD_ROWS = 256
 
 

@@ -86,7 +86,7 @@ def make_hf_cache(model, cache_dir, repo_id: str, revisions: dict[str, str]):
 def assert_same_scores(a, b, rtol: float = 2e-6):
     """Score tables equal: ids, labels and match lengths exactly; floats to `rtol` (BLAS may
     round a row differently when the batch it sits in has another size)."""
-    from engine.score import SCORE_SCHEMA
+    from engine.scoring import SCORE_SCHEMA
 
     assert a.num_rows == b.num_rows
     for f in SCORE_SCHEMA:

@@ -1,6 +1,6 @@
 """The label-only cascade gives the full teacher-forced pass's labels on every row.
 
-Oracles: `engine.score.score_batch` (the one full pass) and HF `generate`'s first mismatch, on
+Oracles: `engine.scoring.score_batch` (the one full pass) and HF `generate`'s first mismatch, on
 tiny random GPT-NeoX, Llama, GPT-2 and OPT models over rows memorized on purpose, rows whose
 first mismatch is at every position 0..C-1, and random rows; for several stage schedules.
 """
@@ -14,7 +14,7 @@ from gen_oracle import build_rows, varied_model
 
 from engine.cascade import cascade_match_len, label_columns, stage_bounds
 from engine.models import wrap_model
-from engine.score import score_batch
+from engine.scoring import score_batch
 
 P, C = 32, 32
 SCHEDULES = [(1,), (1, 8), (2, 4, 16), (31,), (5, 40), ()]

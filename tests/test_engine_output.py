@@ -16,7 +16,7 @@ from tiny_models import tiny_model
 
 import engine
 from engine.output import read_scores
-from engine.score import SCORE_SCHEMA
+from engine.scoring import SCORE_SCHEMA
 
 V = 301
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from engine_helpers import hf_greedy, hf_token_logprobs, leading_matches, memori
 from tiny_models import ARCHS, tiny_model
 
 import engine
-from engine.score import SCORE_SCHEMA
+from engine.scoring import SCORE_SCHEMA
 
 V = 301
 
@@ -121,7 +121,7 @@ def test_rows_longer_than_needed_use_their_first_tokens():
 def test_generate_mode_matches_hf_generate_or_is_a_clear_error():
     """mode="generate" adds Pythia's free-running score (engine.generate, issue 4); until that
     module exists it is a clear ValueError."""
-    from engine import score as score_mod
+    from engine import scoring as score_mod
 
     model = tiny_model("gpt_neox", seed=3)
     rows, _ = _rows(model, 5, 6, n=3, seed=8)
@@ -157,7 +157,7 @@ def test_score_batch_never_builds_full_logits(monkeypatch):
 
 
 def test_out_of_memory_backs_off_to_smaller_batches(monkeypatch):
-    from engine import score as score_mod
+    from engine import scoring as score_mod
 
     model = tiny_model("gpt2", seed=0)
     rows = np.random.default_rng(5).integers(1, V, size=(11, 8))
@@ -197,3 +197,13 @@ def test_cuda_fp32_matches_cpu_and_auto_is_bf16():
     auto = engine.score(model, rows, prefix_len=8, cont_len=8, device="cuda", progress=False)
     assert auto.schema.metadata[b"dtype"] == b"bf16"
     np.testing.assert_allclose(auto.column("seq_nll"), cpu.column("seq_nll"), rtol=0.05)
+
+
+def test_engine_score_is_the_function_after_any_import():
+    """`engine.score` is the function whatever was imported before (the module is
+    `engine.scoring`, so importing it never rebinds the package attribute)."""
+    import engine
+    import engine.scoring
+
+    assert engine.score is engine.scoring.score
+    assert engine.score.__module__ == "engine.scoring"

@@ -72,7 +72,7 @@ def run(args) -> int:
     import engine
     from engine.data import open_samples
     from engine.models import load_tokenizer
-    from engine.score import DEFAULT_SHARD_SIZE
+    from engine.scoring import DEFAULT_SHARD_SIZE
 
     if args.quiet:
         import transformers

@@ -1,4 +1,4 @@
-"""`engine.score`: exact 32-extractable memorization and perplexities in one teacher-forced pass.
+"""`engine.score` (this module is `engine.scoring`): exact 32-extractable memorization and perplexities in one teacher-forced pass.
 
 For a sample of L = P + C tokens (P = prefix_len, C = cont_len) the backbone runs once over
 tokens 0..L-2; the head at position t predicts token t+1. Greedy decoding from the prompt
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 import time
 from collections.abc import Callable
 
@@ -432,14 +431,3 @@ def score(
         {**(result.schema.metadata or {}), b"elapsed_s": f"{elapsed:.3f}".encode(),
          b"scored_here": str(done).encode()})
     return result
-
-
-class _CallableModule(type(math)):
-    """`engine.score` is both this module and the function: importing the submodule rebinds the
-    package attribute `engine.score` to the module, so the module forwards calls to `score`."""
-
-    def __call__(self, *args, **kwargs):
-        return score(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
