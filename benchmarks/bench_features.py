@@ -11,12 +11,18 @@ Sizes (defaults keep it to a few minutes on 2 cores):
   MEMTAX_BENCH_SEM=2000         texts embedded with MiniLM to measure its rate (default 500)
   MEMTAX_BENCH_SEM_MATCH=100000 samples x references for the faiss + Levenshtein stage, on
                                 synthetic clustered embeddings with the real prompts (default 20000)
+  MEMTAX_BENCH_SEM_REPS=3       interleaved timing runs per embedding precision (median)
+  MEMTAX_BENCH_SEM_FULL=100000  also run the semantic stage end to end, measured, on that many
+                                real samples (needs MEMTAX_BENCH_SAMPLES >= it; default 0 = off)
+  MEMTAX_BENCH_SEM_DTYPE=auto   precision of that end-to-end run (float32, bfloat16, auto)
 
 Anchor measured in the same run: a naive per-sample loop (decode one row, the same feature
 functions in one process, three `index.count` calls of one query each) on a subset; ratios are
-printed beside the absolute figures. Semantic: the embedding rate is measured on MEMTAX_BENCH_SEM
-texts and the 100k x 100k figure is extrapolated as 100000 / rate + the measured (or linearly
-scaled) match stage; the printout says which figures are measured and which extrapolated.
+printed beside the absolute figures. Semantic: the embedding rates of sentence-transformers'
+encode (the anchor), `semantic.embed` in float32 and in bfloat16 are measured interleaved on
+MEMTAX_BENCH_SEM texts, and each one's 100k x 100k figure is extrapolated as 100000 / rate + the
+measured (or quadratically scaled) match stage; the printout says which figures are measured and
+which extrapolated. MEMTAX_BENCH_SEM_FULL measures the whole stage instead.
 """
 
 import os
@@ -36,12 +42,20 @@ from features.tokenizers import load_tokenizer
 N = int(os.environ.get("MEMTAX_BENCH_SAMPLES", 20_000))
 N_SEM = int(os.environ.get("MEMTAX_BENCH_SEM", 500))
 N_MATCH = int(os.environ.get("MEMTAX_BENCH_SEM_MATCH", 20_000))
+N_SEM_REPS = int(os.environ.get("MEMTAX_BENCH_SEM_REPS", 3))
+N_SEM_FULL = int(os.environ.get("MEMTAX_BENCH_SEM_FULL", 0))
+SEM_DTYPE = os.environ.get("MEMTAX_BENCH_SEM_DTYPE", "auto")
 N_NAIVE = 1000
 SITE = Path(np.__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
+    # Load and run both MiniLM precisions first: loaded after the corpus work below, the bf16
+    # model's CPU flash-attention ran ~10x slower in this process (docs/notes/issue-7.md).
+    for dtype in ("float32", "bfloat16"):
+        semantic.embed(["warm-up text"] * 4, model=semantic.load_embedder(dtype=dtype),
+                       progress=False)
     tok = load_tokenizer("gpt-neox")
     need = N * 64 + 64
     files = sorted(p for ext in ("md", "rst", "txt", "py") for p in SITE.rglob(f"*.{ext}"))
@@ -117,17 +131,39 @@ def test_features_throughput(benchmark, data):
                                 cpu_seconds=cpu)
 
 
+def _interleaved_embed_rates(texts, models, reps):
+    """Median texts/s of each {name: embed function}, timed A B C A B C ... so that load on the
+    shared machine hits every candidate alike; the last embeddings of each are returned too."""
+    times = {k: [] for k in models}
+    embs = {}
+    for _ in range(reps):
+        for name, f in models.items():
+            t = time.perf_counter()
+            embs[name] = f(texts)
+            times[name].append(time.perf_counter() - t)
+    return {k: len(texts) / float(np.median(v)) for k, v in times.items()}, embs
+
+
 def test_semantic_matches_time(benchmark, data):
     tok, idx, samples = data
     from features.tokenizers import decode_batch
 
-    model = semantic.load_embedder()
+    m32 = semantic.load_embedder(dtype="float32")
+    m16 = semantic.load_embedder(dtype="bfloat16")
     texts = decode_batch(tok, samples[:N_SEM])
-    semantic.embed(texts[:32], model=model, progress=False)  # warm-up
-    emb_t = benchmark.pedantic(lambda: semantic.embed(texts, model=model, progress=False),
-                               rounds=1, iterations=1)
-    t_embed = benchmark.stats.stats.median
-    embed_rate = N_SEM / t_embed
+    candidates = {
+        # the previous path, as an anchor: sentence-transformers' own encode, fp32, batch 64
+        "st.encode fp32": lambda t: m32.encode(t, batch_size=64, normalize_embeddings=True,
+                                               convert_to_numpy=True),
+        "float32": lambda t: semantic.embed(t, model=m32, progress=False),
+        "bfloat16": lambda t: semantic.embed(t, model=m16, progress=False),
+    }
+    for f in candidates.values():
+        f(texts[:32])  # warm-up
+    rates, embs = benchmark.pedantic(
+        lambda: _interleaved_embed_rates(texts, candidates, N_SEM_REPS), rounds=1, iterations=1)
+    emb_t = embs["float32"]
+    cos = (embs["bfloat16"] * emb_t).sum(1)
     # match stage on N_MATCH x N_MATCH: clustered unit vectors (some true neighbours) with the
     # real prompt texts of the samples, repeated to length.
     rng = np.random.default_rng(0)
@@ -142,12 +178,53 @@ def test_semantic_matches_time(benchmark, data):
     sem, txt = semantic.matches(emb, prompts, emb, prompts, exclude_self=True, progress=False)
     t_match = time.perf_counter() - t
     t_match_100k = t_match * (100_000 / m) ** 2  # all-pairs search: quadratic in the size
-    total_100k = 100_000 / embed_rate + t_match_100k
-    print(f"\n[semantic] embed: {embed_rate:,.1f} texts/s on {N_SEM} texts (measured); "
-          f"match stage {m}x{m}: {t_match:.1f} s, {int(sem.sum())} neighbour pairs, "
-          f"{int(txt.sum())} textual (measured); 100k x 100k: embed {100_000 / embed_rate:,.0f} s "
-          f"+ match {t_match_100k:,.0f} s = {total_100k / 60:.1f} min "
-          f"({'measured' if m == 100_000 else 'match scaled quadratically'}; embed "
-          f"extrapolated; target < 10 min)")
-    benchmark.extra_info.update(embed_texts_per_s=embed_rate, match_seconds=t_match,
-                                match_size=m, extrapolated_100k_minutes=total_100k / 60)
+    how = "measured" if m == 100_000 else "scaled quadratically"
+    print(f"\n[semantic] match stage {m}x{m}: {t_match:.1f} s, {int(sem.sum())} neighbour "
+          f"pairs, {int(txt.sum())} textual (measured); 100k x 100k match {t_match_100k:,.0f} s "
+          f"({how})")
+    print(f"[semantic] embedding, {N_SEM} texts, median of {N_SEM_REPS} interleaved runs "
+          f"(load average {os.getloadavg()[0]:.1f}; native bf16: {semantic.native_bf16()}); "
+          f"bf16 vs fp32 cosine min {cos.min():.5f} median {np.median(cos):.6f}")
+    for name, rate in rates.items():
+        total = 100_000 / rate + t_match_100k
+        print(f"  {name:15s} {rate:7.1f} texts/s (x{rate / rates['st.encode fp32']:.2f} of "
+              f"st.encode): 100k x 100k = embed {100_000 / rate:,.0f} s (extrapolated) + "
+              f"match {t_match_100k:,.0f} s = {total / 60:.1f} min (target < 10 min)")
+    benchmark.extra_info.update(
+        embed_texts_per_s=rates, match_seconds=t_match, match_size=m,
+        bf16_min_cosine=float(cos.min()),
+        extrapolated_100k_minutes={k: (100_000 / r + t_match_100k) / 60
+                                   for k, r in rates.items()})
+
+
+@pytest.mark.skipif(N_SEM_FULL == 0, reason="set MEMTAX_BENCH_SEM_FULL=N for the full run")
+def test_semantic_end_to_end(benchmark, data):
+    """Measured, not extrapolated: embed N_SEM_FULL real sample texts in MEMTAX_BENCH_SEM_DTYPE
+    and count their semantic + textual matches against themselves (what `features.compute`
+    does after decoding)."""
+    tok, idx, samples = data
+    from features.tokenizers import decode_batch
+
+    n = N_SEM_FULL
+    if samples.shape[0] < n:
+        pytest.skip(f"MEMTAX_BENCH_SAMPLES={samples.shape[0]} < MEMTAX_BENCH_SEM_FULL={n}")
+    texts = decode_batch(tok, samples[:n])
+    prompts = decode_batch(tok, samples[:n, :32])
+    dtype = semantic.resolve_dtype(SEM_DTYPE)
+    model = semantic.load_embedder(dtype=dtype)
+    semantic.embed(texts[:32], model=model, progress=False)  # warm-up
+
+    def run():
+        t0 = time.perf_counter()
+        emb = semantic.embed(texts, model=model, progress=False)
+        t1 = time.perf_counter()
+        out = semantic.matches(emb, prompts, emb, prompts, exclude_self=True, progress=False)
+        return out, t1 - t0, time.perf_counter() - t1
+
+    (sem, txt), t_embed, t_match = benchmark.pedantic(run, rounds=1, iterations=1)
+    total = t_embed + t_match
+    print(f"\n[semantic end to end] {n} x {n}, {dtype}: embed {t_embed:.0f} s "
+          f"({n / t_embed:.1f} texts/s) + match {t_match:.0f} s = {total / 60:.2f} min "
+          f"(measured; target < 10 min at 100k); {int(sem.sum())} neighbour pairs, "
+          f"{int(txt.sum())} textual; load average {os.getloadavg()[0]:.1f}")
+    benchmark.extra_info.update(n=n, dtype=dtype, embed_seconds=t_embed, match_seconds=t_match)

@@ -192,7 +192,7 @@ def _select(ids: np.ndarray, tokens: np.ndarray, wanted_sorted: np.ndarray | Non
 def compute(table, samples, *, index=None, tokenizer=None, reference=None,
             prefix_len: int | None = None, cont_len: int | None = None, semantic: bool = True,
             chunk_size: int = 8192, workers: int = 2, embed_device: str = "cpu",
-            progress: bool = True) -> pa.Table:
+            embed_dtype: str = "float32", progress: bool = True) -> pa.Table:
     """Feature table for the samples behind a score table.
 
     table: the score table (pyarrow.Table, .parquet path or score folder) or None for features
@@ -207,6 +207,8 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
     prefix_len, cont_len: default to the score table's recorded lengths, else 32 and 32.
     semantic: False skips semantic/textual matches (the slow part: MiniLM embeds about 10-40
         texts/s on two CPU cores). embed_device: where MiniLM runs ("cpu", "cuda").
+        embed_dtype: "float32" (default), "bfloat16" (faster where native, may flip pairs at
+        the 0.8 threshold) or "auto"; see `features.semantic`.
     chunk_size, workers: samples per streamed chunk; processes for the text features.
     Returns a pyarrow.Table (see the module docstring). Raises ValueError for ids missing from
     the samples, vocabularies that do not match, or an empty selection.
@@ -244,6 +246,7 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
         cols = [c for c, r in skipped.items() if r == reason]
         warnings.warn(f"features: {reason}: skipping {', '.join(cols)}", stacklevel=2)
     do_sem = tok is not None and semantic
+    embed_dtype = _sem.resolve_dtype(embed_dtype, embed_device)  # bad value: fail before work
 
     unigrams = _unigrams(index, tok) if index is not None else None
     idx_tok = _index_tokenizer(index, tok) if index is not None else None
@@ -337,7 +340,7 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
     if do_sem:
         texts_o = [texts[i] for i in take]
         prompts_o = [prompts[i] for i in take]
-        model = _sem.load_embedder(embed_device)
+        model = _sem.load_embedder(embed_device, embed_dtype)
         emb = _sem.embed(texts_o, model=model, progress=progress)
         if reference is None:
             ref_emb, ref_prompts, self_ref = emb, prompts_o, True
@@ -354,7 +357,8 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
             emb, prompts_o, ref_emb, ref_prompts, exclude_self=self_ref, progress=progress)
 
     return _assemble(table, order_ids, cols, skipped, prefix_len=prefix_len, cont_len=cont_len,
-                     reference=reference, source=source.description)
+                     reference=reference, source=source.description,
+                     **({"embed_dtype": embed_dtype} if do_sem else {}))
 
 
 def _mp_context():

@@ -30,6 +30,10 @@ def register(subparsers) -> None:
                    "the scored samples)")
     p.add_argument("--no-semantic", action="store_true", help="skip semantic/textual matches")
     p.add_argument("--embed-device", default="cpu", help="device for the MiniLM embedder")
+    p.add_argument("--embed-dtype", default="float32", choices=["float32", "bfloat16", "auto"],
+                   help="MiniLM precision: float32 (default, reference), bfloat16 (~1.6-2x "
+                   "faster on CPUs with native bf16, may flip a few pairs at the 0.8 "
+                   "threshold), auto (bfloat16 where native)")
     p.add_argument("--prefix-len", type=int, default=None)
     p.add_argument("--cont-len", type=int, default=None)
     p.add_argument("--chunk-size", type=int, default=8192)
@@ -66,7 +70,7 @@ def run(args) -> int:
                         reference=args.reference, semantic=not args.no_semantic,
                         prefix_len=args.prefix_len, cont_len=args.cont_len,
                         chunk_size=args.chunk_size, workers=args.workers,
-                        embed_device=args.embed_device,
+                        embed_device=args.embed_device, embed_dtype=args.embed_dtype,
                         progress=not args.quiet)
     out.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(feats, target)
