@@ -121,3 +121,17 @@ def test_suffix_array_same_for_every_key_batching(key_batches):
     expected = sorted(range(tokens.shape[0]), key=lambda p: (tokens[p : ends[p]].tolist(), p))
     sa = build_suffix_array(tokens, offsets, key_batches=key_batches)
     assert sa.tolist() == expected
+
+
+def test_numba_runs_on_the_workqueue_layer(tmp_path):
+    """features.index picks Numba's workqueue layer (the default omp layer slowed torch's bf16
+    attention ~25x in the same process); an explicit NUMBA_THREADING_LAYER is respected."""
+    import os
+
+    import numba
+
+    if "NUMBA_THREADING_LAYER" in os.environ:
+        pytest.skip("NUMBA_THREADING_LAYER is set explicitly")
+    idx = CorpusIndex.build(np.arange(50, dtype=np.uint16) % 7, tmp_path / "i", progress=False)
+    assert idx.count(np.array([[0, 1]], dtype=np.uint16)).tolist() == [7]
+    assert numba.threading_layer() == "workqueue"
