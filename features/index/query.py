@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 from features.index.prefetch import prefetch as _prefetch
-from features.index.suffix_array import pack_params
+from features.index.suffix_array import _radix_sort, pack_params
 
 __all__ = ["DocTable", "count_batch", "sa_range", "sample_keys"]
 
@@ -385,39 +385,11 @@ def _sort_keys(queries, bits, k):
 
 @njit(cache=True)
 def _radix_argsort(keys):
-    """Stable argsort (int64) of uint64 keys: LSD radix on 11-bit digits, keys moved along with
-    the indices (sequential reads), one histogram pass for all digits, passes over constant
-    digits skipped. About 3x faster than np.argsort on 1e6 keys."""
-    nk = keys.shape[0]
-    nd = 6  # 6 x 11 bits >= 64
-    hist = np.zeros((nd, 2048), dtype=np.int64)
-    for i in range(nk):
-        v = keys[i]
-        for d in range(nd):
-            hist[d, (v >> np.uint64(11 * d)) & np.uint64(2047)] += 1
-    order = np.arange(nk)
-    otmp = np.empty(nk, dtype=np.int64)
-    cur = keys.copy()
-    ktmp = np.empty(nk, dtype=np.uint64)
-    pos = np.empty(2048, dtype=np.int64)
-    for d in range(nd):
-        h = hist[d]
-        if h.max() == nk:
-            continue  # every key has the same digit here
-        acc = 0
-        for b in range(2048):
-            pos[b] = acc
-            acc += h[b]
-        sh = np.uint64(11 * d)
-        for i in range(nk):
-            v = cur[i]
-            b = (v >> sh) & np.uint64(2047)
-            j = pos[b]
-            ktmp[j] = v
-            otmp[j] = order[i]
-            pos[b] = j + 1
-        order, otmp = otmp, order
-        cur, ktmp = ktmp, cur
+    """Stable argsort (int64) of uint64 keys: the suffix-array build's LSD radix sort (11-bit
+    digits, constant digits skipped) with the indices riding along. About 3x faster than
+    np.argsort on 1e6 keys."""
+    order = np.arange(keys.shape[0])
+    _radix_sort(keys.copy(), order, 64)
     return order
 
 
