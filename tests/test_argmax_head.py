@@ -8,6 +8,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before any kernel import: run 
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from head_reference import reference_logits  # noqa: E402
 
 from kernels import fused_head_torch  # noqa: E402
 from kernels.argmax_head import argmax_head, argmax_head_torch  # noqa: E402
@@ -19,12 +20,7 @@ IMPLS = [pytest.param("triton", marks=needs_interpreter), "torch"]
 
 def reference(hidden, weight, bias=None, scale=1.0, softcap=None, masked=None):
     """float64 logits, masked column -inf, first (lowest) maximum."""
-    logits = hidden.double() @ weight.double().T
-    if bias is not None:
-        logits = logits + bias.double()
-    logits = logits * scale
-    if softcap is not None:
-        logits = softcap * torch.tanh(logits / softcap)
+    logits = reference_logits(hidden, weight, bias, scale, softcap)
     if masked is not None:
         logits[:, masked] = float("-inf")
     return logits.argmax(dim=1)

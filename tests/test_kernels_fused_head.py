@@ -8,6 +8,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before any kernel import: run 
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from head_reference import reference_logits  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from kernels import fused_head, fused_head_torch  # noqa: E402
@@ -26,12 +27,7 @@ IMPLS = [pytest.param("triton", marks=needs_interpreter), "torch"]
 
 def reference(hidden, weight, targets, bias=None, scale=1.0, softcap=None, masked=None):
     """Full float64 logits, then the three reductions the fused head must reproduce."""
-    logits = hidden.double() @ weight.double().T
-    if bias is not None:
-        logits = logits + bias.double()
-    logits = logits * scale
-    if softcap is not None:
-        logits = softcap * torch.tanh(logits / softcap)
+    logits = reference_logits(hidden, weight, bias, scale, softcap)
     lse = torch.logsumexp(logits, dim=1)
     lp = logits.gather(1, targets[:, None].long()).squeeze(1) - lse
     greedy = logits.clone()
