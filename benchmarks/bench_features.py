@@ -36,7 +36,7 @@ import pytest
 
 import features
 from features import CorpusIndex, semantic
-from features.compute import text_features
+from features.pipeline import text_features
 from features.tokenizers import load_tokenizer
 
 N = int(os.environ.get("MEMTAX_BENCH_SAMPLES", 20_000))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-_ATTRS = {"CorpusIndex": "features.index", "compute": "features.compute"}
+_ATTRS = {"CorpusIndex": "features.index", "compute": "features.pipeline"}
 
 __all__ = ["CorpusIndex", "compute"]
 

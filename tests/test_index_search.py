@@ -135,3 +135,29 @@ def test_numba_runs_on_the_workqueue_layer(tmp_path):
     idx = CorpusIndex.build(np.arange(50, dtype=np.uint16) % 7, tmp_path / "i", progress=False)
     assert idx.count(np.array([[0, 1]], dtype=np.uint16)).tolist() == [7]
     assert numba.threading_layer() == "workqueue"
+
+
+def test_radix_argsort_msd_path_is_a_stable_argsort():
+    """Batches of at least _MSD_MIN keys take an MSD pass first, then LSD per sub-range: still
+    exactly np.argsort(kind="stable"), with skewed top digits and many duplicate keys."""
+    from features.index.suffix_array import _MSD_MIN
+
+    rng = np.random.default_rng(5)
+    size = _MSD_MIN + 4321
+    top = rng.zipf(1.3, size=size).clip(max=5000).astype(np.uint64) << np.uint64(40)
+    keys = top | rng.integers(0, 1 << 12, size=size, dtype=np.uint64)
+    np.testing.assert_array_equal(_radix_argsort(keys), np.argsort(keys, kind="stable"))
+
+
+def test_suffix_array_with_a_bucket_past_the_msd_threshold_matches_pydivsufsort():
+    """One first-token bucket bigger than _MSD_MIN (the MSD-then-LSD bucket sort): the suffix
+    array equals pydivsufsort's on the same uint16 text (one document)."""
+    pydivsufsort = pytest.importorskip("pydivsufsort")
+    from features.index.suffix_array import _MSD_MIN, build_suffix_array
+
+    rng = np.random.default_rng(8)
+    n = int(_MSD_MIN * 1.3)
+    tokens = np.where(rng.random(n) < 0.85, 7, rng.integers(0, 300, n)).astype(np.uint16)
+    assert int((tokens == 7).sum()) > _MSD_MIN
+    sa = build_suffix_array(tokens, np.array([0, n], dtype=np.int64))
+    np.testing.assert_array_equal(sa, pydivsufsort.divsufsort(tokens.copy()))

@@ -45,7 +45,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from engine.output import write_parquet_atomic
-    from features.compute import compute, read_table
+    from features.pipeline import compute, read_table
 
     if args.scores is None and args.samples is None:
         raise ValueError("give --scores (a score folder or table) and/or --samples")

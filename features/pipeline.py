@@ -1,5 +1,5 @@
-"""`features.compute`: one feature table from a score table, its samples, the corpus index and
-the tokenizer.
+"""`features.compute` (defined here, in `features.pipeline`): one feature table from a score
+table, its samples, the corpus index and the tokenizer.
 
     feats = features.compute(scores, samples, index=idx, tokenizer="gpt-neox")
     feats = features.compute(None, tokens)          # features of a bare (N, 64) token array
@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import types
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -399,13 +397,3 @@ def _assemble(table, order_ids, cols, skipped, **run) -> pa.Table:
     }).encode()
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=meta))
 
-
-class _CallableModule(types.ModuleType):
-    """Importing `features.compute` binds the *module* to the package attribute `compute`;
-    making the module callable keeps `features.compute(...)` working either way."""
-
-    def __call__(self, *args, **kwargs):
-        return compute(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
