@@ -161,3 +161,26 @@ def test_suffix_array_with_a_bucket_past_the_msd_threshold_matches_pydivsufsort(
     assert int((tokens == 7).sum()) > _MSD_MIN
     sa = build_suffix_array(tokens, np.array([0, n], dtype=np.int64))
     np.testing.assert_array_equal(sa, pydivsufsort.divsufsort(tokens.copy()))
+
+
+def test_sorts_reload_from_numba_cache_in_a_fresh_process():
+    """The jitted sorts work when a new process loads them from Numba's on-disk cache (a
+    self-recursive radix sort once compiled fine, then segfaulted when reloaded): two fresh
+    interpreters in a row, the second one loading what the first cached."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import numpy as np\n"
+        "from features.index.query import _radix_argsort\n"
+        "from features.index.suffix_array import _MSD_MIN\n"
+        "k = np.random.default_rng(1).integers(0, 2**64 - 1, _MSD_MIN + 7, dtype=np.uint64)\n"
+        "assert (_radix_argsort(k) == np.argsort(k, kind='stable')).all()\n"
+        "print('ok')\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    for _ in range(2):
+        res = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                             text=True, timeout=300)
+        assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]

@@ -144,7 +144,7 @@ def _radix_sort(keys, vals, nbits):
     (14% less sorting time at 1e8 Zipf tokens, where the biggest first-token buckets hold
     millions of suffixes)."""
     m = keys.shape[0]
-    if m < _MSD_MIN or nbits <= 2 * _DIGIT:
+    if m < _MSD_MIN or nbits <= _DIGIT:
         _lsd_sort(keys, vals, nbits)
         return
     radix = 1 << _DIGIT
@@ -153,6 +153,9 @@ def _radix_sort(keys, vals, nbits):
     cnt = np.zeros(radix, dtype=np.int64)
     for i in range(m):
         cnt[(keys[i] >> shift) & mask] += 1
+    if cnt[(keys[0] >> shift) & mask] == m:  # constant top digit: nothing to split
+        _lsd_sort(keys, vals, nbits - _DIGIT)
+        return
     start = np.empty(radix, dtype=np.int64)
     acc = 0
     for d in range(radix):
@@ -169,11 +172,14 @@ def _radix_sort(keys, vals, nbits):
         start[d] = j + 1
     keys[:] = tk
     vals[:] = tv
+    # one MSD level only, no recursion: Numba's cache reloads a self-recursive function into a
+    # new process broken (segfault). A sub-range still past _MSD_MIN (e.g. a repeated text)
+    # mostly shares its next digits too, which the LSD passes skip.
     acc = 0
     for d in range(radix):
         c = cnt[d]
         if c > 1:
-            _radix_sort(keys[acc : acc + c], vals[acc : acc + c], nbits - _DIGIT)
+            _lsd_sort(keys[acc : acc + c], vals[acc : acc + c], nbits - _DIGIT)
         acc += c
 
 
