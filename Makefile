@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit slow bench demo clean venv
+.PHONY: test lint unit slow bench demo clean clean-cache venv
 
 venv: $(STAMP)
 
@@ -36,5 +36,11 @@ bench: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/memtax demo
 
-clean:
+# Numba's on-disk cache is keyed on each jitted function's own file: after editing a jitted
+# callee (say suffix_array._radix_sort), callers in other files (query._radix_argsort) keep the
+# old machine code until their cache goes. Run this after editing Numba code.
+clean-cache:
+	find engine kernels features analysis memtax -name '*.nbi' -delete -o -name '*.nbc' -delete
+
+clean: clean-cache
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
