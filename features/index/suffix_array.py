@@ -442,7 +442,9 @@ def _refine(sa, rank, gs, gl, goff, keys, flags, nbits):
             sentinel = f[0] == 1
             for j in range(m):
                 f[j] = 0
-            _finish_group(sa, rank, lo, lo + m, lo + 1, sentinel, f, 0)
+            # the members' rank is already lo + 1 (same head): only the head marker changes
+            # (repetitive text keeps big groups tied for many rounds, so no rank rewrite)
+            _mark_group(sa, lo, lo + m, sentinel, f, 0)
             continue
         if m <= _SMALL:
             # sort keys, flags and SA together (flags follow keys: equal keys share flags)
