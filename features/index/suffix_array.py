@@ -90,6 +90,18 @@ def _insertion_sort(keys, vals, lo, hi):
 
 
 @njit(cache=True)
+def _scatter_digit(src_k, src_v, dst_k, dst_v, start, shift, mask):
+    """One stable radix pass: element i goes to start[its digit], which then moves up."""
+    for i in range(src_k.shape[0]):
+        k = src_k[i]
+        b = (k >> shift) & mask
+        j = start[b]
+        dst_k[j] = k
+        dst_v[j] = src_v[i]
+        start[b] = j + 1
+
+
+@njit(cache=True)
 def _lsd_sort(keys, vals, nbits):
     """Stable LSD radix sort of (keys, vals) by the low `nbits` bits of keys, _DIGIT bits a pass
     (2048-entry histograms stay in L1; 6 passes for 64-bit keys where 8-bit digits need 8);
@@ -120,14 +132,7 @@ def _lsd_sort(keys, vals, nbits):
         for b in range(radix):
             start[b] = acc
             acc += hist[d, b]
-        shift = np.uint64(_DIGIT * d)
-        for i in range(m):
-            k = src_k[i]
-            b = (k >> shift) & mask
-            j = start[b]
-            dst_k[j] = k
-            dst_v[j] = src_v[i]
-            start[b] = j + 1
+        _scatter_digit(src_k, src_v, dst_k, dst_v, start, np.uint64(_DIGIT * d), mask)
         src_k, dst_k = dst_k, src_k
         src_v, dst_v = dst_v, src_v
         swapped = not swapped
@@ -163,13 +168,7 @@ def _radix_sort(keys, vals, nbits):
         acc += cnt[d]
     tk = np.empty_like(keys)
     tv = np.empty_like(vals)
-    for i in range(m):
-        k = keys[i]
-        d = (k >> shift) & mask
-        j = start[d]
-        tk[j] = k
-        tv[j] = vals[i]
-        start[d] = j + 1
+    _scatter_digit(keys, vals, tk, tv, start, shift, mask)
     keys[:] = tk
     vals[:] = tv
     # one MSD level only, no recursion: Numba's cache reloads a self-recursive function into a
