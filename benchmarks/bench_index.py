@@ -329,6 +329,58 @@ def test_window_counts(benchmark, corpora):
     _save()
 
 
+def _window_counts_by_counting(idx, n: int) -> np.ndarray:
+    """The previous sharded method, kept as this benchmark's baseline: each shard's local counts
+    plus a `count` of all its complete windows in every other shard (O(N x shards))."""
+    out = np.empty(idx.n_tokens, dtype=np.int64)
+    for k, (s, base) in enumerate(zip(idx.shards, idx.shard_starts[:-1])):
+        local = s.window_counts(n)
+        valid = np.flatnonzero(local)
+        q = np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(s.tokens, n)[valid])
+        for j, other in enumerate(idx.shards):
+            if j != k:
+                local[valid] += other.count(q)
+        out[base : base + s.n_tokens] = local
+    return out
+
+
+SHARDS = int(os.environ.get("MEMTAX_BENCH_SHARDS", 4))
+
+
+def test_sharded_window_counts(benchmark, corpora):
+    """window_counts(32) of the N/10 Zipf corpus cut into 40 documents and SHARDS shards: the
+    k-way merge of the shards' suffix arrays against counting every shard's windows in every
+    other shard (the previous method), and against the unsharded index (identical counts)."""
+    from features import CorpusIndex
+
+    tmp, paths = corpora
+    tokens = np.load(paths["zipf_small"])
+    docs = np.array_split(tokens, 40)
+    sharded = CorpusIndex.build(docs, tmp / "wc-sharded", progress=False,
+                                shard_tokens=tokens.shape[0] // SHARDS + 1)
+    whole = CorpusIndex.build(docs, tmp / "wc-whole", progress=False)
+    sharded.window_counts(32)  # JIT / cache load
+    merged = benchmark.pedantic(sharded.window_counts, args=(32,), rounds=3, iterations=1)
+    t0 = time.perf_counter()
+    by_counting = _window_counts_by_counting(sharded, 32)
+    counting_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ref = whole.window_counts(32)
+    whole_s = time.perf_counter() - t0
+    merge_s = benchmark.stats.stats.median
+    RESULTS["sharded_window_counts_32"] = {
+        "tokens": int(tokens.shape[0]),
+        "shards": len(sharded.shards),
+        "merge_seconds_median": merge_s,
+        "per_shard_counting_seconds": counting_s,
+        "unsharded_seconds": whole_s,
+        "speedup_vs_per_shard_counting": counting_s / merge_s,
+    }
+    _save()
+    np.testing.assert_array_equal(merged, ref)
+    np.testing.assert_array_equal(by_counting, ref)
+
+
 def test_zz_summary():
     """Ratios against the anchors, written to benchmarks/results/bench_index.json."""
     runs = RESULTS["runs"]

@@ -7,7 +7,9 @@ import time
 
 import numpy as np
 import pytest
-from index_helpers import brute_count, sample_queries
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from index_helpers import brute_count, brute_window_counts, sample_queries
 
 from engine.indexed_dataset import write_indexed_dataset
 from features import CorpusIndex
@@ -147,6 +149,30 @@ def test_engine_sample_source_rows_are_documents(tmp_path):
     assert idx.n_docs == 40
     qs = sample_queries(docs, 3, 50, 3, np.random.default_rng(9))
     assert idx.count(qs).tolist() == [brute_count(docs, q) for q in qs]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.lists(st.integers(0, 3), min_size=0, max_size=40).map(np.array), min_size=1, max_size=8
+    ),
+    st.integers(1, 7),
+    st.integers(5, 60),
+    st.sampled_from([0, 3, 2**32 - 4]),
+)
+def test_sharded_window_counts_match_brute_force(tmp_path_factory, docs, n, shard_tokens, offset):
+    """The k-way merge of the shards' suffix arrays (features/index/shard_merge.py) gives every
+    position its corpus-wide count: random documents over 4 tokens (repeats within and across
+    shards), shard sizes from 5 tokens up, n longer than documents, and token ids near 2^32 (the
+    sparse first-token path and 32-bit head keys)."""
+    docs = [d.astype(np.uint64) + offset for d in docs]
+    if sum(len(d) for d in docs) == 0:
+        docs[0] = np.array([offset], dtype=np.uint64)
+    dtype = np.uint32 if offset > 3 else np.uint16
+    tmp = tmp_path_factory.mktemp("wc")
+    idx = CorpusIndex.build([d.astype(dtype) for d in docs], tmp / "sh", dtype=dtype,
+                            shard_tokens=shard_tokens, progress=False)
+    np.testing.assert_array_equal(idx.window_counts(n), brute_window_counts(docs, n))
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -261,22 +261,18 @@ class CorpusIndex:
 
     def window_counts(self, n: int) -> np.ndarray:
         """(N,) int64: count in the whole corpus of the n-gram starting at each position (0
-        where it would cross its document's end). Sharded: each shard's windows are also
-        counted in every other shard."""
+        where it would cross its document's end). Sharded: each shard's local counts, then one
+        k-way merge of the shards' suffix arrays sums equal n-grams (`shard_merge`)."""
         if not isinstance(n, int | np.integer) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         out = np.empty(self.n_tokens, dtype=np.int64)
-        for k, (s, base) in enumerate(zip(self.shards, self.shard_starts[:-1])):
-            local = s.window_counts(int(n))
-            if len(self.shards) > 1:
-                valid = np.flatnonzero(local)
-                if valid.size:
-                    wins = np.lib.stride_tricks.sliding_window_view(s.tokens, int(n))
-                    q = np.ascontiguousarray(wins[valid])
-                    for j, other in enumerate(self.shards):
-                        if j != k:
-                            local[valid] += other.count(q)
-            out[base : base + s.n_tokens] = local
+        for s, base in zip(self.shards, self.shard_starts[:-1]):
+            out[base : base + s.n_tokens] = s.window_counts(int(n))
+        if len(self.shards) > 1:
+            from features.index.shard_merge import merge_window_counts
+
+            bits = max(int(s.values[-1]) for s in self.shards).bit_length()
+            merge_window_counts(self.shards, out, int(n), bits)
         return out
 
     def unigram_counts(self, size: int | None = None) -> np.ndarray:
