@@ -175,6 +175,26 @@ def test_sharded_window_counts_match_brute_force(tmp_path_factory, docs, n, shar
     np.testing.assert_array_equal(idx.window_counts(n), brute_window_counts(docs, n))
 
 
+def test_sharded_merge_takes_uint64_suffix_arrays(tmp_path):
+    """Shards of 2^32 tokens or more store a uint64 suffix array: the merge takes it (same
+    counts as with the uint32 arrays these small shards really have)."""
+    from types import SimpleNamespace
+
+    from features.index.shard_merge import merge_window_counts
+
+    docs = _docs(5, k=12, alphabet=3)
+    idx = CorpusIndex.build(docs, tmp_path / "sh", shard_tokens=60, progress=False)
+    assert len(idx.shards) > 2
+    wide = [
+        SimpleNamespace(tokens=s.tokens, sa=np.asarray(s.sa, dtype=np.uint64), values=s.values,
+                        counts=s.counts, n_tokens=s.n_tokens)
+        for s in idx.shards
+    ]
+    out = np.concatenate([s.window_counts(2) for s in idx.shards])
+    merge_window_counts(wide, out, 2, int(max(int(s.values[-1]) for s in idx.shards)).bit_length())
+    np.testing.assert_array_equal(out, brute_window_counts(docs, 2))
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sharded_equals_unsharded(tmp_path, workers):
     docs = _docs(2, k=30, alphabet=4)

@@ -132,5 +132,7 @@ def merge_window_counts(shards, out: np.ndarray, n: int, bits: int) -> None:
     bases = np.r_[0, np.cumsum([s.n_tokens for s in shards])].astype(np.int64)
     tokens = np.concatenate([np.asarray(s.tokens) for s in shards])
     sa = np.concatenate([np.asarray(s.sa) for s in shards])
+    if sa.dtype == np.uint64:  # shards of 2^32 tokens or more: int64 keeps base + sa an integer
+        sa = sa.view(np.int64)
     # part bounds are shard-local SA indices: the concatenated SA puts shard s at bases[s]
     _merge_parts(tokens, sa, bases, out, lo + bases[:-1], hi + bases[:-1], int(n), kq, int(bits))
