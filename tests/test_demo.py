@@ -256,8 +256,9 @@ def test_too_few_memorized_publishes_without_report(world, tmp_path, no_network)
     # only the random documents: nothing is memorized, so the models cannot be fitted
     texts = [t for t, d in zip(world["texts"], world["docs"]) if d.size > 64 + 1]
     out = tmp_path / "demo"
-    res = demo.run_pipeline(world["model"], world["tok"], texts, out, samples=12, seed=1,
-                            n_boot=10, semantic=False, progress=False)
+    with pytest.warns(UserWarning, match="semantic=False: skipping semantic_matches"):
+        res = demo.run_pipeline(world["model"], world["tok"], texts, out, samples=12, seed=1,
+                                n_boot=10, semantic=False, progress=False)
     memorized = read_scores(out / "scores").column("exact_match").to_numpy().sum()
     if memorized >= demo.MIN_CLASS_ROWS:  # pragma: no cover - depends on the random corpus
         pytest.skip("random documents happened to be memorized")
