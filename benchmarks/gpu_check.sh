@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
 # memtax GPU check: one script, run from anywhere on a machine with one CUDA GPU.
 #
-#   bash benchmarks/gpu_check.sh            # all sections, well under 6 minutes on one GPU
-#   MEMTAX_BENCH_SWEEP=1 bash benchmarks/gpu_check.sh   # also sweep the kernel's block sizes
+#   bash benchmarks/gpu_check.sh                          # every section (3, 4, 5)
+#   MEMTAX_GPU_SECTIONS="3 4" bash benchmarks/gpu_check.sh  # some sections (issue numbers)
+#   MEMTAX_BENCH_SWEEP=1 bash benchmarks/gpu_check.sh      # also sweep the kernel's block sizes
 #
-# It installs nothing (no network): it uses the first of .venv/bin/python, python3, python
+# It installs nothing from the network: it uses the first of .venv/bin/python, python3, python
 # whose torch sees a GPU; that python must already have torch (CUDA build), triton and pytest.
-# Results go to benchmarks/results/<gpu>_<date>_*.{json,md}; commit them.
+# Wheels in .whl/ (benchmarks/gpu_wheels.sh fetches what the lent H200's image lacks: rapidfuzz
+# and this project's transformers) are installed into a temporary folder on PYTHONPATH first.
+# Results go to benchmarks/results/<gpu>_<date>_*.{json,md}, and also to $OUT when it is set
+# (the `device` tool brings back only $OUT); commit them under benchmarks/results/.
+#
+# On a lent device (the `device` tool; 15 minutes of device time per task, 10 per command), from
+# the development machine: `bash benchmarks/gpu_wheels.sh`, then two calls (each well inside
+# 10 minutes: sections 3+4 about 5, section 5 at most 8 by its own timeout):
+#   command: PYTHONUNBUFFERED=1 MEMTAX_GPU_SECTIONS="3 4" bash benchmarks/gpu_check.sh 2>&1 | tee $OUT/gpu_check_34.log
+#   command: PYTHONUNBUFFERED=1 MEMTAX_GPU_SECTIONS=5 bash benchmarks/gpu_check.sh 2>&1 | tee $OUT/gpu_check_5.log
+#   carry: [".whl"], timeout_s: 580
 #
 # Layout: a preamble (checks, shared settings), then one clearly marked section per issue.
 # Later issues append their own section before "Summary", following the same pattern:
@@ -26,6 +37,9 @@ for cand in .venv/bin/python "$(command -v python3)" "$(command -v python)"; do
 done
 RESULTS="$ROOT/benchmarks/results"
 mkdir -p "$RESULTS"
+STAMP="$(mktemp)"  # results newer than this were written by this run (copied to $OUT at the end)
+SECTIONS="${MEMTAX_GPU_SECTIONS:-3 4 5}"
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 # The compiled kernels, never the CPU interpreter.
 export TRITON_INTERPRET=0
 export TRITON_DEFAULT_FP_FUSION=1
@@ -36,7 +50,14 @@ if [[ -z "$PY" ]]; then
          "and a CUDA build of torch." >&2
     exit 1
 fi
-"$PY" -c 'import torch, triton; print(f"GPU: {torch.cuda.get_device_name()}  torch {torch.__version__}  triton {triton.__version__}")'
+if compgen -G "$ROOT/.whl/*.whl" > /dev/null; then
+    SITE="$(mktemp -d)"
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" \
+        "$ROOT"/.whl/*.whl || { echo "gpu_check.sh: installing .whl/ failed" >&2; exit 1; }
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+fi
+"$PY" -c 'import torch, triton, transformers; print(f"GPU: {torch.cuda.get_device_name()}  torch {torch.__version__}  triton {triton.__version__}  transformers {transformers.__version__}")'
+echo "sections: $SECTIONS"
 
 FAILED=()
 run_step() {  # run_step NAME CMD...: run, time, and remember failures (never stop early)
@@ -53,10 +74,12 @@ run_step() {  # run_step NAME CMD...: run, time, and remember failures (never st
 #   bench: Pythia head shapes d=512..5120, V=50304, N=8192 and 32768 in bf16, against
 #          torch matmul + argmax + logsumexp; table printed and written to $RESULTS
 # ---------------------------------------------------------------------------------------------
-run_step "issue 3: fused_head CUDA tests (fp32/fp16/bf16)" \
-    "$PY" -m pytest tests/test_kernels_fused_head.py -m gpu -q -p no:cacheprovider
-run_step "issue 3: fused_head benchmark (Pythia head shapes, bf16)" \
-    "$PY" benchmarks/bench_kernels.py --table --out "$RESULTS"
+if want 3; then
+    run_step "issue 3: fused_head CUDA tests (fp32/fp16/bf16)" \
+        "$PY" -m pytest tests/test_kernels_fused_head.py -m gpu -q -p no:cacheprovider
+    run_step "issue 3: fused_head benchmark (Pythia head shapes, bf16)" \
+        "$PY" benchmarks/bench_kernels.py --table --out "$RESULTS"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Issue 4: free-running greedy scores, mode="generate" (engine/generate.py, engine/cascade.py,
@@ -71,15 +94,17 @@ run_step "issue 3: fused_head benchmark (Pythia head shapes, bf16)" \
 #          cached generate, >= 20x than the recipe. Table printed, JSON written to $RESULTS.
 #          If the graphs variant wins, make it the default (engine/generate.py CUDA_GRAPHS).
 # ---------------------------------------------------------------------------------------------
-run_step "issue 4: generate mode / lean loop / argmax head on CUDA" \
-    "$PY" -m pytest tests/test_generate_hf.py tests/test_decode_cache.py tests/test_argmax_head.py \
-    -m gpu -q -p no:cacheprovider
-run_step "issue 4: generate mode vs HF generate, decode loops (bf16, batch 1024)" \
-    env MEMTAX_BENCH_BIG=1 MEMTAX_BENCH_BATCH=1024 MEMTAX_BENCH_ROWS=4096 \
-    MEMTAX_BENCH_DTYPE=bf16 MEMTAX_BENCH_ROUNDS=3 \
-    "$PY" -m pytest benchmarks/bench_generate.py -k "generate_vs_hf or decode_loops" -q -s \
-    -p no:cacheprovider \
-    --benchmark-disable-gc --benchmark-json="$RESULTS/$(date +%Y%m%d)_generate_mode.json"
+if want 4; then
+    run_step "issue 4: generate mode / lean loop / argmax head on CUDA" \
+        "$PY" -m pytest tests/test_generate_hf.py tests/test_decode_cache.py tests/test_argmax_head.py \
+        -m gpu -q -p no:cacheprovider
+    run_step "issue 4: generate mode vs HF generate, decode loops (bf16, batch 1024)" \
+        env MEMTAX_BENCH_BIG=1 MEMTAX_BENCH_BATCH=1024 MEMTAX_BENCH_ROWS=4096 \
+        MEMTAX_BENCH_DTYPE=bf16 MEMTAX_BENCH_ROUNDS=3 \
+        "$PY" -m pytest benchmarks/bench_generate.py -k "generate_vs_hf or decode_loops" -q -s \
+        -p no:cacheprovider \
+        --benchmark-disable-gc --benchmark-json="$RESULTS/$(date +%Y%m%d)_generate_mode.json"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Issue 5: memtax bench, throughput vs baselines (engine/bench.py, memtax/commands/bench.py)
@@ -90,15 +115,21 @@ run_step "issue 4: generate mode vs HF generate, decode loops (bf16, batch 1024)
 #          Prints the table, the Pile projection and the issue's targets (met/missed) and
 #          writes bench-<gpu>-<date>.{json,md} to $RESULTS. Budget: under 8 minutes (timeout).
 # ---------------------------------------------------------------------------------------------
-run_step "issue 5: bench CUDA tests" \
-    "$PY" -m pytest tests/test_bench_run.py -m gpu -q -p no:cacheprovider
-run_step "issue 5: memtax bench --quick (160m/410m/12b, bf16)" \
-    timeout 480 "$PY" -m memtax bench --device cuda --quick --out "$RESULTS"
+if want 5; then
+    run_step "issue 5: bench CUDA tests" \
+        "$PY" -m pytest tests/test_bench_run.py -m gpu -q -p no:cacheprovider
+    run_step "issue 5: memtax bench --quick (160m/410m/12b, bf16)" \
+        timeout 480 "$PY" -m memtax bench --device cuda --quick --out "$RESULTS"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Summary
 # ---------------------------------------------------------------------------------------------
 echo
+if [[ -n "${OUT:-}" && -d "${OUT:-}" ]]; then  # the device tool brings back only $OUT
+    find "$RESULTS" -type f -newer "$STAMP" -exec cp {} "$OUT"/ \;
+    echo "results of this run copied to \$OUT: $(find "$RESULTS" -type f -newer "$STAMP" | wc -l) file(s)"
+fi
 if ((${#FAILED[@]})); then
     echo "gpu_check.sh: ${#FAILED[@]} step(s) failed: ${FAILED[*]}" >&2
     exit 1
