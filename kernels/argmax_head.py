@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.fused_head import _describe, check_head_options
+from kernels.fused_head import _describe, check_head_options, resolve_impl, tile_logits
 
 __all__ = ["argmax_head", "argmax_head_torch", "argmax_head_triton"]
 
@@ -80,14 +80,10 @@ def argmax_head_torch(hidden: torch.Tensor, weight: torch.Tensor, *,
     for start in range(0, v, chunk):
         stop = min(start + chunk, v)
         logits = buf[: n * (stop - start)].view(n, stop - start)
-        # the same ops, in the same order, as kernels.fused_head_torch: bit-identical logits
-        torch.mm(h32, weight[start:stop].float().T, out=logits)
-        if bias is not None:
-            logits += bias[start:stop].float()
-        if logit_scale != 1.0:
-            logits *= logit_scale
-        if softcap is not None:
-            logits.div_(softcap).tanh_().mul_(softcap)
+        # the fused head's own tile function: bit-identical logits
+        tile_logits(h32, weight[start:stop].float(),
+                    bias[start:stop].float() if bias is not None else None, logit_scale,
+                    softcap, out=logits)
         if masked_token is not None and start <= masked_token < stop:
             logits[:, masked_token - start] = float("-inf")
         cval, cidx = logits.max(dim=1)          # first maximum within the chunk
@@ -110,10 +106,6 @@ def argmax_head(hidden: torch.Tensor, weight: torch.Tensor, *, bias: torch.Tenso
     """Greedy next token (N,) int64 of hidden (N, d): argmax of the fused head's logits with
     `masked_token` excluded, ties to the lowest index. impl: "auto" (Triton on CUDA, torch
     elsewhere), "triton" or "torch"."""
-    if impl not in ("auto", "triton", "torch"):
-        raise ValueError(f"impl must be 'auto', 'triton' or 'torch', got {impl!r}")
-    if impl == "auto":
-        impl = "triton" if isinstance(hidden, torch.Tensor) and hidden.is_cuda else "torch"
-    fn = argmax_head_torch if impl == "torch" else argmax_head_triton
+    fn = argmax_head_torch if resolve_impl(impl, hidden) == "torch" else argmax_head_triton
     return fn(hidden, weight, bias=bias, logit_scale=logit_scale, softcap=softcap,
               masked_token=masked_token)

@@ -81,6 +81,29 @@ def check_head_options(v: int, logit_scale, softcap, masked_token) -> None:
         raise ValueError(f"masked_token must be a token id in [0, {v}), got {masked_token!r}")
 
 
+def tile_logits(hidden32, weight32, bias32, logit_scale, softcap, *, out) -> torch.Tensor:
+    """fp32 logits of one tile into `out` (n, v): hidden32 (n, d) @ weight32 (v, d).T, then
+    bias, then scale, then soft-cap, in place. Every torch LM head computes its tiles here, so
+    their logits are bit-identical (the Triton kernels' epilogue is `_finish_logits`)."""
+    torch.mm(hidden32, weight32.T, out=out)
+    if bias32 is not None:
+        out += bias32
+    if logit_scale != 1.0:
+        out *= logit_scale
+    if softcap is not None:
+        out.div_(softcap).tanh_().mul_(softcap)
+    return out
+
+
+def resolve_impl(impl: str, hidden) -> str:
+    """'auto' -> 'triton' for CUDA tensors, else 'torch'; 'triton' / 'torch' as given."""
+    if impl not in ("auto", "triton", "torch"):
+        raise ValueError(f"impl must be 'auto', 'triton' or 'torch', got {impl!r}")
+    if impl == "auto":
+        return "triton" if isinstance(hidden, torch.Tensor) and hidden.is_cuda else "torch"
+    return impl
+
+
 def _describe(x) -> str:
     if isinstance(x, torch.Tensor):
         return f"a tensor of shape {tuple(x.shape)}"
@@ -133,13 +156,7 @@ def fused_head_torch(
             r1 = min(r0 + row_block, n)
             rows = slice(r0, r1)
             logits = buf[: (r1 - r0) * (stop - start)].view(r1 - r0, stop - start)
-            torch.mm(hidden32[rows], w.T, out=logits)
-            if b is not None:
-                logits += b
-            if logit_scale != 1.0:
-                logits *= logit_scale
-            if softcap is not None:
-                logits.div_(softcap).tanh_().mul_(softcap)
+            tile_logits(hidden32[rows], w, b, logit_scale, softcap, out=logits)
             # target logit (exactly one chunk holds each row's target)
             t = targets[rows]
             in_chunk = (t >= start) & (t < stop)
@@ -186,11 +203,7 @@ def fused_head(
     impl: "auto" (Triton on CUDA, torch elsewhere), "triton" (anywhere Triton runs, including
     its CPU interpreter under TRITON_INTERPRET=1) or "torch".
     """
-    if impl not in ("auto", "triton", "torch"):
-        raise ValueError(f"impl must be 'auto', 'triton' or 'torch', got {impl!r}")
-    if impl == "auto":
-        impl = "triton" if hidden.is_cuda else "torch"
-    if impl == "torch":
+    if resolve_impl(impl, hidden) == "torch":
         return fused_head_torch(
             hidden, weight, targets, bias=bias, logit_scale=logit_scale, softcap=softcap,
             masked_token=masked_token,
