@@ -312,7 +312,7 @@ def _ranks_from_markers(sa, marker, rank, nchunks):
 def consecutive_ranges(starts: np.ndarray, limit: int) -> list[tuple[int, int]]:
     """Split items 0..k-1, item i spanning [starts[i], starts[i+1]), into consecutive ranges
     [i0, i1) spanning at most `limit` each; an item larger than `limit` gets a range of its own.
-    Used for token buckets (sort batches) and documents (shards)."""
+    Used for documents (shards); the sort batches use `balanced_ranges`."""
     k = starts.shape[0] - 1
     out = []
     i0 = 0
