@@ -27,16 +27,29 @@ by how many steps they need, most first; row r finishes after C-1-m_r steps, kno
 the live rows are always a prefix and compaction is a view (`[:n]`), never a copy. With graphs
 the prefix is rounded up to a few bucket sizes (powers of two) and finished rows ride along
 (their position is clamped to the last slot; their outputs are ignored).
+
+The step's head is `kernels.argmax_head` (the fused head's exact logits, argmax only). On a CPU
+with bf16 dot products and an fp32 model it is `kernels.argmax_head_screened.ScreenedHead`
+instead: a bf16 GEMM screens the vocabulary under a proven error bound and fp32 decides among
+the few candidates (same argmax; `SCREENED_HEAD` / MEMTAX_DECODE_SCREEN choose).
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
-__all__ = ["PositionalCache", "PositionalLayer", "DecodeState", "mask_kind", "step_mask"]
+__all__ = ["PositionalCache", "PositionalLayer", "DecodeState", "mask_kind", "step_mask",
+           "SCREENED_HEAD"]
+
+# The decode step's head on a CPU with an fp32 model: "auto" screens in bf16 where the CPU has
+# bf16 dot products (`kernels.argmax_head_screened.bf16_is_fast`), "on" always, "off" never
+# (the plain fp32 argmax head). Benchmarks flip it; a state built under one value is rebuilt
+# under another.
+SCREENED_HEAD = os.environ.get("MEMTAX_DECODE_SCREEN", "auto")
 
 
 class PositionalLayer(CacheLayerMixin):
@@ -170,6 +183,7 @@ class DecodeState:
         self.slot_ids = torch.arange(slots, device=dev)
         self.kind = mask_kind(sm.model, mask)
         self.act_dtype = dtype
+        self.screen = _screened_head(sm, dtype)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.use_graphs = bool(graphs) and dev.type == "cuda"
         self.use_buckets = self.use_graphs      # tests may force buckets on without graphs
@@ -189,7 +203,7 @@ class DecodeState:
                         lay.values.shape[3]) for lay in layers)
         attn = getattr(sm.model.config, "_attn_implementation", None)
         return (id(sm.model), str(sm.device), layers[0].keys.dtype, shapes, capacity, slots,
-                steps, masked_token, mask, bool(graphs), attn)
+                steps, masked_token, mask, bool(graphs), attn, SCREENED_HEAD)
 
     @property
     def capacity(self) -> int:
@@ -214,10 +228,14 @@ class DecodeState:
         out = sm.backbone(self.cur[:n, None], past_key_values=self.cache, use_cache=True,
                           attention_mask=step_mask(self.kind, self.slot_ids, pos, self.act_dtype),
                           position_ids=pos[:, None])
-        nxt = argmax_head(out.hidden[:, -1], sm.weight, bias=sm.bias, logit_scale=sm.logit_scale,
-                          softcap=sm.softcap, masked_token=self.masked_token)
+        head = argmax_head if self.screen is None else self._screened
+        nxt = head(out.hidden[:, -1], sm.weight, bias=sm.bias, logit_scale=sm.logit_scale,
+                   softcap=sm.softcap, masked_token=self.masked_token)
         self.cur[:n].copy_(nxt)
         pos.add_(1).clamp_(max=self.slots - 1)
+
+    def _screened(self, hidden, weight, *, bias, **kw) -> torch.Tensor:
+        return self.screen(hidden, **kw)       # its own (bf16) copy of this weight and bias
 
     def step(self, n: int) -> None:
         """One decode step for rows [0, n) (n must be a bucket when graphs are on)."""
@@ -254,6 +272,20 @@ class DecodeState:
             self.use_graphs = self.use_buckets = False
         self.cur.zero_()
         self.pos.zero_()
+
+
+def _screened_head(sm, act_dtype: torch.dtype):
+    """The ScreenedHead this model's decode steps use, or None (see SCREENED_HEAD)."""
+    if SCREENED_HEAD not in ("auto", "on", "off"):
+        raise ValueError(f"SCREENED_HEAD (MEMTAX_DECODE_SCREEN) must be 'auto', 'on' or 'off', "
+                         f"got {SCREENED_HEAD!r}")
+    from kernels.argmax_head_screened import ScreenedHead, bf16_is_fast
+
+    usable = (sm.device.type == "cpu" and sm.weight.dtype == torch.float32
+              and act_dtype == torch.float32 and sm.softcap is None)
+    if not usable or SCREENED_HEAD == "off" or (SCREENED_HEAD == "auto" and not bf16_is_fast()):
+        return None
+    return ScreenedHead(sm.weight, sm.bias)
 
 
 def decode_state(sm, layers, capacity: int, slots: int, steps: int, masked_token, *,

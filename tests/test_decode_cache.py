@@ -5,7 +5,8 @@
   compaction) equals HF `generate` and the first (dynamic) loop on every row, for GPT-NeoX,
   Llama, GPT-2 and OPT, with its own 4-D mask or HF's mask from a 2-D one, with eager
   attention, with bucketed batches (finished rows riding along, as under CUDA graphs) and
-  with its state reused across batches of different sizes.
+  with its state reused across batches of different sizes, and with and without the bf16
+  screen on its head (kernels.argmax_head_screened).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import torch
 from gen_oracle import build_rows, varied_model
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import engine.decode_cache as dc
 from engine.decode_cache import PositionalCache, decode_state, mask_kind, step_mask
 from engine.generate import resume_greedy, teacher_forced_greedy
 from engine.models import wrap_model
+from kernels.argmax_head_screened import ScreenedHead, bf16_is_fast
 
 P, C = 32, 32
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -143,9 +146,11 @@ class _HostReads(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_decode_step_reads_nothing_back(case):
+def test_decode_step_reads_nothing_back(case, monkeypatch):
     """The step a CUDA graph captures (backbone on the positional cache, own mask, argmax head,
-    buffer updates) has no host read-back and no data-dependent shape, for every arch."""
+    buffer updates) has no host read-back and no data-dependent shape, for every arch. (The
+    CPU-only screened head does read back, by design: it never runs on CUDA.)"""
+    monkeypatch.setattr(dc, "SCREENED_HEAD", "off")
     arch, model, rows, _, _ = case
     sm = wrap_model(model)
     tf, ml, cache = teacher_forced_greedy(sm, rows, prefix_len=P, cont_len=C, masked_token=0)
@@ -162,6 +167,34 @@ def test_decode_step_reads_nothing_back(case):
     with torch.inference_mode(), spy:
         sm.head(torch.zeros(2, sm.hidden_size), torch.zeros(2, dtype=torch.long))
     assert "is_nonzero.default" in spy.seen
+
+
+@pytest.mark.parametrize("screen", ["on", "off"])
+def test_screened_head_decodes_the_same(case, screen, monkeypatch):
+    """The decode step's head with the bf16 screen (kernels.argmax_head_screened) and without:
+    the same greedy tokens as HF generate on every row, and the screen really ran (on) or not."""
+    arch, model, rows, want, _ = case
+    monkeypatch.setattr(dc, "SCREENED_HEAD", screen)
+    calls = []
+    orig = ScreenedHead.__call__
+
+    def spy(self, hidden, **kw):
+        calls.append(hidden.shape[0])
+        return orig(self, hidden, **kw)
+
+    monkeypatch.setattr(ScreenedHead, "__call__", spy)
+    sm = wrap_model(model)
+    assert torch.equal(_decode(sm, rows, decoder="lean"), want), (arch, screen)
+    assert len(calls) == (C - 1 if screen == "on" else 0)
+    # "auto" follows the CPU: screened exactly where it has bf16 dot products
+    monkeypatch.setattr(dc, "SCREENED_HEAD", "auto")
+    assert (dc._screened_head(sm, torch.float32) is not None) == bf16_is_fast()
+    # never for 16-bit activations or a soft-capped head, and a bad setting is named
+    monkeypatch.setattr(dc, "SCREENED_HEAD", "on")
+    assert dc._screened_head(sm, torch.bfloat16) is None
+    monkeypatch.setattr(dc, "SCREENED_HEAD", "yes")
+    with pytest.raises(ValueError, match="SCREENED_HEAD.*'yes'"):
+        dc._screened_head(sm, torch.float32)
 
 
 def test_rebuilt_prefix_cache_is_shorter():
