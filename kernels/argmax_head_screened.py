@@ -52,6 +52,7 @@ DEFAULT_K = 64
 _U = 2.0 ** -8                       # bf16 unit roundoff
 _U_OUT = _U / (1.0 - _U) * 1.001     # |bf16 output - fp32 accumulator| <= _U_OUT * |output|
 _U32 = 2.0 ** -24
+_NORM_ROWS = 4096                    # head rows per float64 block when taking norms
 _SAFETY = 1.001                      # rounding of the bound's own (float64 -> fp32) arithmetic
 
 
@@ -87,10 +88,14 @@ class ScreenedHead:
         bias = bias.detach() if bias is not None else None
         self.weight, self.bias, self.k = weight, bias, k
         self.w16 = weight.to(torch.bfloat16)
-        # float64 norms: the bound must not be rounded down
-        w64 = weight.double()
-        self.w_max = float(w64.norm(dim=1).max())                           # max_v |w_v|
-        self.dw_max = float((w64 - self.w16.double()).norm(dim=1).max())    # max_v |w_v - bf16|
+        # max_v |w_v| and max_v |w_v - bf16(w_v)| in float64 (the bound must not be rounded
+        # down), a block of rows at a time (a float64 copy of a whole head is 4x its size)
+        self.w_max = self.dw_max = 0.0
+        for start in range(0, weight.shape[0], _NORM_ROWS):
+            w64 = weight[start : start + _NORM_ROWS].double()
+            self.w_max = max(self.w_max, float(w64.norm(dim=1).max()))
+            w64 -= self.w16[start : start + _NORM_ROWS].double()
+            self.dw_max = max(self.dw_max, float(w64.norm(dim=1).max()))
         self.b_max = float(bias.double().abs().max()) if bias is not None else 0.0
         self.gamma = _gamma(weight.shape[1])
 
