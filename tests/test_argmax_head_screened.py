@@ -1,7 +1,7 @@
 """kernels.argmax_head_screened: the bf16-screened argmax head against a float64 argmax and the
 plain fp32 argmax head, its error bound against float64 logits, and every path it can take
-(batched candidates, a row's own wide window, exact ties, soft-cap and 16-bit inputs handed to
-the reference)."""
+(narrow and wide windows, exact ties, soft-cap, 16-bit and non-finite inputs handed to the
+reference)."""
 
 import pytest
 import torch
@@ -119,28 +119,34 @@ def test_exact_ties_go_to_the_lowest_index(reference_calls):
     assert reference_calls == []
 
 
-def test_wide_windows_take_the_per_row_path(reference_calls):
-    """Rows whose window holds more than k tokens (here: a near-constant head, a flat
-    distribution) are decided over their own window, still exactly."""
+def test_wide_windows(reference_calls):
+    """Rows whose window holds most of the vocabulary (a near-constant head, a flat
+    distribution) are decided over it, still exactly."""
     hidden, weight = make(6, 32, 2000, seed=2)
     weight = weight * 1e-6 + 0.05                  # logits nearly equal for every token
     weight[1234] += 2e-4                            # a clear winner, deep inside the window
-    head = ScreenedHead(weight, k=16)
+    head = ScreenedHead(weight)
     hidden = hidden.abs() + 1.0
     s, a, u, _ = head.screen(hidden)
     top = s.max(1).values
     r = top - 2 * a - u * top.abs()
     t = torch.where(r >= 0, r / (1 + u), r / (1 - u))
-    assert ((s >= t[:, None]).sum(1) > 16).all()    # every row's window is wider than k
+    assert ((s >= t[:, None]).sum(1) > 1000).all()  # every row's window is wide
     got = head(hidden)
     assert (got == 1234).all() and reference_calls == []
     assert torch.equal(got, argmax_head_torch(hidden, weight))
 
 
-def test_vocabulary_smaller_than_k():
-    hidden, weight = make(5, 16, 10, seed=3)
-    head = ScreenedHead(weight)                     # k = 64 > V = 10: every token a candidate
+def test_tiny_vocabulary_and_non_finite_states(reference_calls):
+    hidden, weight = make(5, 16, 3, seed=3)
+    head = ScreenedHead(weight)
     assert torch.equal(head(hidden, masked_token=2), reference(hidden, weight, masked=2))
+    # a NaN state leaves no candidate: that row goes to the reference (which takes NaN as
+    # the maximum), the others are screened as usual
+    hidden[1, 0] = float("nan")
+    got = head(hidden, masked_token=2)
+    assert reference_calls == [1]
+    assert torch.equal(got, argmax_head_torch(hidden, weight, masked_token=2))
 
 
 def test_softcap_and_16_bit_inputs_use_the_reference(reference_calls):
@@ -159,8 +165,6 @@ def test_bad_input():
     hidden, weight = make(4, 16, 100)
     with pytest.raises(ValueError, match="fp32"):
         ScreenedHead(weight.half())
-    with pytest.raises(ValueError, match="k must be >= 1, got 0"):
-        ScreenedHead(weight, k=0)
     with pytest.raises(ValueError, match=r"bias must be None or an fp32 \(100,\)"):
         ScreenedHead(weight, torch.zeros(99))
     head = ScreenedHead(weight)
