@@ -490,7 +490,7 @@ def test_screened_head(benchmark, case):
     outs = res["outputs"]
     for a, b in zip(outs["fp32 argmax head"], outs["bf16-screened head"]):
         assert torch.equal(a, b)
-    s, a, u, _ = head.screen(hidden, masked_token=0)
+    s, a, u = head.screen(hidden, masked_token=0)
     top = s.max(1).values
     r = top - 2 * a - u * top.abs()
     cand = (s >= torch.where(r >= 0, r / (1 + u), r / (1 - u))[:, None]).sum(1).float()
