@@ -78,9 +78,17 @@ class ScreenedHead:
                                  or bias.shape != (weight.shape[0],)):
             raise ValueError(f"bias must be None or an fp32 ({weight.shape[0]},) tensor, got "
                              f"{_describe(bias)}")
-        weight = weight.detach()
-        bias = bias.detach() if bias is not None else None
-        self.weight, self.bias = weight, bias
+        self.weight = weight.detach()          # shares storage and version counter
+        self.bias = bias.detach() if bias is not None else None
+        self._build()
+
+    def _stamp(self) -> tuple:
+        """Changes whenever the head is written in place (e.g. a new checkpoint loaded into
+        the same model with load_state_dict), so the bf16 copy is never stale."""
+        return tuple((t.data_ptr(), t._version) for t in (self.weight, self.bias) if t is not None)
+
+    def _build(self) -> None:
+        weight, bias = self.weight, self.bias
         self.w16 = weight.to(torch.bfloat16)
         # max_v |w_v| and max_v |w_v - bf16(w_v)| in float64 (the bound must not be rounded
         # down), a block of rows at a time (a float64 copy of a whole head is 4x its size)
@@ -92,12 +100,15 @@ class ScreenedHead:
             self.dw_max = max(self.dw_max, float(w64.norm(dim=1).max()))
         self.b_max = float(bias.double().abs().max()) if bias is not None else 0.0
         self.gamma = _gamma(weight.shape[1])
+        self.built = self._stamp()
 
     def screen(self, hidden: torch.Tensor, *, sign: float = 1.0,
                masked_token: int | None = None):
         """s (n, V) fp32 = sign * (bf16 logits + bias), masked token -inf; a (n,) fp32 and
         u (float) with |s_v - sign * logit_v| <= a + u * |s_v| for every v of a row (logit_v
         real-valued or as any fp32 head computes it)."""
+        if self._stamp() != self.built:
+            self._build()
         h16 = hidden.to(torch.bfloat16)
         s = (h16 @ self.w16.T).float()                                        # (n, V)
         if self.bias is not None:

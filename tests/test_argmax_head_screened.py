@@ -162,6 +162,22 @@ def test_softcap_and_16_bit_inputs_use_the_reference(reference_calls):
     assert head(hidden[:0]).shape == (0,)
 
 
+def test_head_written_in_place_is_rescreened():
+    """A head updated in place (a new checkpoint loaded into the same model) must not be
+    screened with the old bf16 copy."""
+    hidden, weight = make(16, 32, 800, seed=8)
+    bias = torch.zeros(800)
+    head = ScreenedHead(weight, bias)
+    before = head(hidden)
+    with torch.no_grad():
+        weight.neg_()                   # every argmax moves (the old top tokens are now last)
+    got = head(hidden)
+    assert torch.equal(got, reference(hidden, weight, bias)) and not (got == before).any()
+    with torch.no_grad():
+        bias[5] = 100.0                 # token 5 wins everywhere once the new bias counts
+    assert (head(hidden) == 5).all()
+
+
 def test_bad_input():
     hidden, weight = make(4, 16, 100)
     with pytest.raises(ValueError, match="fp32"):
