@@ -31,7 +31,8 @@ GEMMs differ from each other, when the two best logits lie within fp32 rounding 
 logit scale), never because of the screen. The soft-cap is not screened (tanh saturation ties tokens far
 apart in logit): with a soft-cap, or for non-fp32 inputs, the reference runs instead.
 
-    head = ScreenedHead(weight, bias)                          once per model (bf16 copy: V*d*2 B)
+    head = ScreenedHead(weight, bias)      once per model (bf16 copy: V*d*2 B; rebuilt by itself
+                                           if the head is written in place, e.g. load_state_dict)
     head(hidden (n, d), logit_scale=..., softcap=..., masked_token=...)  -> (n,) int64
 
 `bf16_is_fast()` says whether this CPU has bf16 dot products (without them the bf16 GEMM is
