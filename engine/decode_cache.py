@@ -228,14 +228,14 @@ class DecodeState:
         out = sm.backbone(self.cur[:n, None], past_key_values=self.cache, use_cache=True,
                           attention_mask=step_mask(self.kind, self.slot_ids, pos, self.act_dtype),
                           position_ids=pos[:, None])
-        head = argmax_head if self.screen is None else self._screened
-        nxt = head(out.hidden[:, -1], sm.weight, bias=sm.bias, logit_scale=sm.logit_scale,
-                   softcap=sm.softcap, masked_token=self.masked_token)
+        hidden = out.hidden[:, -1]
+        opts = dict(logit_scale=sm.logit_scale, softcap=sm.softcap, masked_token=self.masked_token)
+        if self.screen is None:
+            nxt = argmax_head(hidden, sm.weight, bias=sm.bias, **opts)
+        else:
+            nxt = self.screen(hidden, **opts)      # its own bf16 copy of sm.weight / sm.bias
         self.cur[:n].copy_(nxt)
         pos.add_(1).clamp_(max=self.slots - 1)
-
-    def _screened(self, hidden, weight, *, bias, **kw) -> torch.Tensor:
-        return self.screen(hidden, **kw)       # its own (bf16) copy of this weight and bias
 
     def step(self, n: int) -> None:
         """One decode step for rows [0, n) (n must be a bucket when graphs are on)."""

@@ -130,6 +130,17 @@ class ScreenedHead:
              + 2.0 ** -100)                  # CPUs flush denormals in bf16 dot products
         return s, (a * _SAFETY).float(), _U_OUT
 
+    def window(self, hidden: torch.Tensor, *, sign: float = 1.0,
+               masked_token: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(s (n, V), t (n,)): the screen and each row's threshold; the tokens that can be the
+        argmax are those with s_v >= t."""
+        s, a, u = self.screen(hidden, sign=sign, masked_token=masked_token)
+        # candidates: s_v + a + u|s_v| >= s_max - a - u|s_max| (the argmax-s token's lowest
+        # possible logit); x + u|x| is increasing, so that is s_v >= t
+        top = s.amax(dim=1)
+        r = top - 2.0 * a - u * top.abs()
+        return s, torch.where(r >= 0, r / (1.0 + u), r / (1.0 - u))
+
     def __call__(self, hidden: torch.Tensor, *, logit_scale: float = 1.0,
                  softcap: float | None = None, masked_token: int | None = None) -> torch.Tensor:
         weight, bias = self.weight, self.bias
@@ -138,13 +149,8 @@ class ScreenedHead:
         ref = dict(bias=bias, logit_scale=logit_scale, softcap=softcap, masked_token=masked_token)
         if softcap is not None or hidden.dtype != torch.float32 or n == 0:
             return argmax_head_torch(hidden, weight, **ref)
-        s, a, u = self.screen(hidden, sign=1.0 if logit_scale > 0 else -1.0,
-                                 masked_token=masked_token)
-        # candidates: s_v + a + u|s_v| >= s_max - a - u|s_max| (the argmax-s token's lowest
-        # possible logit); x + u|x| is increasing, so that is s_v >= t
-        top = s.amax(dim=1)
-        r = top - 2.0 * a - u * top.abs()
-        t = torch.where(r >= 0, r / (1.0 + u), r / (1.0 - u))
+        s, t = self.window(hidden, sign=1.0 if logit_scale > 0 else -1.0,
+                           masked_token=masked_token)
         rows, cols = (s >= t[:, None]).nonzero(as_tuple=True)                # a few per row
         # the candidates' fp32 logits, in the reference's bias -> scale order
         f = (weight[cols] * hidden[rows]).sum(dim=1)
