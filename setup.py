@@ -1,13 +1,13 @@
 """memtax: measure and explain what a causal language model memorized from its training data."""
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 # torch is pinned: on the project's machines `torch==2.13.0` resolves to the CPU wheel on local
 # disk, while an unpinned torch would pull a multi-GB CUDA build. On a GPU machine install the
 # CUDA build of the same version first; pip then keeps it.
 INSTALL_REQUIRES = [
     "torch==2.13.0",
-    "transformers>=5.0,<6",
+    "transformers>=5.24,<5.25",
     "safetensors>=0.4",
     "accelerate>=1.0",
     "gguf>=0.10",
@@ -26,6 +26,11 @@ INSTALL_REQUIRES = [
     "pandas>=2.1",
 ]
 
+# The top-level packages users import, each with all its subpackages. find_packages walks the tree,
+# so a new subpackage (features.index, memtax.commands) ships without being listed by hand.
+PACKAGES = [f"{top}{sub}" for top in ("memtax", "engine", "kernels", "features", "analysis")
+            for sub in ("", ".*")]
+
 EXTRAS = {
     "test": [
         "pytest>=8",
@@ -33,6 +38,9 @@ EXTRAS = {
         "pytest-timeout>=2.3",
         "hypothesis>=6.100",
         "pydivsufsort>=0.0.20",
+        # the wheel-install test builds the wheel with this environment's own setuptools
+        "setuptools>=68",
+        "wheel>=0.40",
     ],
     "lint": ["ruff>=0.6", "import-linter>=2.0"],
     "ray": ["ray>=2.9"],
@@ -48,7 +56,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["memtax", "engine", "kernels", "features", "analysis"],
+    packages=find_packages(include=PACKAGES),
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["memtax=memtax.cli:main"]},
