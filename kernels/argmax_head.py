@@ -14,8 +14,8 @@ Two implementations behind one signature, as for the fused head:
   Its logits are computed by the same `torch.mm` calls on the same tiles as
   `kernels.fused_head_torch` (for N <= its row block), so its argmax equals that head's.
 * `argmax_head_triton`: one Triton program per (row block, vocabulary split), fp32-accumulated
-  `tl.dot` and the fused head kernel's own epilogue (`_finish_logits`), then a fixed-order torch
-  reduction over splits (ties to the lowest split, i.e. the lowest index).
+  `tl.dot` and the fused head kernel's own logit tile (`kernels.triton_common`), then a
+  fixed-order torch reduction over splits (ties to the lowest split, i.e. the lowest index).
 
 Neither validates token ids on the device, and the Triton launch reads nothing back to the host:
 a decode step can be captured in a CUDA graph (`engine.decode_cache`). Input checks are host-side
@@ -26,37 +26,12 @@ from __future__ import annotations
 
 import torch
 
-from kernels.fused_head import _describe, check_head_options, resolve_impl, tile_logits
+from kernels.fused_head import tile_logits
+from kernels.validation import check_argmax_inputs, resolve_impl
 
 __all__ = ["argmax_head", "argmax_head_torch", "argmax_head_triton"]
 
 DEFAULT_CHUNK = 4096
-_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def _validate(hidden, weight, bias, logit_scale, softcap, masked_token) -> None:
-    """Host-side checks only (no device reads, so a CUDA graph can capture the call)."""
-    if not isinstance(hidden, torch.Tensor) or hidden.dim() != 2:
-        raise ValueError(f"hidden must be a 2-D tensor (N, d), got {_describe(hidden)}")
-    if (not isinstance(weight, torch.Tensor) or weight.dim() != 2
-            or weight.shape[1] != hidden.shape[1]):
-        raise ValueError(
-            f"weight must be a (V, d) tensor with d={hidden.shape[1]}, got {_describe(weight)}")
-    if weight.shape[0] == 0 or hidden.shape[1] == 0:
-        raise ValueError(f"weight must have V >= 1 and d >= 1, got shape {tuple(weight.shape)}")
-    if hidden.dtype not in _FLOAT_DTYPES or weight.dtype != hidden.dtype:
-        raise ValueError("hidden and weight must share one dtype of float32, float16 or bfloat16, "
-                         f"got {hidden.dtype} and {weight.dtype}")
-    if weight.device != hidden.device:
-        raise ValueError(f"hidden is on {hidden.device} but weight is on {weight.device}")
-    v = weight.shape[0]
-    if bias is not None and (not isinstance(bias, torch.Tensor) or bias.dim() != 1
-                             or bias.shape[0] != v or bias.device != hidden.device):
-        raise ValueError(f"bias must be a (V,)=({v},) tensor on {hidden.device}, got "
-                         f"{_describe(bias)}")
-    check_head_options(v, logit_scale, softcap, masked_token)
-    if masked_token is not None and v < 2:
-        raise ValueError("masked_token leaves no token to choose from a vocabulary of 1")
 
 
 def argmax_head_torch(hidden: torch.Tensor, weight: torch.Tensor, *,
@@ -65,7 +40,7 @@ def argmax_head_torch(hidden: torch.Tensor, weight: torch.Tensor, *,
                       chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
     """Plain-torch argmax head: hidden (N, d), weight (V, d) -> (N,) int64, fp32 logits
     reduced one (N, chunk) tile at a time (the tile buffer is reused)."""
-    _validate(hidden, weight, bias, logit_scale, softcap, masked_token)
+    check_argmax_inputs(hidden, weight, bias, logit_scale, softcap, masked_token)
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     n, v = hidden.shape[0], weight.shape[0]

@@ -43,8 +43,9 @@ from __future__ import annotations
 
 import torch
 
-from kernels.argmax_head import _validate, argmax_head_torch
-from kernels.fused_head import _describe
+from kernels.argmax_head import argmax_head_torch
+from kernels.capability import native_bf16
+from kernels.validation import check_argmax_inputs, describe
 
 __all__ = ["ScreenedHead", "argmax_head_screened", "bf16_is_fast"]
 
@@ -56,9 +57,8 @@ _SAFETY = 1.001                      # rounding of the bound's own (float64 -> f
 
 
 def bf16_is_fast() -> bool:
-    """True on CPUs with bf16 dot-product instructions (AVX512-BF16 or AMX tiles)."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+    """True on CPUs with bf16 dot-product instructions: `kernels.capability.native_bf16("cpu")`."""
+    return native_bf16("cpu")
 
 
 def _gamma(d: int) -> float:
@@ -74,11 +74,11 @@ class ScreenedHead:
         if (not isinstance(weight, torch.Tensor) or weight.dim() != 2
                 or weight.dtype != torch.float32):
             raise ValueError("ScreenedHead needs an fp32 (V, d) weight, got "
-                             f"{_describe(weight)} of {getattr(weight, 'dtype', None)}")
+                             f"{describe(weight)} of {getattr(weight, 'dtype', None)}")
         if bias is not None and (not isinstance(bias, torch.Tensor) or bias.dtype != torch.float32
                                  or bias.shape != (weight.shape[0],)):
             raise ValueError(f"bias must be None or an fp32 ({weight.shape[0]},) tensor, got "
-                             f"{_describe(bias)}")
+                             f"{describe(bias)}")
         self.weight = weight.detach()          # shares storage and version counter
         self.bias = bias.detach() if bias is not None else None
         self._build()
@@ -144,7 +144,7 @@ class ScreenedHead:
     def __call__(self, hidden: torch.Tensor, *, logit_scale: float = 1.0,
                  softcap: float | None = None, masked_token: int | None = None) -> torch.Tensor:
         weight, bias = self.weight, self.bias
-        _validate(hidden, weight, bias, logit_scale, softcap, masked_token)
+        check_argmax_inputs(hidden, weight, bias, logit_scale, softcap, masked_token)
         n, v = hidden.shape[0], weight.shape[0]
         ref = dict(bias=bias, logit_scale=logit_scale, softcap=softcap, masked_token=masked_token)
         if softcap is not None or hidden.dtype != torch.float32 or n == 0:

@@ -1,8 +1,8 @@
 """Fused LM head: per row, the greedy token, the log-sum-exp and the target log-prob.
 
 `fused_head` never materialises the full (N, V) logits. The plain-torch twin reduces the
-vocabulary chunk by chunk (bounded memory); the Triton kernel (issue 3) plugs in behind the
-same signature. Semantics shared by both:
+vocabulary chunk by chunk (bounded memory); the Triton kernel (`kernels.fused_head_triton`)
+sits behind the same signature. Semantics shared by both:
 
     logits = (hidden @ weight.T + bias) * logit_scale
     if softcap: logits = softcap * tanh(logits / softcap)        # scale first, then cap
@@ -11,80 +11,32 @@ same signature. Semantics shared by both:
     target_logprob = logits[target] - lse
 
 Logits are accumulated and reduced in fp32 for every input dtype (fp32, fp16, bf16) and never
-rounded to 16 bits, so both implementations agree to fp32 rounding. Inputs are checked once,
-by `_validate`, for both; `impl="auto"` picks Triton for CUDA tensors and torch elsewhere.
+rounded to 16 bits, so both implementations agree to fp32 rounding. Both check their inputs
+with the same functions (`kernels.validation`); `impl="auto"` picks Triton for CUDA tensors and
+torch elsewhere.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
+
+from kernels.validation import check_head_inputs, check_targets, resolve_impl
+
+__all__ = ["fused_head", "fused_head_torch", "tile_logits", "DEFAULT_CHUNK", "DEFAULT_ROW_BLOCK"]
 
 # The torch twin reduces one (ROW_BLOCK, CHUNK) fp32 tile of logits at a time, so its peak
 # extra memory is one tile (plus one fp32 copy of a weight chunk for 16-bit inputs), never
 # (N, V). 4096 x 2048 fp32 = 32 MiB: large enough for efficient matmuls, small enough to stay
-# out of the way (measured in docs/notes/issue-3.md).
+# out of the way (measured in docs/notes/kernels.md).
 DEFAULT_CHUNK = 4096
 DEFAULT_ROW_BLOCK = 2048
-
-_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def _validate(hidden, weight, targets, bias, logit_scale=1.0, softcap=None, masked_token=None):
-    """The input checks shared by both implementations; ValueError naming the bad value."""
-    if not isinstance(hidden, torch.Tensor) or hidden.dim() != 2:
-        raise ValueError(f"hidden must be a 2-D tensor (N, d), got {_describe(hidden)}")
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or weight.shape[1] != hidden.shape[1]:
-        raise ValueError(
-            f"weight must be a (V, d) tensor with d={hidden.shape[1]}, got {_describe(weight)}"
-        )
-    if weight.shape[0] == 0 or hidden.shape[1] == 0:
-        raise ValueError(f"weight must have V >= 1 and d >= 1, got shape {tuple(weight.shape)}")
-    if not isinstance(targets, torch.Tensor) or targets.dim() != 1 or targets.shape[0] != hidden.shape[0]:
-        raise ValueError(
-            f"targets must be a 1-D tensor of length N={hidden.shape[0]}, got {_describe(targets)}"
-        )
-    if hidden.dtype not in _FLOAT_DTYPES or weight.dtype != hidden.dtype:
-        raise ValueError(
-            "hidden and weight must share one dtype of float32, float16 or bfloat16, got "
-            f"{hidden.dtype} and {weight.dtype}"
-        )
-    if targets.dtype.is_floating_point or targets.dtype == torch.bool or targets.is_complex():
-        raise ValueError(f"targets must be an integer tensor, got dtype {targets.dtype}")
-    if weight.device != hidden.device:
-        raise ValueError(f"hidden is on {hidden.device} but weight is on {weight.device}")
-    v = weight.shape[0]
-    if bias is not None:
-        if not isinstance(bias, torch.Tensor) or bias.dim() != 1 or bias.shape[0] != v:
-            raise ValueError(f"bias must be a (V,)=({v},) tensor, got {_describe(bias)}")
-        if not bias.dtype.is_floating_point or bias.device != hidden.device:
-            raise ValueError(
-                f"bias must be a floating tensor on {hidden.device}, got {bias.dtype} on {bias.device}"
-            )
-    check_head_options(v, logit_scale, softcap, masked_token)
-    # one device sync (a single flag) per call; the message's min/max only on failure
-    if targets.numel() and bool(((targets < 0) | (targets >= v)).any()):
-        raise ValueError(
-            f"targets must be token ids in [0, {v}), got values in "
-            f"[{int(targets.min())}, {int(targets.max())}]"
-        )
-
-
-def check_head_options(v: int, logit_scale, softcap, masked_token) -> None:
-    """The logit options shared by every LM head op (this one and `kernels.argmax_head`)."""
-    if not math.isfinite(logit_scale) or logit_scale == 0:
-        raise ValueError(f"logit_scale must be a finite non-zero number, got {logit_scale!r}")
-    if softcap is not None and not (math.isfinite(softcap) and softcap > 0):
-        raise ValueError(f"softcap must be None or a finite positive number, got {softcap!r}")
-    if masked_token is not None and not 0 <= masked_token < v:
-        raise ValueError(f"masked_token must be a token id in [0, {v}), got {masked_token!r}")
 
 
 def tile_logits(hidden32, weight32, bias32, logit_scale, softcap, *, out) -> torch.Tensor:
     """fp32 logits of one tile into `out` (n, v): hidden32 (n, d) @ weight32 (v, d).T, then
     bias, then scale, then soft-cap, in place. Every torch LM head computes its tiles here, so
-    their logits are bit-identical (the Triton kernels' epilogue is `_finish_logits`)."""
+    their logits are bit-identical (the Triton kernels' epilogue is
+    `kernels.triton_common.finish_logits`)."""
     torch.mm(hidden32, weight32.T, out=out)
     if bias32 is not None:
         out += bias32
@@ -93,21 +45,6 @@ def tile_logits(hidden32, weight32, bias32, logit_scale, softcap, *, out) -> tor
     if softcap is not None:
         out.div_(softcap).tanh_().mul_(softcap)
     return out
-
-
-def resolve_impl(impl: str, hidden) -> str:
-    """'auto' -> 'triton' for CUDA tensors, else 'torch'; 'triton' / 'torch' as given."""
-    if impl not in ("auto", "triton", "torch"):
-        raise ValueError(f"impl must be 'auto', 'triton' or 'torch', got {impl!r}")
-    if impl == "auto":
-        return "triton" if isinstance(hidden, torch.Tensor) and hidden.is_cuda else "torch"
-    return impl
-
-
-def _describe(x) -> str:
-    if isinstance(x, torch.Tensor):
-        return f"a tensor of shape {tuple(x.shape)}"
-    return f"{type(x).__name__}"
 
 
 def fused_head_torch(
@@ -129,7 +66,8 @@ def fused_head_torch(
     fp32-accumulated `tl.dot`: 16-bit inputs are widened one weight chunk at a time (on CPU
     that is also faster than a float16 matmul), so logits are never rounded to 16 bits.
     """
-    _validate(hidden, weight, targets, bias, logit_scale, softcap, masked_token)
+    check_head_inputs(hidden, weight, bias, logit_scale, softcap, masked_token)
+    check_targets(targets, hidden.shape[0], weight.shape[0])
     if chunk < 1 or row_block < 1:
         raise ValueError(f"chunk and row_block must be >= 1, got {chunk} and {row_block}")
     n, v = hidden.shape[0], weight.shape[0]
