@@ -37,7 +37,6 @@ MEMTAX_BENCH_BIG=1 MEMTAX_BENCH_BATCH=1024 MEMTAX_BENCH_ROWS=4096 MEMTAX_BENCH_D
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import statistics
@@ -53,11 +52,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import engine  # noqa: E402
-import engine.decode_cache as decode_cache  # noqa: E402
-import engine.generate as gen  # noqa: E402
 from engine.bench import PYTHIA_SHAPES, build_model, make_samples  # noqa: E402
 from engine.cascade import DEFAULT_STAGES, cascade_match_len  # noqa: E402
+from engine.decode_cache import DecodeWorkspace  # noqa: E402
 from engine.models import wrap_model  # noqa: E402
+from engine.options import DecodeOptions  # noqa: E402
 
 P, C = 32, 32
 BATCH = int(os.environ.get("MEMTAX_BENCH_BATCH", "32"))
@@ -231,15 +230,8 @@ def _hf_generate(model, tokens: np.ndarray, *, use_cache: bool) -> np.ndarray:
     return np.concatenate(outs)
 
 
-@contextlib.contextmanager
-def _screen(setting: str):
-    """engine.decode_cache.SCREENED_HEAD set to `setting` for the block."""
-    old = decode_cache.SCREENED_HEAD
-    decode_cache.SCREENED_HEAD = setting
-    try:
-        yield
-    finally:
-        decode_cache.SCREENED_HEAD = old
+# One decode workspace per ScoringModel: its decode state (and CUDA graphs) lives across rounds.
+_WORKSPACES: dict[int, DecodeWorkspace] = {}
 
 
 def _memtax_generate(sm, tokens: np.ndarray, decoder: str, graphs: bool = False,
@@ -247,13 +239,10 @@ def _memtax_generate(sm, tokens: np.ndarray, decoder: str, graphs: bool = False,
     """engine.score(mode="generate") with the given decode loop. `sm` is a ScoringModel kept
     across rounds, so the lean loop's decode state (and CUDA graphs) is built once, as in a
     long run; one ScoringModel per loop variant keeps their states apart."""
-    old = gen.DECODER, gen.CUDA_GRAPHS
-    gen.DECODER, gen.CUDA_GRAPHS = decoder, graphs
-    try:
-        with _screen(screen):
-            return engine.score(sm, tokens, mode="generate", batch_size=BATCH, progress=False)
-    finally:
-        gen.DECODER, gen.CUDA_GRAPHS = old
+    decode = DecodeOptions(decoder=decoder, cuda_graphs=graphs, screened_head=screen)
+    return engine.score(sm, tokens, mode="generate", batch_size=BATCH, progress=False,
+                        decode=decode, decode_workspace=_WORKSPACES.setdefault(id(sm),
+                                                                               DecodeWorkspace()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,10 +426,11 @@ def test_decode_loops(benchmark, shape):
                                                keep_cache=True)
             call = functools.partial(
                 resume_greedy, sm, t, prefix_len=P, cont_len=C, masked_token=0,
-                match_len=cols["match_len"], tf_argmax=tf, cache=cache, decoder=decoder,
-                mask=mask, cuda_graphs=graphs)
-            with _screen(screen):
-                dt, g, _ = _timed(call)
+                match_len=cols["match_len"], tf_argmax=tf, cache=cache,
+                options=DecodeOptions(decoder=decoder, mask=mask, cuda_graphs=graphs,
+                                      screened_head=screen),
+                workspace=_WORKSPACES.setdefault(id(sm), DecodeWorkspace()))
+            dt, g, _ = _timed(call)
             total += dt
             outs.append(g.cpu().numpy())
         return total, np.concatenate(outs)

@@ -16,10 +16,10 @@ A row leaves at the first stage where it mismatches, with match_len = j_{s-1} + 
 within the stage. Decisions are the same argmax comparisons the full pass makes (same fused head,
 same masked EOS), so the labels are the full pass's labels; the only difference is that later
 positions attend to cached keys instead of recomputing them, which changes nothing but float
-rounding (~1e-6 in fp32; see docs/notes/issue-4.md).
+rounding (~1e-6 in fp32; see docs/notes/decoding.md).
 
 `DEFAULT_STAGES` = (1, 8) was chosen by measurement (benchmarks/bench_generate.py with
-MEMTAX_BENCH_SWEEP=1, Pythia-70M shape on CPU, docs/notes/issue-4.md): within noise of the best
+MEMTAX_BENCH_SWEEP=1, Pythia-70M shape on CPU, docs/notes/decoding.md): within noise of the best
 schedule on ~1%-memorized, ~30%-memorized and geometrically thinning mixes, where every
 one-stage schedule loses clearly on one of them.
 """
@@ -32,12 +32,18 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from engine.lengths import check_token_batch
+
 __all__ = ["DEFAULT_STAGES", "LABEL_FIELDS", "cascade_match_len", "label_columns", "stage_bounds"]
 
 DEFAULT_STAGES: tuple[int, ...] = (1, 8)
 LABEL_FIELDS = [pa.field("exact_match", pa.bool_()), pa.field("match_len", pa.int16())]
-# Rows of hidden states per fused-head call on CPU (keeps the fp32 logits tile cache-sized,
-# like engine.scoring's CPU_HEAD_ROWS).
+# Rows of hidden states per fused-head call on CPU. The cascade's head calls are small (a
+# batch's surviving rows times one stage's width: at batch 32 with DEFAULT_STAGES a few hundred
+# rows at most), so this bound seldom splits one; 256 is what the cascade's benchmarks
+# (benchmarks/bench_generate.py, docs/notes/decoding.md) were measured with. Scoring's full pass
+# calls the head on every position of a batch at once and uses 2,048-row blocks
+# (engine.scoring.CPU_HEAD_ROWS) because smaller ones were slower there under load.
 _CPU_HEAD_ROWS = 256
 
 
@@ -71,17 +77,8 @@ def cascade_match_len(sm, tokens: torch.Tensor, *, prefix_len: int, cont_len: in
 
     stats: if a dict is given, it receives `survivors`, the number of rows entering each stage.
     """
-    for name, v in (("prefix_len", prefix_len), ("cont_len", cont_len)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    check_token_batch(tokens, prefix_len, cont_len)
     p, c = int(prefix_len), int(cont_len)
-    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.shape[1] != p + c:
-        raise ValueError(
-            f"tokens must be a 2-D tensor (B, prefix_len + cont_len = {p + c}), got shape "
-            f"{tuple(getattr(tokens, 'shape', ()))}"
-        )
-    if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
-        raise ValueError(f"tokens must hold integer ids, got dtype {tokens.dtype}")
     ends = stage_bounds(stages, c)
     dev = sm.device
     tokens = tokens.to(device=dev, dtype=torch.int64)

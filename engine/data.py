@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.indexed_dataset import IndexedDataset, is_indexed_dataset
+from engine.lengths import check_lengths
 
 __all__ = [
     "SampleSource",
@@ -51,15 +52,6 @@ __all__ = [
 
 # Pythia trained on 1024 sequences of 2049 tokens per step: checkpoint step c has seen [0, c*1024).
 PYTHIA_BATCH_SEQUENCES = 1024
-
-
-def _check_lengths(prefix_len: int, cont_len: int) -> int:
-    for name, v in (("prefix_len", prefix_len), ("cont_len", cont_len)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    if prefix_len + cont_len < 2:
-        raise ValueError("prefix_len + cont_len must be at least 2")
-    return int(prefix_len) + int(cont_len)
 
 
 def _check_int_dtype(dtype, what: str) -> None:
@@ -459,7 +451,7 @@ def open_samples(
     checkpoint: indexed datasets only: keep sequences a Pythia checkpoint step has seen.
     Raises ValueError for an empty result, non-integer tokens or rows shorter than needed.
     """
-    seq_len = _check_lengths(prefix_len, cont_len)
+    seq_len = check_lengths(prefix_len, cont_len)
     if checkpoint is not None and not (isinstance(src, (str, os.PathLike)) and is_indexed_dataset(src)):
         raise ValueError("checkpoint= selects Pythia training sequences: it needs a .bin/.idx source")
     if isinstance(src, SampleSource):

@@ -21,8 +21,9 @@ attention), which `create_causal_mask` returns as is (no per-step mask building)
 `position_ids`.
 
 `DecodeState` owns one such cache plus the step's input/output buffers (current token,
-position, per-step history). It outlives a batch (kept on the `ScoringModel`), so on CUDA each
-step shape can be captured once as a CUDA graph and replayed for every batch. Rows are ordered
+position, per-step history). It outlives a batch: a `DecodeWorkspace` (one per scoring run,
+or one the caller keeps across runs) holds it, so on CUDA each step shape can be captured once
+as a CUDA graph and replayed for every batch. Rows are ordered
 by how many steps they need, most first; row r finishes after C-1-m_r steps, known up front, so
 the live rows are always a prefix and compaction is a view (`[:n]`), never a copy. With graphs
 the prefix is rounded up to a few bucket sizes (powers of two) and finished rows ride along
@@ -31,25 +32,20 @@ the prefix is rounded up to a few bucket sizes (powers of two) and finished rows
 The step's head is `kernels.argmax_head` (the fused head's exact logits, argmax only). On a CPU
 with bf16 dot products and an fp32 model it is `kernels.argmax_head_screened.ScreenedHead`
 instead: a bf16 GEMM screens the vocabulary under a proven error bound and fp32 decides among
-the few candidates (same argmax; `SCREENED_HEAD` / MEMTAX_DECODE_SCREEN choose).
+the few candidates (same argmax; `DecodeOptions.screened_head` chooses).
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
-__all__ = ["PositionalCache", "PositionalLayer", "DecodeState", "mask_kind", "step_mask",
-           "SCREENED_HEAD"]
+from engine.options import DecodeOptions
 
-# The decode step's head on a CPU with an fp32 model: "auto" screens in bf16 where the CPU has
-# bf16 dot products (`kernels.argmax_head_screened.bf16_is_fast`), "on" always, "off" never
-# (the plain fp32 argmax head). Benchmarks flip it; a state built under one value is rebuilt
-# under another.
-SCREENED_HEAD = os.environ.get("MEMTAX_DECODE_SCREEN", "auto")
+__all__ = ["PositionalCache", "PositionalLayer", "DecodeState", "DecodeWorkspace", "mask_kind",
+           "step_mask"]
 
 
 class PositionalLayer(CacheLayerMixin):
@@ -165,11 +161,12 @@ class DecodeState:
     cur (cap,) int64: each row's input token; pos (cap,) int64: its position (= write slot);
     hist (cap, steps) int64: the token each step produced. `step(n)` runs one decode step for
     rows [0, n): backbone on (cur, pos), argmax head, cur <- next token, pos <- pos + 1
-    (clamped to the last slot so finished rows riding along stay in bounds).
+    (clamped to the last slot so finished rows riding along stay in bounds). `options` gives
+    the mask kind, the step head (`screened_head`) and CUDA graphs.
     """
 
     def __init__(self, sm, layers, capacity: int, slots: int, steps: int, masked_token,
-                 *, mask: str = "auto", graphs: bool = False, min_bucket: int = 16):
+                 options: DecodeOptions = DecodeOptions(), *, min_bucket: int = 16):
         dev, dtype = sm.device, layers[0].keys.dtype
         self.sm, self.masked_token, self.steps = sm, masked_token, steps
         keys = [torch.zeros((capacity, lay.keys.shape[1], slots, lay.keys.shape[3]),
@@ -181,11 +178,11 @@ class DecodeState:
         self.pos = torch.zeros(capacity, dtype=torch.int64, device=dev)
         self.hist = torch.zeros((capacity, max(1, steps)), dtype=torch.int64, device=dev)
         self.slot_ids = torch.arange(slots, device=dev)
-        self.kind = mask_kind(sm.model, mask)
+        self.kind = mask_kind(sm.model, options.mask)
         self.act_dtype = dtype
-        self.screen = _screened_head(sm, dtype)
+        self.screen = _screened_head(sm, dtype, options.screened_head)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.use_graphs = bool(graphs) and dev.type == "cuda"
+        self.use_graphs = options.cuda_graphs and dev.type == "cuda"
         self.use_buckets = self.use_graphs      # tests may force buckets on without graphs
         buckets = {capacity}
         b = min_bucket
@@ -193,17 +190,21 @@ class DecodeState:
             buckets.add(b)
             b *= 2
         self.buckets = sorted(buckets)
-        self.key = self.signature(sm, layers, capacity, slots, steps, masked_token, mask, graphs)
+        self.key = self.signature(sm, layers, capacity, slots, steps, masked_token, options)
         if self.use_graphs:
             self._capture()
 
     @staticmethod
-    def signature(sm, layers, capacity, slots, steps, masked_token, mask, graphs) -> tuple:
+    def signature(sm, layers, capacity, slots, steps, masked_token, options: DecodeOptions
+                  ) -> tuple:
+        """What a state is built for; `DecodeWorkspace` reuses a state whose signature matches
+        in everything but capacity (index 4), which may be larger."""
         shapes = tuple((lay.keys.shape[1], lay.keys.shape[3], lay.values.shape[1],
                         lay.values.shape[3]) for lay in layers)
         attn = getattr(sm.model.config, "_attn_implementation", None)
+        graphs = options.cuda_graphs and sm.device.type == "cuda"
         return (id(sm.model), str(sm.device), layers[0].keys.dtype, shapes, capacity, slots,
-                steps, masked_token, mask, bool(graphs), attn, SCREENED_HEAD)
+                steps, masked_token, options.mask, graphs, attn, options.screened_head)
 
     @property
     def capacity(self) -> int:
@@ -274,30 +275,43 @@ class DecodeState:
         self.pos.zero_()
 
 
-def _screened_head(sm, act_dtype: torch.dtype):
-    """The ScreenedHead this model's decode steps use, or None (see SCREENED_HEAD)."""
-    if SCREENED_HEAD not in ("auto", "on", "off"):
-        raise ValueError(f"SCREENED_HEAD (MEMTAX_DECODE_SCREEN) must be 'auto', 'on' or 'off', "
-                         f"got {SCREENED_HEAD!r}")
+def _screened_head(sm, act_dtype: torch.dtype, setting: str):
+    """The ScreenedHead this model's decode steps use under `setting`
+    (`DecodeOptions.screened_head`), or None for the plain fp32 argmax head."""
+    if setting not in ("auto", "on", "off"):
+        raise ValueError(f"screened_head must be 'auto', 'on' or 'off', got {setting!r}")
     from kernels.argmax_head_screened import ScreenedHead, bf16_is_fast
 
     usable = (sm.device.type == "cpu" and sm.weight.dtype == torch.float32
               and act_dtype == torch.float32 and sm.softcap is None)
-    if not usable or SCREENED_HEAD == "off" or (SCREENED_HEAD == "auto" and not bf16_is_fast()):
+    if not usable or setting == "off" or (setting == "auto" and not bf16_is_fast()):
         return None
     return ScreenedHead(sm.weight, sm.bias)
 
 
-def decode_state(sm, layers, capacity: int, slots: int, steps: int, masked_token, *,
-                 mask: str = "auto", graphs: bool = False) -> DecodeState:
-    """The model's `DecodeState` for these shapes, reused while they fit (kept on `sm`, so
-    captured graphs and buffers live as long as the model); rebuilt when anything differs or
-    the batch outgrows it."""
-    key = DecodeState.signature(sm, layers, capacity, slots, steps, masked_token, mask, graphs)
-    st = getattr(sm, "_decode_state", None)
-    if st is not None and st.key[:4] == key[:4] and st.key[5:] == key[5:] and st.capacity >= capacity:
-        return st
-    sm._decode_state = None                                   # free the old buffers first
-    st = DecodeState(sm, layers, capacity, slots, steps, masked_token, mask=mask, graphs=graphs)
-    sm._decode_state = st
-    return st
+class DecodeWorkspace:
+    """The owner of the lean loop's reusable `DecodeState` (buffers, positional cache, CUDA
+    graphs). `engine.score` makes one per run, so the state outlives a batch; a caller that
+    scores the same model again (a benchmark's rounds) may pass its own to keep the state (and
+    captured graphs) across runs. Nothing is stored on the model.
+    """
+
+    def __init__(self) -> None:
+        self.state: DecodeState | None = None
+
+    def state_for(self, sm, layers, capacity: int, slots: int, steps: int, masked_token,
+                  options: DecodeOptions = DecodeOptions()) -> DecodeState:
+        """A `DecodeState` for these shapes: the held one while it fits (same signature, enough
+        rows), else a new one (the old buffers are freed first)."""
+        key = DecodeState.signature(sm, layers, capacity, slots, steps, masked_token, options)
+        st = self.state
+        if st is not None and st.key[:4] == key[:4] and st.key[5:] == key[5:] and (
+                st.capacity >= capacity):
+            return st
+        self.state = None
+        self.state = DecodeState(sm, layers, capacity, slots, steps, masked_token, options)
+        return self.state
+
+    def clear(self) -> None:
+        """Drop the held state (its buffers and graphs)."""
+        self.state = None

@@ -18,7 +18,8 @@ mask (slot <= position) built here as a 4-D mask (HF does not rebuild it), with 
 rows still decoding are always a prefix: compaction is a view, and the loop stops after the
 longest row (early exit). The next token is an argmax-only head (`kernels.argmax_head`) with
 the fused head's exact logits and the scorer's masked (EOS) token. On CUDA the step can be
-captured as CUDA graphs (`cuda_graphs=True` or MEMTAX_DECODE_GRAPHS=1), one per bucket size.
+captured as CUDA graphs (`DecodeOptions(cuda_graphs=True)`), one per bucket size; the state
+that holds them lives in a `DecodeWorkspace` that outlives the batch.
 
 The first, "dynamic" loop (`_decode_loop`, still used for sliding-window caches and on request)
 keeps the pass's `DynamicCache` with per-row holes:
@@ -43,19 +44,20 @@ Levenshtein distance between greedy continuation and truth (rapidfuzz), and with
 
 from __future__ import annotations
 
-import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import torch
+
+from engine.lengths import check_token_batch
+from engine.options import DecodeOptions
 
 __all__ = [
     "GEN_FIELDS",
     "GEN_TOKENS_FIELD",
     "gen_fields",
     "gen_columns",
-    "gen_score",
     "generation_columns",
     "resume_greedy",
     "teacher_forced_greedy",
@@ -68,18 +70,6 @@ GEN_FIELDS = [
 ]
 GEN_TOKENS_FIELD = pa.field("gen_tokens", pa.list_(pa.int32()))
 
-# The decode loop `resume_greedy` uses unless told otherwise (benchmarks flip these):
-#   "lean"    static per-row-position cache (engine.decode_cache), own 4-D masks, argmax-only
-#             head, compaction by prefix views; the default wherever the pass's cache is a
-#             plain full-attention DynamicCache (sliding windows take the grouped path).
-#   "dynamic" the first loop: DynamicCache with per-row holes masked by a 2-D mask, compaction
-#             by `batch_select_indices`, HF's mask building every step.
-DECODER = "lean"
-# Capture the lean loop's decode step as CUDA graphs (one per bucket size, reused across
-# batches). Off by default until measured on a GPU (benchmarks/gpu_check.sh times both).
-CUDA_GRAPHS = os.environ.get("MEMTAX_DECODE_GRAPHS", "0") == "1"
-
-
 def gen_fields(keep_tokens: bool = False) -> list[pa.Field]:
     """The columns `mode="generate"` adds to the score table, in order."""
     return GEN_FIELDS + ([GEN_TOKENS_FIELD] if keep_tokens else [])
@@ -87,24 +77,6 @@ def gen_fields(keep_tokens: bool = False) -> list[pa.Field]:
 
 # ---------------------------------------------------------------------------------------------
 # Validation
-
-
-def _check_tokens(tokens: torch.Tensor, prefix_len: int, cont_len: int) -> None:
-    for name, v in (("prefix_len", prefix_len), ("cont_len", cont_len)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
-        raise ValueError(
-            f"tokens must be a 2-D torch tensor (B, prefix_len + cont_len), got "
-            f"{type(tokens).__name__} of shape {tuple(getattr(tokens, 'shape', ()))}"
-        )
-    if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
-        raise ValueError(f"tokens must hold integer ids, got dtype {tokens.dtype}")
-    if tokens.shape[1] != prefix_len + cont_len:
-        raise ValueError(
-            f"tokens must have prefix_len + cont_len = {prefix_len + cont_len} columns, got "
-            f"{tokens.shape[1]}"
-        )
 
 
 def _as_long(x, device, name: str, shape: tuple[int, ...]) -> torch.Tensor:
@@ -189,6 +161,17 @@ def _has_sliding_layers(cache) -> bool:
 # Resumed greedy decoding
 
 
+class _Decoding(NamedTuple):
+    """What every step of one `resume_greedy` call shares."""
+
+    sm: Any
+    p: int
+    c: int
+    masked_token: int | None
+    options: DecodeOptions
+    workspace: Any           # engine.decode_cache.DecodeWorkspace
+
+
 @torch.inference_mode()
 def resume_greedy(
     sm,
@@ -200,10 +183,8 @@ def resume_greedy(
     match_len=None,
     tf_argmax: torch.Tensor | None = None,
     cache: Any = None,
-    compact_fraction: float = 0.0,
-    decoder: str | None = None,
-    cuda_graphs: bool | None = None,
-    mask: str = "auto",
+    options: DecodeOptions | None = None,
+    workspace=None,
 ) -> torch.Tensor:
     """Free-running greedy continuations (B, C) int64 of tokens (B, P+C), resuming every row at
     its first mismatch.
@@ -214,57 +195,61 @@ def resume_greedy(
     The cache is consumed (emptied or cut down; do not reuse it). When tf_argmax or the cache
     is missing, a teacher-forced prefix pass over just the rows that need decoding rebuilds them.
 
-    decoder: "lean" (static per-row-position cache, `engine.decode_cache`) or "dynamic" (the
-    DynamicCache loop); None: the module's `DECODER`. Caches with sliding-window layers always
-    decode in groups of rows sharing m, on the dynamic loop.
-    cuda_graphs: lean loop on CUDA only, capture the decode step as CUDA graphs (None: the
-    module's `CUDA_GRAPHS`). mask: lean loop, "auto" (a 4-D mask built here for SDPA/eager
-    attention), "4d" or "2d" (HF builds the 4-D mask every step).
-    compact_fraction: dynamic loop only: drop finished rows from the batch once they are at
-    least this share of it (0: as soon as any row finishes).
+    options: `engine.options.DecodeOptions` (decode loop, step head, CUDA graphs, mask,
+    compaction); default `DecodeOptions()`. workspace: an `engine.decode_cache.DecodeWorkspace`
+    that holds the lean loop's reusable state (buffers, CUDA graphs) across calls; default a
+    fresh one for this call.
     """
-    _check_tokens(tokens, prefix_len, cont_len)
-    decoder = DECODER if decoder is None else decoder
-    if decoder not in ("lean", "dynamic"):
-        raise ValueError(f"decoder must be 'lean' or 'dynamic', got {decoder!r}")
-    opts = {"decoder": decoder, "graphs": CUDA_GRAPHS if cuda_graphs is None else cuda_graphs,
-            "mask": mask}
-    p, c = int(prefix_len), int(cont_len)
-    b = tokens.shape[0]
-    dev = sm.device
-    tokens = tokens.to(device=dev, dtype=torch.int64)
+    from engine.decode_cache import DecodeWorkspace
+
+    check_token_batch(tokens, prefix_len, cont_len)
+    options = DecodeOptions() if options is None else options
+    if not isinstance(options, DecodeOptions):
+        raise ValueError(f"options must be an engine.options.DecodeOptions, got "
+                         f"{type(options).__name__}")
+    run = _Decoding(sm, int(prefix_len), int(cont_len), masked_token, options,
+                    DecodeWorkspace() if workspace is None else workspace)
+    b, c = tokens.shape[0], run.c
+    tokens = tokens.to(device=sm.device, dtype=torch.int64)
     if b == 0:
-        return torch.empty((0, c), dtype=torch.int64, device=dev)
-
+        return torch.empty((0, c), dtype=torch.int64, device=sm.device)
     if tf_argmax is None or match_len is None or cache is None:
-        return _resume_rebuilding(sm, tokens, p, c, masked_token, match_len, tf_argmax, opts)
-
-    tf_argmax = _as_long(tf_argmax, dev, "tf_argmax", (b, c))
-    m_all = _as_long(match_len, dev, "match_len", (b,))
-    if bool(((m_all < 0) | (m_all > c)).any()):
-        raise ValueError(f"match_len must lie in [0, cont_len={c}], got {m_all.tolist()}")
-    l0 = cache.get_seq_length()
+        return _resume_rebuilding(run, tokens, match_len, tf_argmax)
+    tf_argmax = _as_long(tf_argmax, sm.device, "tf_argmax", (b, c))
+    m_all = _match_len(match_len, sm.device, b, c)
     if _has_sliding_layers(cache):
         # Sliding windows count cache slots, not positions: a hole would shift the window.
-        return _resume_rebuilding(sm, tokens, p, c, masked_token, m_all, tf_argmax, opts)
+        return _resume_rebuilding(run, tokens, m_all, tf_argmax)
     # g[0:m] = truth, g[m] = tf_argmax[m]; the rest is decoded below.
-    greedy = _teacher_prefix(tokens, tf_argmax, m_all, p, c)
+    greedy = _teacher_prefix(tokens, tf_argmax, m_all, run.p, c)
     active = torch.nonzero(m_all < c - 1).flatten()
     if active.numel() == 0:
         return greedy
-    need = int(m_all[active].max()) + p
+    l0 = cache.get_seq_length()
+    need = int(m_all[active].max()) + run.p
     if need > l0:
         raise ValueError(
             f"cache holds {l0} slots but a row needs its true prefix of {need}; expected the "
             "KV cache of the teacher-forced pass over tokens[:, :P+C-1]"
         )
-    if opts["decoder"] == "lean" and _dynamic_layers(cache) is not None:
-        return _lean_loop(sm, greedy, active, m_all[active], cache, active, l0, p, c,
-                          masked_token, opts)
-    if active.numel() < b:
-        _select_rows(cache, active)
-    return _decode_loop(sm, greedy, active, m_all[active], cache, l0, p, c, masked_token,
-                        compact_fraction)
+    return _decode(run, greedy, active, m_all[active], cache, active, l0, b)
+
+
+def _match_len(match_len, device, b: int, c: int) -> torch.Tensor:
+    m = _as_long(match_len, device, "match_len", (b,))
+    if bool(((m < 0) | (m > c)).any()):
+        raise ValueError(f"match_len must lie in [0, cont_len={c}], got {m.tolist()}")
+    return m
+
+
+def _decode(run: _Decoding, greedy, rows, m, cache, src_rows, l0: int, n_src: int):
+    """Decode g[m+1:] for `rows` (indices into greedy), whose true prefixes are rows `src_rows`
+    of `cache` (n_src rows, l0 slots), on the loop the options ask for. Returns greedy."""
+    if run.options.decoder == "lean" and _dynamic_layers(cache) is not None:
+        return _lean_loop(run, greedy, rows, m, cache, src_rows, l0)
+    if src_rows.numel() < n_src:
+        _select_rows(cache, src_rows)
+    return _decode_loop(run, greedy, rows, m, cache, l0, run.options.compact_fraction)
 
 
 def _teacher_prefix(tokens, tf_argmax, m, p, c) -> torch.Tensor:
@@ -273,22 +258,20 @@ def _teacher_prefix(tokens, tf_argmax, m, p, c) -> torch.Tensor:
     return torch.where(cols < m[:, None], tokens[:, p:], tf_argmax).clone()
 
 
-def _resume_rebuilding(sm, tokens, p, c, masked_token, match_len, tf_argmax, opts) -> torch.Tensor:
+def _resume_rebuilding(run: _Decoding, tokens, match_len, tf_argmax) -> torch.Tensor:
     """Resume without the scorer's cache. Without match_len: the scorer's pass (argmax only)
     with a cache, then the usual resume. With match_len: one pass over the true prefix of only
     the rows that did not match everything, up to the longest of their first mismatches (the
     hidden state at P-1+m gives g[m] when tf_argmax is missing), then decode as usual."""
+    sm, p, c = run.sm, run.p, run.c
     b = tokens.shape[0]
     if match_len is None:
         tf_argmax, m_all, cache = teacher_forced_greedy(sm, tokens, prefix_len=p, cont_len=c,
-                                                        masked_token=masked_token)
-        return resume_greedy(sm, tokens, prefix_len=p, cont_len=c, masked_token=masked_token,
+                                                        masked_token=run.masked_token)
+        return resume_greedy(sm, tokens, prefix_len=p, cont_len=c, masked_token=run.masked_token,
                              match_len=m_all, tf_argmax=tf_argmax, cache=cache,
-                             decoder=opts["decoder"], cuda_graphs=opts["graphs"],
-                             mask=opts["mask"])
-    m_all = _as_long(match_len, tokens.device, "match_len", (b,))
-    if bool(((m_all < 0) | (m_all > c)).any()):
-        raise ValueError(f"match_len must lie in [0, cont_len={c}], got {m_all.tolist()}")
+                             options=run.options, workspace=run.workspace)
+    m_all = _match_len(match_len, tokens.device, b, c)
     greedy = tokens[:, p:].clone()
     if tf_argmax is not None:
         greedy = _teacher_prefix(tokens, _as_long(tf_argmax, tokens.device, "tf_argmax", (b, c)),
@@ -302,36 +285,31 @@ def _resume_rebuilding(sm, tokens, p, c, masked_token, match_len, tf_argmax, opt
     out = sm.backbone(tokens[need, : p + upto], use_cache=True)
     if tf_argmax is None:
         hid = out.hidden[torch.arange(need.numel(), device=tokens.device), p - 1 + m]
-        greedy[need, m] = sm.head(hid, tokens[need, p + m], masked_token=masked_token)[0]
+        greedy[need, m] = sm.head(hid, tokens[need, p + m], masked_token=run.masked_token)[0]
     dec = m < c - 1
     if not bool(dec.any()):
         return greedy
     cache = out.past_key_values
     if _has_sliding_layers(cache):
-        return _resume_by_groups(sm, tokens, greedy, need[dec], m[dec], p, c, masked_token)
-    if opts["decoder"] == "lean" and _dynamic_layers(cache) is not None:
-        sel = dec.nonzero().flatten()
-        return _lean_loop(sm, greedy, need[sel], m[sel], cache, sel, p + upto, p, c,
-                          masked_token, opts)
-    if not bool(dec.all()):
-        _select_rows(cache, dec.nonzero().flatten())
-    return _decode_loop(sm, greedy, need[dec], m[dec], cache, p + upto, p, c, masked_token, 0.0)
+        return _resume_by_groups(run, tokens, greedy, need[dec], m[dec])
+    sel = dec.nonzero().flatten()
+    return _decode(run, greedy, need[sel], m[sel], cache, sel, p + upto, need.numel())
 
 
-def _resume_by_groups(sm, tokens, greedy, active, m, p, c, masked_token) -> torch.Tensor:
+def _resume_by_groups(run: _Decoding, tokens, greedy, active, m) -> torch.Tensor:
     """For caches that cannot hold a per-row hole (sliding windows): rows sharing a first
     mismatch share a prefix length, so each group decodes on its own hole-free cache."""
     for mv in torch.unique(m).tolist():
         grp = active[m == mv]
-        out = sm.backbone(tokens[grp, : p + mv], use_cache=True)
+        out = run.sm.backbone(tokens[grp, : run.p + mv], use_cache=True)
         mm = torch.full((grp.numel(),), mv, dtype=torch.int64, device=tokens.device)
-        sub = _decode_loop(sm, greedy[grp], torch.arange(grp.numel(), device=tokens.device), mm,
-                           out.past_key_values, p + mv, p, c, masked_token, 0.0)
+        sub = _decode_loop(run, greedy[grp], torch.arange(grp.numel(), device=tokens.device), mm,
+                           out.past_key_values, run.p + mv, 0.0)
         greedy[grp] = sub
     return greedy
 
 
-def _lean_loop(sm, greedy, rows, m, cache, src_rows, l0, p, c, masked_token, opts):
+def _lean_loop(run: _Decoding, greedy, rows, m, cache, src_rows, l0):
     """Decode g[m+1:] for `rows` (indices into greedy) on the static per-row-position cache
     (`engine.decode_cache`). `cache` is a DynamicCache whose slot k is position k for every
     row below P+m (the scorer's pass over P+C-1 tokens, or a pass over the true prefixes, of
@@ -341,8 +319,7 @@ def _lean_loop(sm, greedy, rows, m, cache, src_rows, l0, p, c, masked_token, opt
     rows still decoding at step s are a prefix of length live[s] and compaction is a view. The
     only host-device syncs are m (once) and the final write-back's indices.
     """
-    from engine.decode_cache import decode_state
-
+    p, c = run.p, run.c
     dev = greedy.device
     layers = _dynamic_layers(cache)
     m_host = m.cpu()
@@ -351,8 +328,8 @@ def _lean_loop(sm, greedy, rows, m, cache, src_rows, l0, p, c, masked_token, opt
     need = c - 1 - m_sorted                                  # steps per row, non-increasing, >= 1
     n_steps = int(need[0])
     live = (need[None, :] > torch.arange(n_steps)[:, None]).sum(1).tolist()
-    st = decode_state(sm, layers, layers[0].keys.shape[0], p + c - 1, c - 1, masked_token,
-                      mask=opts["mask"], graphs=opts["graphs"] and dev.type == "cuda")
+    st = run.workspace.state_for(run.sm, layers, layers[0].keys.shape[0], p + c - 1, c - 1,
+                                 run.masked_token, run.options)
     order_d, m_d = order.to(dev), m_sorted.to(dev)
     rows_s = rows[order_d]
     n0 = rows_s.numel()
@@ -371,9 +348,10 @@ def _lean_loop(sm, greedy, rows, m, cache, src_rows, l0, p, c, masked_token, opt
     return greedy
 
 
-def _decode_loop(sm, greedy, rows, m, cache, l0, p, c, masked_token, compact_fraction):
+def _decode_loop(run: _Decoding, greedy, rows, m, cache, l0, compact_fraction):
     """Decode g[m+1:] for `rows` (indices into greedy), whose cache (rows in that order) has
     `l0` slots of which the first p+m are each row's true prefix. Mutates and returns greedy."""
+    sm, p, c, masked_token = run.sm, run.p, run.c, run.masked_token
     dev = greedy.device
     # Slots valid for every row: [0, p + min m); stale for every row: [p + max m, l0).
     hi = p + int(m.max())
@@ -448,19 +426,12 @@ def generation_columns(greedy, truth, *, keep_tokens: bool = False) -> dict[str,
 
 def gen_columns(sm, tokens: torch.Tensor, *, prefix_len: int, cont_len: int,
                 masked_token: int | None, match_len=None, tf_argmax=None, cache=None,
-                keep_tokens: bool = False) -> dict[str, np.ndarray]:
+                keep_tokens: bool = False, options: DecodeOptions | None = None,
+                workspace=None) -> dict[str, np.ndarray]:
     """`mode="generate"` columns for one batch: resume greedy decoding at each row's first
-    mismatch (reusing the scorer's tf_argmax and cache when given) and compare with the truth."""
+    mismatch (reusing the scorer's tf_argmax and cache when given) and compare with the truth.
+    options / workspace: as for `resume_greedy`."""
     greedy = resume_greedy(sm, tokens, prefix_len=prefix_len, cont_len=cont_len,
                            masked_token=masked_token, match_len=match_len, tf_argmax=tf_argmax,
-                           cache=cache)
+                           cache=cache, options=options, workspace=workspace)
     return generation_columns(greedy, tokens[:, prefix_len:], keep_tokens=keep_tokens)
-
-
-def gen_score(sm, tokens: torch.Tensor, *, prefix_len: int, cont_len: int,
-              masked_token: int | None, match_len=None, tf_argmax=None,
-              cache=None) -> np.ndarray:
-    """Pythia's memorization score (B,) float32 for one batch (see `gen_columns`)."""
-    return gen_columns(sm, tokens, prefix_len=prefix_len, cont_len=cont_len,
-                       masked_token=masked_token, match_len=match_len, tf_argmax=tf_argmax,
-                       cache=cache)["gen_score"]

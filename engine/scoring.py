@@ -25,6 +25,7 @@ manifest (see `engine.output`), resumable, and split across ranks under torchrun
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -37,9 +38,10 @@ import torch
 from engine import distributed as dist
 from engine.data import SampleSource, open_samples
 from engine.models import ScoringModel, dtype_name, load_model, resolve_device, resolve_dtype
+from engine.options import DecodeOptions
 from engine.output import ScoreFolder
 
-__all__ = ["score", "score_batch", "SCORE_SCHEMA", "GEN_FIELD", "DEFAULT_SHARD_SIZE"]
+__all__ = ["score", "score_batch", "SCORE_SCHEMA", "DEFAULT_SHARD_SIZE"]
 
 SCORE_SCHEMA = pa.schema([
     ("sample_id", pa.int64()),
@@ -56,11 +58,10 @@ SCORE_SCHEMA = pa.schema([
     ("cont_ppl_paper", pa.float32()),
     ("seq_ppl_paper", pa.float32()),
 ])
-GEN_FIELD = pa.field("gen_score", pa.float32())
 DEFAULT_SHARD_SIZE = 65536
 # Rows of hidden states reduced per fused-head call on CPU. Smaller blocks (256 rows, tiles
 # that fit in cache) were 2-4x slower on the shared 2-core machine: every small op pays an
-# OpenMP barrier, and under load a barrier costs a time slice (docs/notes/issue-2.md).
+# OpenMP barrier, and under load a barrier costs a time slice (docs/notes/engine.md).
 CPU_HEAD_ROWS = 2048
 CPU_AUTO_BATCH = 64
 
@@ -129,32 +130,6 @@ def _score_batch(sm: ScoringModel, tokens: torch.Tensor, *, prefix_len: int, con
         v = v.cpu()
         res[k] = v.numpy() if v.dtype in (torch.bool, torch.int16) else v.float().numpy()
     return res, tf_argmax, out.past_key_values
-
-
-def _generate_hook():
-    """The free-running decoder behind mode="generate": `engine.generate` (issue 4).
-
-    Returns (columns_fn, fields): `columns_fn(sm, tokens, *, prefix_len, cont_len, masked_token,
-    match_len, tf_argmax, cache) -> dict of numpy columns` (Pythia's `gen_score` and friends),
-    resuming greedy decoding at each row's first mismatch on the one pass's KV cache, and the
-    pyarrow fields it adds to the table.
-    """
-    import importlib
-
-    try:
-        generate = importlib.import_module("engine.generate")
-    except ModuleNotFoundError as exc:
-        if exc.name != "engine.generate":
-            raise
-        generate = None
-    fn = getattr(generate, "gen_columns", None)
-    if fn is None:
-        raise ValueError(
-            "mode='generate' (free-running Pythia score) is not available: it needs "
-            "engine.generate.gen_columns; use mode='exact'"
-        )
-    fields = generate.gen_fields() if hasattr(generate, "gen_fields") else [GEN_FIELD]
-    return fn, fields
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,6 +220,30 @@ def _run_metadata(sm: ScoringModel, run: dict) -> dict[bytes, bytes]:
     return {k.encode(): str(v).encode() for k, v in meta.items()}
 
 
+@dataclasses.dataclass
+class _Run:
+    """One scoring run, set up and validated: what the shard loop and the output step share."""
+
+    sm: ScoringModel
+    source: SampleSource
+    schema: pa.Schema
+    score_rows: Callable[[torch.Tensor], dict[str, np.ndarray]]
+    shard_size: int
+    folder: ScoreFolder | None
+    rank: int
+    world: int
+
+    @property
+    def n_shards(self) -> int:
+        return (len(self.source) + self.shard_size - 1) // self.shard_size
+
+    def bounds(self, k: int) -> tuple[int, int]:
+        return k * self.shard_size, min(len(self.source), (k + 1) * self.shard_size)
+
+    def rows_in(self, shards) -> int:
+        return sum(stop - start for start, stop in map(self.bounds, shards))
+
+
 def score(
     model,
     samples,
@@ -270,6 +269,8 @@ def score(
     on_batch: Callable[[int], None] | None = None,
     labels_only: bool = False,
     keep_tokens: bool = False,
+    decode: DecodeOptions | None = None,
+    decode_workspace=None,
 ) -> pa.Table:
     """Score every sample for memorization; one row per sample, in sample order.
 
@@ -289,28 +290,68 @@ def score(
     labels_only: only `exact_match` and `match_len` (mode='exact'), by the staged cascade of
         `engine.cascade` (rows leave at their first mismatch; same labels as the full pass).
     keep_tokens: with mode='generate', also `gen_tokens`, the greedy continuation.
+    decode: `engine.options.DecodeOptions` for mode='generate' (decode loop, step head, CUDA
+        graphs); they change speed, never results. decode_workspace: an
+        `engine.decode_cache.DecodeWorkspace` to keep the decoder's state (and CUDA graphs)
+        across runs; by default each run has its own. Nothing is stored on the model.
 
     Columns: see `SCORE_SCHEMA` (+ `gen_score` in generate mode); run metadata (model,
     revision, dtype, lengths, versions) is in the schema metadata.
     """
+    _check_arguments(mode, batch_size, shard_size, labels_only, keep_tokens, decode)
+    run = _set_up(model, samples, prefix_len=prefix_len, cont_len=cont_len, mode=mode,
+                  dtype=dtype, device=device, out=out, resume=resume, mask_eos=mask_eos,
+                  revision=revision, tokenizer=tokenizer, range=range, limit=limit,
+                  checkpoint=checkpoint, shard_size=shard_size,
+                  trust_remote_code=trust_remote_code, head_impl=head_impl,
+                  labels_only=labels_only, keep_tokens=keep_tokens, decode=decode,
+                  decode_workspace=decode_workspace)
+    mine = dist.my_shards(run.n_shards, run.rank, run.world)
+    todo = [k for k in mine if run.folder is None or not run.folder.has_shard(k)]
+    bs = _auto_batch_size(run.sm, prefix_len + cont_len) if batch_size == "auto" else batch_size
+    bar = _Progress(run.rows_in(mine), progress and run.rank == 0,
+                    desc=f"scoring {_short_name(run.sm.name)}")
+    bar.update(run.rows_in(k for k in mine if k not in todo))
+    t0 = time.perf_counter()
+    try:
+        tables, done = _score_shards(run, todo, bs, bar, on_batch)
+    except (ValueError, FileNotFoundError):
+        if run.folder is not None:
+            run.folder.cleanup_after_error()
+        raise
+    finally:
+        bar.close()
+    return _collect(run, tables, elapsed=time.perf_counter() - t0, done=done)
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup
+
+
+def _check_arguments(mode, batch_size, shard_size, labels_only, keep_tokens, decode) -> None:
+    """The options that need neither the model nor the samples, checked before any loading."""
     if mode not in ("exact", "generate"):
         raise ValueError(f"mode must be 'exact' or 'generate', got {mode!r}")
-    gen_fn, gen_fields = _generate_hook() if mode == "generate" else (None, [])
-    # issue 4: label-only cascade and kept greedy tokens (engine.cascade, engine.generate)
     if labels_only and mode != "exact":
         raise ValueError(f"labels_only=True needs mode='exact' (it computes exact_match and "
                          f"match_len only), got mode={mode!r}")
     if keep_tokens and mode != "generate":
         raise ValueError(f"keep_tokens=True keeps mode='generate' greedy tokens, got mode={mode!r}")
-    if keep_tokens:
-        from engine.generate import GEN_TOKENS_FIELD
-
-        gen_fn, gen_fields = functools.partial(gen_fn, keep_tokens=True), [*gen_fields, GEN_TOKENS_FIELD]
     if not (batch_size == "auto" or (isinstance(batch_size, int) and not isinstance(
             batch_size, bool) and batch_size > 0)):
         raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
     if not isinstance(shard_size, int) or shard_size < 1:
         raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
+    if decode is not None and not isinstance(decode, DecodeOptions):
+        raise ValueError(f"decode must be an engine.options.DecodeOptions, got "
+                         f"{type(decode).__name__}")
+
+
+def _set_up(model, samples, *, prefix_len, cont_len, mode, dtype, device, out, resume,
+            mask_eos, revision, tokenizer, range, limit, checkpoint, shard_size,
+            trust_remote_code, head_impl, labels_only, keep_tokens, decode,
+            decode_workspace) -> _Run:
+    """Open the samples, join the ranks, load the model, describe the run and its output."""
     dev = resolve_device(device)
     resolve_dtype(dtype, dev)  # validate before any loading
     source: SampleSource = open_samples(
@@ -319,115 +360,153 @@ def score(
     )
     dist.init_from_env(dev)
     rank, world = dist.rank_world()
-    dev = dist.local_device(dev)
-    sm = load_model(model, dtype=dtype, device=dev, revision=revision,
+    sm = load_model(model, dtype=dtype, device=dist.local_device(dev), revision=revision,
                     trust_remote_code=trust_remote_code)
-    L = prefix_len + cont_len
-    if sm.max_positions is not None and L - 1 > sm.max_positions:
+    seq_len = prefix_len + cont_len
+    if sm.max_positions is not None and seq_len - 1 > sm.max_positions:
         raise ValueError(
-            f"prefix_len + cont_len = {L} exceeds the model's {sm.max_positions} positions"
+            f"prefix_len + cont_len = {seq_len} exceeds the model's {sm.max_positions} positions"
         )
     masked = sm.eos_token_id if mask_eos else None
-    n = len(source)
-    run = {
+    desc = {
         "model": sm.name, "revision": sm.revision or "", "dtype": dtype_name(sm.dtype),
         "prefix_len": prefix_len, "cont_len": cont_len, "mode": mode, "mask_eos": bool(mask_eos),
         "masked_token": -1 if masked is None else int(masked), "source": source.description,
-        "n_samples": n, "shard_size": shard_size,
+        "n_samples": len(source), "shard_size": shard_size,
     }
-    run.update({k: True for k, v in (("labels_only", labels_only), ("keep_tokens", keep_tokens)) if v})
+    desc.update({k: True for k, v in (("labels_only", labels_only), ("keep_tokens", keep_tokens))
+                 if v})
+    score_rows, fields = _row_scorer(
+        sm, prefix_len=prefix_len, cont_len=cont_len, masked_token=masked, mode=mode,
+        head_impl=head_impl, labels_only=labels_only, keep_tokens=keep_tokens, decode=decode,
+        decode_workspace=decode_workspace)
+    schema = pa.schema([SCORE_SCHEMA.field("sample_id"), *fields]).with_metadata(
+        _run_metadata(sm, desc))
+    return _Run(sm, source, schema, score_rows, shard_size, _open_folder(out, desc, resume, rank),
+                rank, world)
+
+
+def _row_scorer(sm, *, prefix_len, cont_len, masked_token, mode, head_impl, labels_only,
+                keep_tokens, decode, decode_workspace):
+    """(score_rows, fields): `score_rows(tokens)` -> the columns (all but sample_id) of one
+    batch of token rows (B, L) on the model's device; `fields` their schema, in order."""
+    lengths = dict(prefix_len=prefix_len, cont_len=cont_len, masked_token=masked_token)
     if labels_only:
         from engine.cascade import LABEL_FIELDS, label_columns
 
-        schema = pa.schema([SCORE_SCHEMA.field("sample_id"), *LABEL_FIELDS])
-    else:
-        schema = pa.schema(list(SCORE_SCHEMA) + list(gen_fields))
-    schema = schema.with_metadata(_run_metadata(sm, run))
-    n_shards = (n + shard_size - 1) // shard_size
+        return functools.partial(label_columns, sm, impl=head_impl, **lengths), LABEL_FIELDS
+    exact_fields = [f for f in SCORE_SCHEMA if f.name != "sample_id"]
+    if mode == "exact":
+        def exact(tokens):
+            return _score_batch(sm, tokens, impl=head_impl, **lengths)[0]
 
-    def bounds(k: int) -> tuple[int, int]:
-        return k * shard_size, min(n, (k + 1) * shard_size)
+        return exact, exact_fields
+    from engine.decode_cache import DecodeWorkspace
+    from engine.generate import gen_columns, gen_fields
 
-    folder = ScoreFolder(out, run) if out is not None else None
-    if folder is not None:
-        if rank == 0:
-            folder.prepare(resume=resume)
-        dist.barrier()
-        if rank != 0:
-            folder.open_existing()
-    mine = dist.my_shards(n_shards, rank, world)
-    todo = [k for k in mine if folder is None or not folder.has_shard(k)]
-    bs = _auto_batch_size(sm, L) if batch_size == "auto" else batch_size
-    bar = _Progress(sum(bounds(k)[1] - bounds(k)[0] for k in mine), progress and rank == 0,
-                    desc=f"scoring {_short_name(sm.name)}")
-    bar.update(sum(bounds(k)[1] - bounds(k)[0] for k in mine if k not in todo))
+    workspace = DecodeWorkspace() if decode_workspace is None else decode_workspace
+
+    def generate(tokens):
+        cols, tf_argmax, cache = _score_batch(sm, tokens, impl=head_impl, keep_cache=True,
+                                              **lengths)
+        cols.update(gen_columns(sm, tokens, match_len=cols["match_len"], tf_argmax=tf_argmax,
+                                cache=cache, keep_tokens=keep_tokens, options=decode,
+                                workspace=workspace, **lengths))
+        return cols
+
+    return generate, exact_fields + gen_fields(keep_tokens)
+
+
+def _open_folder(out, desc: dict, resume: bool, rank: int) -> ScoreFolder | None:
+    """The output folder, prepared by rank 0 (created, or checked for resuming) and opened by
+    the others once it is ready; None without `out`."""
+    if out is None:
+        return None
+    folder = ScoreFolder(out, desc)
+    if rank == 0:
+        folder.prepare(resume=resume)
+    dist.barrier()
+    if rank != 0:
+        folder.open_existing()
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------
+# The shard loop
+
+
+def _score_shards(run: _Run, todo: list[int], bs: int, bar: _Progress, on_batch):
+    """Score shards `todo` in order; each is written to the folder, or kept in memory without
+    one. Returns ({shard: table} kept in memory, rows scored)."""
     tables: dict[int, pa.Table] = {}
-    t0, done = time.perf_counter(), 0
-    try:
-        with torch.inference_mode():
-            for k in todo:
-                start, stop = bounds(k)
-                parts = []
-                pos = start
-                while pos < stop:
-                    ids, toks = source.read(pos, min(pos + bs, stop))
-                    _validate_ids(toks, ids, sm.vocab_size)
-                    try:
-                        tt = torch.from_numpy(toks).to(sm.device)
-                        if labels_only:
-                            cols = label_columns(sm, tt, prefix_len=prefix_len, cont_len=cont_len,
-                                                 masked_token=masked, impl=head_impl)
-                        else:
-                            cols, tf_argmax, cache = _score_batch(
-                                sm, tt, prefix_len=prefix_len, cont_len=cont_len, masked_token=masked,
-                                impl=head_impl, keep_cache=gen_fn is not None)
-                        if gen_fn is not None:
-                            cols.update(gen_fn(
-                                sm, tt, prefix_len=prefix_len, cont_len=cont_len,
-                                masked_token=masked, match_len=cols["match_len"],
-                                tf_argmax=tf_argmax, cache=cache))
-                            del cache
-                    except Exception as exc:  # back off on out-of-memory, then retry the rows
-                        if not _is_oom(exc) or bs == 1:
-                            raise
-                        bs = max(1, bs // 2)
-                        if sm.device.type == "cuda":
-                            torch.cuda.empty_cache()
-                        continue
-                    cols["sample_id"] = ids
-                    parts.append(cols)
-                    pos += len(ids)
-                    done += len(ids)
-                    bar.update(len(ids), batch=bs)
-                    if on_batch is not None:
-                        on_batch(len(ids))
-                table = pa.Table.from_pydict(
-                    {f.name: np.concatenate([p[f.name] for p in parts]) for f in schema},
-                    schema=schema,
-                )
-                if folder is not None:
-                    folder.write_shard(k, table)
-                else:
-                    tables[k] = table
-    except (ValueError, FileNotFoundError):
-        if folder is not None:
-            folder.cleanup_after_error()
-        raise
-    finally:
-        bar.close()
-    elapsed = time.perf_counter() - t0
-    if folder is None:
+    done = 0
+    with torch.inference_mode():
+        for k in todo:
+            start, stop = run.bounds(k)
+            parts = []
+            for ids, cols, batch in _scored_batches(run, start, stop, bs):
+                bs = batch                    # after a back-off, the smaller size holds
+                cols["sample_id"] = ids
+                parts.append(cols)
+                done += len(ids)
+                bar.update(len(ids), batch=batch)
+                if on_batch is not None:
+                    on_batch(len(ids))
+            table = pa.Table.from_pydict(
+                {f.name: np.concatenate([p[f.name] for p in parts]) for f in run.schema},
+                schema=run.schema,
+            )
+            if run.folder is not None:
+                run.folder.write_shard(k, table)
+            else:
+                tables[k] = table
+    return tables, done
+
+
+def _scored_batches(run: _Run, start: int, stop: int, bs: int):
+    """Yield (sample_ids, columns, batch size) for rows start:stop, `bs` rows at a time. On
+    out-of-memory the batch size halves and the same rows are tried again (down to 1 row);
+    the smaller size then holds for the rest of the run (the caller passes it on)."""
+    pos = start
+    while pos < stop:
+        ids, toks = run.source.read(pos, min(pos + bs, stop))
+        _validate_ids(toks, ids, run.sm.vocab_size)
+        try:
+            cols = run.score_rows(torch.from_numpy(toks).to(run.sm.device))
+        except Exception as exc:  # back off on out-of-memory, then retry the rows
+            if not _is_oom(exc) or bs == 1:
+                raise
+            bs = _back_off(run.sm, bs)
+            continue
+        pos += len(ids)
+        yield ids, cols, bs
+
+
+def _back_off(sm: ScoringModel, bs: int) -> int:
+    """The next batch size after an out-of-memory error: half, with CUDA's cache emptied."""
+    if sm.device.type == "cuda":
+        torch.cuda.empty_cache()
+    return max(1, bs // 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+def _collect(run: _Run, tables: dict[int, pa.Table], *, elapsed: float, done: int) -> pa.Table:
+    """The whole table, in sample order: gathered from every rank's memory, or (with a folder)
+    read back once rank 0 has finished the manifest. Adds `elapsed_s` and `scored_here`."""
+    if run.folder is None:
         gathered: dict[int, pa.Table] = {}
         for part in dist.all_gather_object(tables):
             gathered.update(part)
         result = pa.concat_tables([gathered[k] for k in sorted(gathered)])
     else:
         dist.barrier()
-        if rank == 0:
-            folder.finish(n_shards, bounds)
+        if run.rank == 0:
+            run.folder.finish(run.n_shards, run.bounds)
         dist.barrier()
-        result = folder.read(n_shards)
-    result = result.replace_schema_metadata(
+        result = run.folder.read(run.n_shards)
+    return result.replace_schema_metadata(
         {**(result.schema.metadata or {}), b"elapsed_s": f"{elapsed:.3f}".encode(),
          b"scored_here": str(done).encode()})
-    return result

@@ -19,9 +19,10 @@ from gen_oracle import build_rows, varied_model
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import engine.decode_cache as dc
-from engine.decode_cache import PositionalCache, decode_state, mask_kind, step_mask
+from engine.decode_cache import DecodeWorkspace, PositionalCache, mask_kind, step_mask
 from engine.generate import resume_greedy, teacher_forced_greedy
 from engine.models import wrap_model
+from engine.options import DecodeOptions
 from kernels.argmax_head_screened import ScreenedHead, bf16_is_fast
 
 P, C = 32, 32
@@ -74,10 +75,11 @@ def case(request):
     return request.param, model, rows, want, mlen
 
 
-def _decode(sm, rows, **kw):
+def _decode(sm, rows, workspace=None, **options):
     tf, ml, cache = teacher_forced_greedy(sm, rows, prefix_len=P, cont_len=C, masked_token=0)
     return resume_greedy(sm, rows, prefix_len=P, cont_len=C, masked_token=0, match_len=ml,
-                         tf_argmax=tf, cache=cache, **kw)
+                         tf_argmax=tf, cache=cache, options=DecodeOptions(**options),
+                         workspace=workspace)
 
 
 def test_lean_loop_equals_generate_and_the_dynamic_loop(case):
@@ -117,16 +119,18 @@ def test_buckets_and_state_reuse(case):
     sm = wrap_model(model)
     tf, ml, cache = teacher_forced_greedy(sm, rows, prefix_len=P, cont_len=C, masked_token=0)
     layers = cache.layers
-    st = decode_state(sm, layers, rows.shape[0], P + C - 1, C - 1, 0)
+    ws = DecodeWorkspace()
+    st = ws.state_for(sm, layers, rows.shape[0], P + C - 1, C - 1, 0)
     st.use_buckets = True
     assert st.bucket(1) == 16 and st.bucket(17) == 32 and st.bucket(rows.shape[0]) == rows.shape[0]
     got = resume_greedy(sm, rows, prefix_len=P, cont_len=C, masked_token=0, match_len=ml,
-                        tf_argmax=tf, cache=cache, decoder="lean")
-    assert sm._decode_state is st and torch.equal(got, want), arch
+                        tf_argmax=tf, cache=cache, options=DecodeOptions(decoder="lean"),
+                        workspace=ws)
+    assert ws.state is st and torch.equal(got, want), arch
     # smaller batches reuse the same (bucketed) state; their stale rows ride along harmlessly
     for lo, hi in ((0, 9), (9, 30), (30, rows.shape[0])):
-        assert torch.equal(_decode(sm, rows[lo:hi], decoder="lean"), want[lo:hi]), (arch, lo)
-    assert sm._decode_state is st
+        assert torch.equal(_decode(sm, rows[lo:hi], ws, decoder="lean"), want[lo:hi]), (arch, lo)
+    assert ws.state is st
 
 
 class _HostReads(TorchDispatchMode):
@@ -146,15 +150,15 @@ class _HostReads(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_decode_step_reads_nothing_back(case, monkeypatch):
+def test_decode_step_reads_nothing_back(case):
     """The step a CUDA graph captures (backbone on the positional cache, own mask, argmax head,
     buffer updates) has no host read-back and no data-dependent shape, for every arch. (The
     CPU-only screened head does read back, by design: it never runs on CUDA.)"""
-    monkeypatch.setattr(dc, "SCREENED_HEAD", "off")
     arch, model, rows, _, _ = case
     sm = wrap_model(model)
     tf, ml, cache = teacher_forced_greedy(sm, rows, prefix_len=P, cont_len=C, masked_token=0)
-    st = decode_state(sm, cache.layers, rows.shape[0], P + C - 1, C - 1, 0)
+    st = DecodeWorkspace().state_for(sm, cache.layers, rows.shape[0], P + C - 1, C - 1, 0,
+                                     DecodeOptions(screened_head="off"))
     st.cache.load(cache.layers, torch.arange(rows.shape[0]), P + C - 1)
     st.pos.copy_(P + ml.clamp(max=C - 2))
     spy = _HostReads()
@@ -174,7 +178,6 @@ def test_screened_head_decodes_the_same(case, screen, monkeypatch):
     """The decode step's head with the bf16 screen (kernels.argmax_head_screened) and without:
     the same greedy tokens as HF generate on every row, and the screen really ran (on) or not."""
     arch, model, rows, want, _ = case
-    monkeypatch.setattr(dc, "SCREENED_HEAD", screen)
     calls = []
     orig = ScreenedHead.__call__
 
@@ -184,17 +187,17 @@ def test_screened_head_decodes_the_same(case, screen, monkeypatch):
 
     monkeypatch.setattr(ScreenedHead, "__call__", spy)
     sm = wrap_model(model)
-    assert torch.equal(_decode(sm, rows, decoder="lean"), want), (arch, screen)
+    assert torch.equal(_decode(sm, rows, decoder="lean", screened_head=screen), want), (
+        arch, screen)
     assert len(calls) == (C - 1 if screen == "on" else 0)
     # "auto" follows the CPU: screened exactly where it has bf16 dot products
-    monkeypatch.setattr(dc, "SCREENED_HEAD", "auto")
-    assert (dc._screened_head(sm, torch.float32) is not None) == bf16_is_fast()
+    assert (dc._screened_head(sm, torch.float32, "auto") is not None) == bf16_is_fast()
     # never for 16-bit activations or a soft-capped head, and a bad setting is named
-    monkeypatch.setattr(dc, "SCREENED_HEAD", "on")
-    assert dc._screened_head(sm, torch.bfloat16) is None
-    monkeypatch.setattr(dc, "SCREENED_HEAD", "yes")
-    with pytest.raises(ValueError, match="SCREENED_HEAD.*'yes'"):
-        dc._screened_head(sm, torch.float32)
+    assert dc._screened_head(sm, torch.bfloat16, "on") is None
+    with pytest.raises(ValueError, match="screened_head.*'yes'"):
+        DecodeOptions(screened_head="yes")
+    with pytest.raises(ValueError, match="screened_head.*'yes'"):
+        dc._screened_head(sm, torch.float32, "yes")
 
 
 def test_rebuilt_prefix_cache_is_shorter():
@@ -205,7 +208,7 @@ def test_rebuilt_prefix_cache_is_shorter():
     sm = wrap_model(model)
     sub = mlen < 20                                   # the longest true prefix is P + 19 slots
     got = resume_greedy(sm, rows[sub], prefix_len=P, cont_len=C, masked_token=0,
-                        match_len=mlen[sub], decoder="lean")
+                        match_len=mlen[sub], options=DecodeOptions(decoder="lean"))
     assert torch.equal(got, want[sub])
 
 
@@ -213,7 +216,8 @@ def test_bad_decoder_option():
     sm = wrap_model(varied_model("gpt2"))
     rows = torch.randint(2, 301, (2, P + C))
     with pytest.raises(ValueError, match="decoder"):
-        resume_greedy(sm, rows, prefix_len=P, cont_len=C, masked_token=0, decoder="static")
+        resume_greedy(sm, rows, prefix_len=P, cont_len=C, masked_token=0,
+                      options=DecodeOptions(decoder="static"))
 
 
 @pytest.mark.gpu
@@ -224,6 +228,7 @@ def test_cuda_graphs_equal_hf_generate():
     model = varied_model("gpt_neox", seed=9)
     rows, want, _ = build_rows(model, n_memorized=3, n_random=8, seed=51)
     sm = wrap_model(model.cuda())
+    ws = DecodeWorkspace()
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)   # a failed capture warns: fail here
         for lo, hi in ((0, rows.shape[0]), (5, 25)):
@@ -231,6 +236,7 @@ def test_cuda_graphs_equal_hf_generate():
             tf, ml, cache = teacher_forced_greedy(sm, r, prefix_len=P, cont_len=C,
                                                   masked_token=0)
             got = resume_greedy(sm, r, prefix_len=P, cont_len=C, masked_token=0, match_len=ml,
-                                tf_argmax=tf, cache=cache, decoder="lean", cuda_graphs=True)
+                                tf_argmax=tf, cache=cache, workspace=ws,
+                                options=DecodeOptions(decoder="lean", cuda_graphs=True))
             assert torch.equal(got.cpu(), want[lo:hi]), lo
-    assert sm._decode_state.graphs and sm._decode_state.use_graphs
+    assert ws.state.graphs and ws.state.use_graphs

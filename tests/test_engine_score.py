@@ -118,27 +118,18 @@ def test_rows_longer_than_needed_use_their_first_tokens():
     assert a.select(SCORE_SCHEMA.names).equals(b.select(SCORE_SCHEMA.names))
 
 
-def test_generate_mode_matches_hf_generate_or_is_a_clear_error():
-    """mode="generate" adds Pythia's free-running score (engine.generate, issue 4); until that
-    module exists it is a clear ValueError."""
-    from engine import scoring as score_mod
-
+def test_generate_mode_matches_hf_generate():
+    """mode="generate" adds Pythia's free-running score (engine.generate): HF generate's, with
+    the exact columns of mode="exact" unchanged; an unknown mode is a clear ValueError."""
     model = tiny_model("gpt_neox", seed=3)
     rows, _ = _rows(model, 5, 6, n=3, seed=8)
-    try:
-        score_mod._generate_hook()
-    except ValueError as exc:
-        assert "mode='generate'" in str(exc)
-        with pytest.raises(ValueError, match="generate"):
-            engine.score(model, rows, prefix_len=5, cont_len=6, mode="generate", progress=False)
-    else:
-        table = engine.score(model, rows, prefix_len=5, cont_len=6, mode="generate",
-                             batch_size=4, progress=False)
-        gen = hf_greedy(model, rows[:, :5], 6)
-        np.testing.assert_allclose(table.column("gen_score").to_numpy(),
-                                   (gen == rows[:, 5:]).mean(1), rtol=1e-6)
-        exact = engine.score(model, rows, prefix_len=5, cont_len=6, batch_size=4, progress=False)
-        assert table.select(SCORE_SCHEMA.names).equals(exact.select(SCORE_SCHEMA.names))
+    table = engine.score(model, rows, prefix_len=5, cont_len=6, mode="generate",
+                         batch_size=4, progress=False)
+    gen = hf_greedy(model, rows[:, :5], 6)
+    np.testing.assert_allclose(table.column("gen_score").to_numpy(),
+                               (gen == rows[:, 5:]).mean(1), rtol=1e-6)
+    exact = engine.score(model, rows, prefix_len=5, cont_len=6, batch_size=4, progress=False)
+    assert table.select(SCORE_SCHEMA.names).equals(exact.select(SCORE_SCHEMA.names))
     with pytest.raises(ValueError, match="mode must be"):
         engine.score(model, rows, prefix_len=5, cont_len=6, mode="beam", progress=False)
 

@@ -12,6 +12,7 @@ from gen_oracle import INIT_STD, build_rows, hf_greedy, random_prompts, varied_m
 
 from engine.generate import gen_columns, resume_greedy, teacher_forced_greedy
 from engine.models import wrap_model
+from engine.options import DecodeOptions
 
 P, C = 32, 32
 
@@ -55,7 +56,8 @@ def test_compaction_policy_does_not_matter(neox):
     for decoder, frac in (("dynamic", 0.0), ("dynamic", 0.5), ("dynamic", 1.01), ("lean", 0.0)):
         tf, ml, cache = teacher_forced_greedy(sm, rows, prefix_len=P, cont_len=C, masked_token=0)
         got = resume_greedy(sm, rows, prefix_len=P, cont_len=C, masked_token=0, match_len=ml,
-                            tf_argmax=tf, cache=cache, compact_fraction=frac, decoder=decoder)
+                            tf_argmax=tf, cache=cache,
+                            options=DecodeOptions(decoder=decoder, compact_fraction=frac))
         assert torch.equal(got, want), (decoder, frac)
 
 
