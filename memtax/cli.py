@@ -13,7 +13,7 @@ import sys
 
 from memtax import __version__
 
-SUBCOMMANDS = ["score", "index", "features", "analyze", "bench", "demo"]
+SUBCOMMANDS = ["score", "index", "features", "analyze", "bench", "suite", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
