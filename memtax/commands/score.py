@@ -5,6 +5,10 @@
 
 Writes parquet shards + manifest.json to --out (resumable: rerun the same command after a
 crash), shows a progress bar in samples/s and prints a one-line summary.
+
+--mode generate decodes with `engine.options.DecodeOptions`, from --decoder, --screened-head
+and --cuda-graphs; without those flags the environment variables MEMTAX_DECODE_SCREEN
+(auto|on|off) and MEMTAX_DECODE_GRAPHS (1 = on) still set the last two. They change speed only.
 """
 
 from __future__ import annotations
@@ -51,6 +55,15 @@ def register(subparsers) -> None:
                    help="only exact_match and match_len, by the fast staged cascade (mode exact)")
     p.add_argument("--keep-tokens", action="store_true",
                    help="with --mode generate, also store the greedy continuation (gen_tokens)")
+    p.add_argument("--decoder", default="lean", choices=["lean", "dynamic"],
+                   help="with --mode generate: the decode loop (default lean)")
+    p.add_argument("--screened-head", default=None, choices=["auto", "on", "off"],
+                   help="with --mode generate on CPU: screen each step's argmax head in bf16 "
+                        "(default auto: where the CPU has bf16 dot products; or "
+                        "MEMTAX_DECODE_SCREEN)")
+    p.add_argument("--cuda-graphs", default=None, action=argparse.BooleanOptionalAction,
+                   help="with --mode generate on CUDA: capture the decode step as CUDA graphs "
+                        "(default off, or MEMTAX_DECODE_GRAPHS=1)")
     p.add_argument("--limit", type=int, default=None, help="score at most this many samples")
     p.add_argument("--range", type=_range, default=None, metavar="START:STOP",
                    help="rows (sequence indices for .bin/.idx) to score")
@@ -68,11 +81,31 @@ def register(subparsers) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def decode_options(args, environ=None):
+    """The `DecodeOptions` of these arguments: flags first, then MEMTAX_DECODE_SCREEN and
+    MEMTAX_DECODE_GRAPHS from `environ` (default os.environ), then the defaults."""
+    from engine.options import DecodeOptions
+
+    environ = os.environ if environ is None else environ
+    screen = args.screened_head
+    if screen is None:
+        screen = environ.get("MEMTAX_DECODE_SCREEN", "auto")
+    graphs = args.cuda_graphs
+    if graphs is None:
+        graphs = environ.get("MEMTAX_DECODE_GRAPHS", "0") == "1"
+    try:
+        return DecodeOptions(decoder=args.decoder, screened_head=screen, cuda_graphs=graphs)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (from --screened-head or MEMTAX_DECODE_SCREEN)") from None
+
+
 def run(args) -> int:
     import engine
     from engine.data import open_samples
     from engine.models import load_tokenizer
     from engine.scoring import DEFAULT_SHARD_SIZE
+
+    decode = decode_options(args)
 
     if args.quiet:
         import transformers
@@ -93,7 +126,7 @@ def run(args) -> int:
         batch_size=args.batch_size, dtype=args.dtype, device=args.device, out=args.out,
         resume=args.resume, progress=not args.quiet, mask_eos=args.mask_eos,
         shard_size=args.shard_size or DEFAULT_SHARD_SIZE, trust_remote_code=args.trust_remote_code,
-        labels_only=args.labels_only, keep_tokens=args.keep_tokens,
+        labels_only=args.labels_only, keep_tokens=args.keep_tokens, decode=decode,
     )
     elapsed = time.perf_counter() - t0
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
