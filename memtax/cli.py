@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from memtax import __version__
@@ -35,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Numba's default "omp" threading layer (GNU OpenMP) leaves its threads in a state that makes
+    # torch's bfloat16 CPU attention ~25x slower for the rest of the process (measured: MiniLM
+    # bf16 92 -> 3.8 texts/s after one index build + count; fp32 unaffected), and `memtax
+    # features` and `memtax demo` run both in one process. The "workqueue" layer builds and
+    # counts as fast (within noise at 1e8 tokens). It is process-wide, so the command chooses it
+    # here, before Numba is imported; a user's explicit NUMBA_THREADING_LAYER wins.
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
