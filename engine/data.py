@@ -38,6 +38,7 @@ import numpy as np
 
 from engine.indexed_dataset import IndexedDataset, is_indexed_dataset
 from engine.lengths import check_lengths
+from engine.tokenizers import encode_text
 
 __all__ = [
     "SampleSource",
@@ -367,9 +368,7 @@ class TextSource(SampleSource):
         return obj[self.text_key]
 
     def _encode(self, text: str) -> np.ndarray:
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] if callable(
-            self.tokenizer) else self.tokenizer.encode(text)
-        return np.asarray(ids, dtype=np.int64)
+        return np.asarray(encode_text(self.tokenizer, text), dtype=np.int64)
 
     def _windows(self, n_tokens: int) -> int:
         return 0 if n_tokens < self.seq_len else (n_tokens - self.seq_len) // self.stride + 1

@@ -56,7 +56,6 @@ __all__ = [
     "write_indexed_dataset",
     "dataset_paths",
     "is_indexed_dataset",
-    "best_token_dtype",
     "MAGIC",
     "DTYPE_CODES",
 ]
@@ -77,11 +76,6 @@ def is_indexed_dataset(path: str | os.PathLike) -> bool:
         return True
     b, i = dataset_paths(p)
     return b.exists() and i.exists()
-
-
-def best_token_dtype(vocab_size: int) -> np.dtype:
-    """Smallest dtype Megatron would use for a vocabulary (uint16 below 65,500, else int32)."""
-    return np.dtype(np.uint16) if vocab_size < 65500 else np.dtype(np.int32)
 
 
 class IndexedDataset:

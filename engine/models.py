@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+
+from engine.model_specs import is_hub_id, local_revision_folder, parse_model_spec
+from engine.tokenizers import load_tokenizer
 
 __all__ = [
     "ScoringModel",
@@ -295,56 +297,6 @@ def wrap_model(model, *, name: str | None = None, revision: str | None = None) -
 # --------------------------------------------------------------------------------------------
 # Loading from a name, a folder or a GGUF file
 
-_HF_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
-
-
-def parse_model_spec(spec: str) -> tuple[str, str | None]:
-    """'name@revision' -> (name, revision); a plain name -> (name, None).
-
-    Only the last '@' counts, and only when what follows contains no path separator, so
-    folders with '@' in their names still work when they exist as given.
-    """
-    spec = str(spec)
-    if "@" in spec and not os.path.exists(spec):
-        name, rev = spec.rsplit("@", 1)
-        if rev and "/" not in rev and os.sep not in rev:
-            return name, rev
-    return spec, None
-
-
-def _looks_like_path(name: str) -> bool:
-    """Hub ids are 'name' or 'org/name'; anything else that does not exist is a missing path."""
-    return (
-        name.startswith((".", "/", "~"))
-        or (os.sep != "/" and os.sep in name)
-        or name.count("/") > 1
-        or name.endswith((".gguf", ".safetensors", ".bin"))
-    )
-
-
-def _local_revision_folder(folder: Path, revision: str) -> Path:
-    """A revision of a local folder: a subfolder named after it (one folder per Pythia step,
-    say), or a Hugging Face cache layout (`refs/REV` -> `snapshots/HASH`, or the hash itself)."""
-    sub = folder / revision
-    if sub.is_dir():
-        return sub
-    ref = folder / "refs" / revision
-    if ref.is_file():
-        snap = folder / "snapshots" / ref.read_text().strip()
-        if snap.is_dir():
-            return snap
-    snap = folder / "snapshots" / revision
-    if snap.is_dir():
-        return snap
-    avail = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if (folder / "refs").is_dir():
-        avail += sorted(p.name for p in (folder / "refs").iterdir())
-    raise FileNotFoundError(
-        f"revision {revision!r} of model folder {str(folder)!r} not found locally; expected a "
-        f"subfolder or cached ref named {revision!r}; available: {avail or 'none'}"
-    )
-
-
 def _from_pretrained(target: str, *, torch_dtype, revision, trust_remote_code, local_files_only,
                      gguf_file=None, cache_dir=None, what: str):
     import transformers
@@ -432,7 +384,7 @@ def load_model(
                 f"model path {str(path)!r} is a file; expected a model folder (config.json + "
                 "weights), a .gguf file or a Hugging Face id"
             )
-        folder = _local_revision_folder(path, rev) if rev else path
+        folder = local_revision_folder(path, rev) if rev else path
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(
                 f"model folder {str(folder)!r} has no config.json; expected a saved Hugging "
@@ -443,7 +395,7 @@ def load_model(
             local_files_only=True if local_files_only is None else local_files_only,
             what="model folder",
         )
-    elif _looks_like_path(name) or not _HF_ID.match(name):
+    elif not is_hub_id(name):
         raise FileNotFoundError(
             f"model folder or file {name!r} not found; expected an existing folder, a .gguf "
             "file or a Hugging Face id such as 'EleutherAI/pythia-160m'"
@@ -457,28 +409,3 @@ def load_model(
         )
     hf.to(device=dev)
     return wrap_model(hf, name=name, revision=rev)
-
-
-def load_tokenizer(spec, *, trust_remote_code: bool = False):
-    """A tokenizer from a folder / HF id (`name@revision` allowed), a `.gguf` file, or a loaded
-    tokenizer (returned as is). Local paths never touch the network."""
-    if not isinstance(spec, (str, os.PathLike)):
-        return spec
-    import transformers
-
-    name, rev = parse_model_spec(str(spec))
-    path = Path(name).expanduser()
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if path.is_file() and path.suffix == ".gguf":
-        target, kwargs["gguf_file"], kwargs["local_files_only"] = str(path.parent), path.name, True
-    elif path.exists():
-        target = str(_local_revision_folder(path, rev) if rev else path)
-        kwargs["local_files_only"] = True
-    else:
-        target = name
-        if rev:
-            kwargs["revision"] = rev
-    try:
-        return transformers.AutoTokenizer.from_pretrained(target, **kwargs)
-    except OSError as exc:
-        raise FileNotFoundError(f"could not load a tokenizer from {str(spec)!r}: {exc}") from exc

@@ -35,7 +35,7 @@ def varied_model(arch: str, seed: int = 0, **config_kwargs):
 def hf_greedy(model, prompts: torch.Tensor, cont_len: int, *, pythia: bool = False) -> torch.Tensor:
     """HF `generate` greedy continuations (B, cont_len) of prompts (B, P).
 
-    Default: `min_new_tokens=cont_len` (EOS forbidden at every step, as the issue asks).
+    Default: `min_new_tokens=cont_len` (EOS forbidden at every step, as Pythia's min_length did).
     pythia=True: Pythia's own call, `max_length=P+C, min_length=P+C`.
     A config without an EOS id decodes freely (nothing is masked, nothing stops).
     """

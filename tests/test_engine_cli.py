@@ -1,4 +1,5 @@
-"""`memtax score`: a real run from a saved model folder, and every bad input the issue lists
+"""`memtax score`: a real run from a saved model folder, and bad input (ids outside the
+vocabulary, short or empty or float rows, damaged .bin/.idx files, a missing model or revision)
 giving a clear message, exit status 2 and no output folder."""
 
 import re
