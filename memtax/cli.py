@@ -41,8 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     # bf16 92 -> 3.8 texts/s after one index build + count; fp32 unaffected), and `memtax
     # features` and `memtax demo` run both in one process. The "workqueue" layer builds and
     # counts as fast (within noise at 1e8 tokens). It is process-wide, so the command chooses it
-    # here, before Numba is imported; a user's explicit NUMBA_THREADING_LAYER wins.
+    # here, at its entry; a user's explicit NUMBA_THREADING_LAYER wins. Numba reads the variable
+    # when imported (and when it compiles), so an already imported Numba re-reads it.
     os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+    if "numba" in sys.modules:
+        sys.modules["numba"].config.reload_config()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
