@@ -1,17 +1,19 @@
-"""The report's figures (matplotlib, Agg backend; every function writes one PNG and closes it)."""
+"""The report's figures: every function draws one PNG.
+
+Figures are made with matplotlib's object API (`Figure` on an Agg canvas), never through
+pyplot, so drawing them neither needs nor changes the process's matplotlib backend.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from analysis import taxonomy  # noqa: E402
+from analysis import taxonomy
 
 COLORS = {
     "recitation": "#d62728",
@@ -26,18 +28,24 @@ COLORS = {
 }
 
 
+def _subplots(nrows: int = 1, ncols: int = 1, *, figsize, **kw):
+    """(figure, axes) like pyplot.subplots, on a figure of its own (no pyplot state)."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, **kw)
+
+
 def _save(fig, path) -> Path:
     path = Path(path)
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
     return path
 
 
 def shares(df: pd.DataFrame, path) -> Path:
     """Stacked bars of category shares of memorized samples per run (`scaling.shares_across`)."""
     runs = list(dict.fromkeys(df["run"]))
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(runs) + 2), 4))
+    fig, ax = _subplots(figsize=(max(5, 1.2 * len(runs) + 2), 4))
     bottom = np.zeros(len(runs))
     for c in taxonomy.CATEGORIES:
         vals = np.array(
@@ -59,7 +67,7 @@ def coefficients(coef: pd.DataFrame, path) -> Path:
     coef = coef[coef.feature != "intercept"]
     feats = list(dict.fromkeys(coef["feature"]))
     groups = list(dict.fromkeys(zip(coef["model"], coef["group"])))
-    fig, ax = plt.subplots(figsize=(7, 0.38 * len(feats) * max(1, len(groups)) ** 0.5 + 2))
+    fig, ax = _subplots(figsize=(7, 0.38 * len(feats) * max(1, len(groups)) ** 0.5 + 2))
     height = 0.8 / max(1, len(groups))
     for k, (model, group) in enumerate(groups):
         sub = coef[(coef.model == model) & (coef.group == group)].set_index("feature")
@@ -93,7 +101,7 @@ def pr_curves(y: np.ndarray, probs: dict[str, np.ndarray], path) -> Path:
     """Precision-recall curves of each model on the test set."""
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = _subplots(figsize=(5, 4))
     for name, p in probs.items():
         prec, rec, _ = precision_recall_curve(y, p)
         ap = average_precision_score(y, p)
@@ -112,7 +120,7 @@ def calibration(y: np.ndarray, probs: dict[str, np.ndarray], path, n_bins: int =
     """Reliability diagram: observed memorization rate against mean predicted probability."""
     from sklearn.calibration import calibration_curve
 
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = _subplots(figsize=(5, 4))
     ax.plot([0, 1], [0, 1], ls=":", color="k", lw=0.8)
     for name, p in probs.items():
         frac, mean = calibration_curve(y, p, n_bins=n_bins, strategy="uniform")
@@ -129,7 +137,7 @@ def dependencies(dep: pd.DataFrame, path) -> Path:
     methods = list(dict.fromkeys(dep["method"]))
     feats = list(dict.fromkeys(dep["feature"]))
     subsets = list(dict.fromkeys(dep["subset"]))
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         1, len(methods), figsize=(4.2 * len(methods), 0.3 * len(feats) + 2), sharey=True
     )
     axes = np.atleast_1d(axes)
@@ -156,7 +164,7 @@ def dependencies(dep: pd.DataFrame, path) -> Path:
 
 def threshold_curve(kl: pd.DataFrame, suggested, path) -> Path:
     """Symmetric KL per duplicate count with bootstrap intervals and the suggested threshold."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = _subplots(figsize=(5.5, 3.8))
     ok = kl["kl"].notna()
     d = kl.loc[ok, "duplicates"].to_numpy()
     v = kl.loc[ok, "kl"].to_numpy()
@@ -170,4 +178,64 @@ def threshold_curve(kl: pd.DataFrame, suggested, path) -> Path:
     ax.set_ylabel("KL (nats), memorized vs not")
     ax.legend(fontsize=8)
     ax.set_title("Continuation perplexity divergence by duplicate count")
+    return _save(fig, path)
+
+
+def memorization_vs_duplicates(df: pd.DataFrame, path) -> Path:
+    """Memorization rate against duplicate count (log-spaced bins, Wilson intervals), one line
+    per run (`scaling.memorization_by_duplicates`)."""
+    fig, ax = _subplots(figsize=(6, 4))
+    for run in dict.fromkeys(df["run"]):
+        sub = df[df.run == run]
+        # each bin at the geometric middle of the counts it holds (count 0 drawn at 0.5)
+        x = np.sqrt(np.maximum(sub["bin_lo"], 0.5) * np.maximum(sub["bin_hi"], 0.5))
+        rate = sub["rate"].to_numpy()
+        err = np.vstack([rate - sub["lo"].to_numpy(), sub["hi"].to_numpy() - rate])
+        ax.errorbar(x, rate, yerr=err, fmt="o-", ms=4, capsize=3, label=run.split("/")[-1])
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("duplicates of the continuation in the training data (log-spaced bins)")
+    ax.set_ylabel("share memorized (95% Wilson interval)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8)
+    ax.set_title("Memorization rises with duplication")
+    return _save(fig, path)
+
+
+def memorized_by_checkpoint(df: pd.DataFrame, path) -> Path:
+    """Memorized count per training step, one line per model (`scaling.memorized_by_checkpoint`)."""
+    fig, ax = _subplots(figsize=(6, 4))
+    for model in dict.fromkeys(df["model"]):
+        sub = df[df.model == model]
+        ax.plot(sub["step"], sub["memorized"], "o-", ms=4, label=model)
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel("training step (checkpoint)")
+    ax.set_ylabel("memorized samples")
+    ax.legend(fontsize=8)
+    ax.set_title("Memorized samples along training")
+    return _save(fig, path)
+
+
+def shares_by_checkpoint(df: pd.DataFrame, path) -> Path:
+    """Stacked category shares per checkpoint, one panel per model (never pooled across models;
+    `scaling.shares_by_checkpoint`)."""
+    models = list(dict.fromkeys(df["model"]))
+    fig, axes = _subplots(1, len(models), figsize=(4.5 * len(models) + 1.5, 4), sharey=True,
+                          squeeze=False)
+    for ax, model in zip(axes[0], models):
+        sub = df[df.model == model]
+        steps = sorted(dict.fromkeys(sub["step"]))
+        bottom = np.zeros(len(steps))
+        for c in taxonomy.CATEGORIES:
+            vals = np.array([float(sub[(sub.step == s) & (sub.category == c)]["share"].iloc[0])
+                             for s in steps])
+            vals = np.nan_to_num(vals)
+            ax.bar(range(len(steps)), vals, bottom=bottom, color=COLORS[c], label=c)
+            bottom += vals
+        ax.set_xticks(range(len(steps)), [str(s) for s in steps], rotation=45, ha="right",
+                      fontsize=8)
+        ax.set_xlabel("training step")
+        ax.set_title(model)
+    axes[0][0].set_ylabel("share of memorized samples")
+    axes[0][0].set_ylim(0, 1)
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, path)

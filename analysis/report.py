@@ -7,8 +7,14 @@ Layout of the output folder::
     tables/*.csv, tables/*.md
 
 Category shares are computed for every run given; the predictive models, dependencies and the
-threshold curve for the *primary* run (the last one unless named). The folder is written under a
-temporary name beside `out` and renamed at the end, so a failure leaves nothing partial.
+threshold curve for the *primary* run (the last one unless named). On request the report also
+shows memorization against duplicate count for every run, and, given the checkpoints of each
+model, memorized counts and category shares along training (per model, never pooled).
+
+Every section stands on its own: one that needs memorized rows the data does not have (a model
+that memorized nothing) says how many there were and what it needs, and the rest of the report
+is written; those notes are also listed in tables/run.json ("notes"). The folder is written
+under a temporary name beside `out` and renamed at the end, so a failure leaves nothing partial.
 """
 
 from __future__ import annotations
@@ -19,12 +25,18 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from analysis import dependencies, plots, predict, scaling, taxonomy, thresholds
+
+# predict.fit's own minimum of each class (it may still find too few to split, and says so).
+MIN_CLASS_ROWS = 2
+# thresholds.kl_by_duplicates's default rows per group and duplicate count.
+KL_MIN_ROWS = 20
 
 
 def to_markdown(df: pd.DataFrame, digits: int = 4) -> str:
@@ -48,6 +60,7 @@ class _Writer:
         (root / "figures").mkdir(parents=True)
         (root / "tables").mkdir()
         self.sections: list[str] = []
+        self.notes: list[str] = []
 
     def table(self, name: str, df: pd.DataFrame, title: str) -> None:
         df.to_csv(self.root / "tables" / f"{name}.csv", index=False)
@@ -73,6 +86,11 @@ class _Writer:
     def text(self, text: str) -> None:
         self.sections.append(f"<p>{html.escape(text)}</p>")
 
+    def note(self, text: str) -> None:
+        """A paragraph saying what a section could not show and why (kept in run.json)."""
+        self.notes.append(text)
+        self.sections.append(f"<p class='note'>{html.escape(text)}</p>")
+
     def write(self, title: str) -> None:
         page = (
             "<!doctype html><html><head><meta charset='utf-8'>"
@@ -80,7 +98,7 @@ class _Writer:
             "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
             "table.t{border-collapse:collapse;font-size:12px;margin-bottom:.3em}"
             "table.t td,table.t th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
-            "img{max-width:100%}p.files{font-size:12px}</style></head><body>"
+            "img{max-width:100%}p.files{font-size:12px}p.note{color:#8a5a00}</style></head><body>"
             f"<h1>{html.escape(title)}</h1>" + "\n".join(self.sections) + "</body></html>"
         )
         (self.root / "index.html").write_text(page, encoding="utf-8")
@@ -99,6 +117,8 @@ def build(
     nan_policy: str = "raise",
     force: bool = False,
     progress: bool = True,
+    by_duplicates: bool = False,
+    checkpoints: Mapping[str, Mapping[int, object]] | None = None,
 ) -> Path:
     """Analyse feature tables and write the report folder `out`; returns the index.html path.
 
@@ -107,6 +127,9 @@ def build(
         primary: the run whose models, dependencies and threshold curve are reported
             (default: the last).
         force: replace an existing `out`.
+        by_duplicates: add memorization rate against duplicate count, one line per run.
+        checkpoints: model -> training step -> feature table: adds memorized counts and
+            category shares per checkpoint, each model on its own.
     """
     if not tables:
         raise ValueError("no feature tables given")
@@ -118,19 +141,10 @@ def build(
         raise ValueError(f"primary run {primary!r} is not among {list(tables)}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    settings = _Settings(primary, recitation_threshold, n_boot, seed, search, paper, nan_policy,
+                         progress)
     try:
-        _build_into(
-            _Writer(tmp / "r"),
-            tables,
-            primary,
-            recitation_threshold,
-            n_boot,
-            seed,
-            search,
-            paper,
-            nan_policy,
-            progress,
-        )
+        _build_into(_Writer(tmp / "r"), tables, settings, by_duplicates, checkpoints)
         if out.exists():
             old = tmp / "old"
             os.replace(out, old)
@@ -138,6 +152,18 @@ def build(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out / "index.html"
+
+
+@dataclass(frozen=True)
+class _Settings:
+    primary: str
+    thr: float
+    n_boot: int
+    seed: int
+    search: bool
+    paper: bool
+    nan_policy: str
+    progress: bool
 
 
 def available_features(table) -> tuple[list[str], list[str]]:
@@ -157,36 +183,106 @@ def available_features(table) -> tuple[list[str], list[str]]:
     return present, missing
 
 
-def _build_into(
-    w: _Writer, tables, primary, thr, n_boot, seed, search, paper, nan_policy, progress
-) -> None:
-    table = tables[primary]
+def _counts(table) -> tuple[int, int]:
+    """(memorized, other) rows of a feature table."""
+    y = taxonomy.labels(table)
+    return int(y.sum()), int(y.size - y.sum())
+
+
+def _build_into(w: _Writer, tables, st: _Settings, by_duplicates: bool, checkpoints) -> None:
+    table = tables[st.primary]
     feats, missing = available_features(table)
-    taxonomy.require_columns(table, ["duplicates", taxonomy.LABEL], f"feature table {primary!r}")
+    taxonomy.require_columns(table, ["duplicates", taxonomy.LABEL], f"feature table {st.primary!r}")
+    _taxonomy_section(w, tables, st)
+    if by_duplicates:
+        _duplicates_section(w, tables)
+    if checkpoints is not None:
+        _checkpoints_section(w, checkpoints, st)
+    _models_section(w, table, feats, missing, st)
+    _dependencies_section(w, table, feats, st)
+    _threshold_section(w, table, st)
+    meta = {
+        "runs": list(tables),
+        "primary": st.primary,
+        "recitation_threshold": st.thr,
+        "n_boot": st.n_boot,
+        "seed": st.seed,
+        "search": st.search,
+        "paper": st.paper,
+        "features": feats,
+        "missing_features": missing,
+        "categories": list(taxonomy.CATEGORIES),
+        "checkpoints": None if checkpoints is None else {
+            str(m): sorted(int(s) for s in steps) for m, steps in checkpoints.items()},
+        "notes": w.notes,
+    }
+    (w.root / "tables" / "run.json").write_text(json.dumps(meta, indent=1))
+    w.write("memtax analysis report")
+
+
+def _taxonomy_section(w: _Writer, tables, st: _Settings) -> None:
     w.heading("Taxonomy")
     w.text(
-        f"Recitation: duplicates > {thr}; reconstruction: templated (repeating or "
+        f"Recitation: duplicates > {st.thr}; reconstruction: templated (repeating or "
         "incrementing); recollection: the rest. Shares are of memorized samples, computed "
         "per run."
     )
-    shares = scaling.shares_across(tables, thr)
+    shares = scaling.shares_across(tables, st.thr)
+    empty = [run for run, t in tables.items() if _counts(t)[0] == 0]
+    if empty:
+        w.note(f"No memorized samples in {', '.join(map(str, empty))}: category shares need "
+               "memorized samples and are left blank there (the candidates per category are "
+               "still counted).")
     w.figure("shares", lambda p: plots.shares(shares, p), "Category shares per run")
     w.table("shares", shares, "Category shares and counts")
 
-    w.heading(f"Predictive models ({primary})")
+
+def _duplicates_section(w: _Writer, tables) -> None:
+    w.heading("Memorization and duplicates")
+    df = scaling.memorization_by_duplicates(tables)
+    w.figure("memorization_vs_duplicates", lambda p: plots.memorization_vs_duplicates(df, p),
+             "Share memorized by duplicate count of the continuation (log-spaced bins, 95% "
+             "Wilson intervals), one line per run")
+    w.table("memorization_vs_duplicates", df, "Memorization rate per duplicate bin")
+
+
+def _checkpoints_section(w: _Writer, checkpoints, st: _Settings) -> None:
+    w.heading("Along training")
+    counts = scaling.memorized_by_checkpoint(checkpoints)
+    w.figure("memorized_by_checkpoint", lambda p: plots.memorized_by_checkpoint(counts, p),
+             "Memorized samples per checkpoint, one line per model")
+    w.table("memorized_by_checkpoint", counts, "Memorized samples per checkpoint (95% Wilson "
+            "intervals of the rate)")
+    shares = scaling.shares_by_checkpoint(checkpoints, st.thr)
+    w.figure("shares_by_checkpoint", lambda p: plots.shares_by_checkpoint(shares, p),
+             "Category shares per checkpoint, each model on its own")
+    w.table("shares_by_checkpoint", shares, "Category shares and counts per checkpoint")
+
+
+def _models_section(w: _Writer, table, feats, missing, st: _Settings) -> None:
+    w.heading(f"Predictive models ({st.primary})")
     if missing:
         w.text(f"Features absent from this table, left out of the models: {', '.join(missing)}")
-    res = predict.fit(
-        table,
-        features=feats,
-        recitation_threshold=thr,
-        n_boot=n_boot,
-        seed=seed,
-        search=search,
-        paper=paper,
-        nan_policy=nan_policy,
-        progress=progress,
-    )
+    n_mem, n_other = _counts(table)
+    need = (f"the models need at least {MIN_CLASS_ROWS} memorized and {MIN_CLASS_ROWS} other "
+            "samples, and enough memorized ones to hold some out for testing")
+    if min(n_mem, n_other) < MIN_CLASS_ROWS:
+        w.note(f"Not fitted: {st.primary} has {n_mem} memorized and {n_other} other samples; "
+               f"{need}.")
+        return
+    predict.design(table, feats, nan_policy=st.nan_policy)  # bad columns/values raise here
+    try:
+        res = predict.fit(table, features=feats, recitation_threshold=st.thr, n_boot=st.n_boot,
+                          seed=st.seed, search=st.search, paper=st.paper,
+                          nan_policy=st.nan_policy, progress=st.progress)
+    except ValueError as exc:  # the inputs passed design(): what is left is too few rows
+        w.note(f"Not fitted: {st.primary} has {n_mem} memorized and {n_other} other samples; "
+               f"{need} ({exc}).")
+        return
+    _model_results(w, res)
+
+
+def _model_results(w: _Writer, res) -> None:
     for note in res.notes:
         w.text(note)
     w.table("metrics", res.metrics, "Test-set metrics with 95% bootstrap intervals")
@@ -221,8 +317,16 @@ def _build_into(
         "Calibration curves",
     )
 
-    w.heading(f"Dependencies ({primary})")
-    dep = dependencies.correlations(table, features=feats, recitation_threshold=thr, seed=seed)
+
+def _dependencies_section(w: _Writer, table, feats, st: _Settings) -> None:
+    w.heading(f"Dependencies ({st.primary})")
+    n_mem, n_other = _counts(table)
+    if min(n_mem, n_other) == 0:
+        w.note(f"Not computed: {st.primary} has {n_mem} memorized and {n_other} other samples; "
+               "a correlation with memorization needs samples of both kinds.")
+        return
+    dep = dependencies.correlations(table, features=feats, recitation_threshold=st.thr,
+                                    seed=st.seed)
     w.figure(
         "dependencies",
         lambda p: plots.dependencies(dep, p),
@@ -230,30 +334,23 @@ def _build_into(
     )
     w.table("dependencies", dep, "Correlations with p-values")
 
-    w.heading(f"Recitation threshold ({primary})")
-    kl, suggested = thresholds.kl_by_duplicates(table, seed=seed)
+
+def _threshold_section(w: _Writer, table, st: _Settings) -> None:
+    w.heading(f"Recitation threshold ({st.primary})")
+    kl, suggested = thresholds.kl_by_duplicates(table, seed=st.seed)
     w.figure(
         "threshold",
         lambda p: plots.threshold_curve(kl, suggested, p),
         "Symmetric KL of continuation perplexity, memorized vs not, by duplicates",
     )
+    if not kl["kl"].notna().any():
+        n_mem, n_other = _counts(table)
+        w.note(f"No curve: {st.primary} has {n_mem} memorized and {n_other} other samples; the "
+               f"divergence at a duplicate count needs at least {KL_MIN_ROWS} memorized and "
+               f"{KL_MIN_ROWS} other samples with that count (counts 0-20).")
     w.text(
         f"Suggested threshold: duplicates > {suggested}"
         if suggested is not None
         else "Too few rows per duplicate count to suggest a threshold."
     )
     w.table("threshold", kl, "Symmetric KL by duplicate count")
-    meta = {
-        "runs": list(tables),
-        "primary": primary,
-        "recitation_threshold": thr,
-        "n_boot": n_boot,
-        "seed": seed,
-        "search": search,
-        "paper": paper,
-        "features": feats,
-        "missing_features": missing,
-        "categories": list(taxonomy.CATEGORIES),
-    }
-    (w.root / "tables" / "run.json").write_text(json.dumps(meta, indent=1))
-    w.write("memtax analysis report")
