@@ -125,6 +125,12 @@ class ScoringModel:
     name: str
     revision: str | None
     arch: str
+    # the backbone's forward parameters, looked up on first use (set to None at construction,
+    # so using a ScoringModel never adds attributes to it)
+    _params: frozenset[str] | None = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._params = None
 
     @property
     def device(self) -> torch.device:
@@ -181,7 +187,7 @@ class ScoringModel:
         return BackboneOutput(out.last_hidden_state, cache if use_cache else None)
 
     def _forward_params(self) -> frozenset[str]:
-        params = getattr(self, "_params", None)
+        params = self._params
         if params is None:
             import inspect
 

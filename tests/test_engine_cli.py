@@ -130,3 +130,56 @@ def test_other_runs_folder_is_refused_and_kept(setup, tmp_path, capsys):
     assert main(base + ["--cont-len", "4"]) == 2
     assert "holds shards of another run (cont_len 5 != 4" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+
+
+def _score_args(argv):
+    import argparse
+
+    from memtax.commands import score as score_cmd
+
+    parser = argparse.ArgumentParser()
+    score_cmd.register(parser.add_subparsers())
+    return parser.parse_args(["score", "--model", "m", "--data", "d", "--out", "o", *argv])
+
+
+def test_decode_flags_and_environment_map_onto_decode_options():
+    """Flags first, then MEMTAX_DECODE_SCREEN / MEMTAX_DECODE_GRAPHS, then the defaults."""
+    from engine.options import DecodeOptions
+    from memtax.commands.score import decode_options
+
+    assert decode_options(_score_args([]), {}) == DecodeOptions()
+    env = {"MEMTAX_DECODE_SCREEN": "off", "MEMTAX_DECODE_GRAPHS": "1"}
+    assert decode_options(_score_args([]), env) == DecodeOptions(screened_head="off",
+                                                                  cuda_graphs=True)
+    flags = ["--decoder", "dynamic", "--screened-head", "on", "--no-cuda-graphs"]
+    assert decode_options(_score_args(flags), env) == DecodeOptions(
+        decoder="dynamic", screened_head="on", cuda_graphs=False)
+    assert decode_options(_score_args(["--cuda-graphs"]), {}).cuda_graphs is True
+    with pytest.raises(ValueError, match=r"screened_head .*'bogus'.*MEMTAX_DECODE_SCREEN"):
+        decode_options(_score_args([]), {"MEMTAX_DECODE_SCREEN": "bogus"})
+
+
+def test_generate_mode_with_decode_flags(tmp_path, monkeypatch):
+    """`--mode generate --decoder dynamic --screened-head off` writes the default run's table,
+    both HF generate's greedy tokens; a bad MEMTAX_DECODE_SCREEN is a clear error (exit 2, no
+    output)."""
+    from gen_oracle import build_rows, varied_model  # tie-free weights: an exact comparison
+
+    model = varied_model("gpt_neox", seed=12)
+    save_tiny(model, tmp_path / "model")
+    rows, want, _ = build_rows(model, prefix_len=4, cont_len=6, n_memorized=2, n_random=3,
+                               seed=61)
+    np.save(tmp_path / "rows.npy", rows.numpy())
+    base = ["score", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "rows.npy"),
+            "--prefix-len", "4", "--cont-len", "6", "--mode", "generate", "--keep-tokens",
+            "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert main([*base, "--out", str(tmp_path / "b"), "--decoder", "dynamic",
+                 "--screened-head", "off"]) == 0
+    a, b = read_scores(tmp_path / "a"), read_scores(tmp_path / "b")
+    assert a.num_rows == len(rows) and a.equals(b)
+    np.testing.assert_array_equal(np.stack(a["gen_tokens"].to_numpy(zero_copy_only=False)),
+                                  want.numpy())
+    monkeypatch.setenv("MEMTAX_DECODE_SCREEN", "bogus")
+    assert main([*base, "--out", str(tmp_path / "c")]) == 2
+    assert not (tmp_path / "c").exists()

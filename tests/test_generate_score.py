@@ -9,6 +9,9 @@ import pytest
 from gen_oracle import build_rows, levenshtein, varied_model
 
 import engine
+from engine.decode_cache import DecodeState
+from engine.options import DecodeOptions
+from kernels.argmax_head_screened import ScreenedHead
 
 P, C = 32, 32
 
@@ -23,10 +26,35 @@ def llama():
     return model, rows, want, mlen
 
 
-def test_generate_mode_table(llama, tmp_path):
+DECODES = {"default": None, "dynamic": DecodeOptions(decoder="dynamic"),
+           "screened": DecodeOptions(screened_head="on"),
+           "fp32 head": DecodeOptions(screened_head="off")}
+
+
+@pytest.mark.parametrize("decode", DECODES.values(), ids=DECODES.keys())
+def test_generate_mode_table(llama, tmp_path, decode, monkeypatch):
+    """Every decode option gives HF generate's table; each really took its path (the lean
+    loop's state or not, the screened step head or not)."""
     model, rows, want, mlen = llama
+    states, screens = [], []
+    real_init, real_screen = DecodeState.__init__, ScreenedHead.__call__
+
+    def init_spy(self, *a, **k):
+        states.append(1)
+        real_init(self, *a, **k)
+
+    def screen_spy(self, *a, **k):
+        screens.append(1)
+        return real_screen(self, *a, **k)
+
+    monkeypatch.setattr(DecodeState, "__init__", init_spy)
+    monkeypatch.setattr(ScreenedHead, "__call__", screen_spy)
     gen = engine.score(model, rows.numpy(), mode="generate", keep_tokens=True, batch_size=13,
-                       progress=False, out=tmp_path / "gen")
+                       progress=False, out=tmp_path / "gen", decode=decode)
+    lean = decode is None or decode.decoder == "lean"
+    assert bool(states) == lean and len(states) <= 1       # one state, reused across batches
+    if decode is not None and decode.screened_head != "auto":
+        assert bool(screens) == (decode.screened_head == "on")
     exact = engine.score(model, rows.numpy(), batch_size=64, progress=False)
     truth = rows[:, P:]
     count = (want == truth).sum(1).numpy()
@@ -45,7 +73,7 @@ def test_generate_mode_table(llama, tmp_path):
     assert pa.types.is_list(tok_type) and tok_type.value_type == pa.int32()
     # resumable: a rerun on the folder reads the same table back
     again = engine.score(model, rows.numpy(), mode="generate", keep_tokens=True, batch_size=13,
-                         progress=False, out=tmp_path / "gen")
+                         progress=False, out=tmp_path / "gen", decode=decode)
     assert again.select(gen.schema.names).equals(gen)
 
 
