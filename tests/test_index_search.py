@@ -123,18 +123,39 @@ def test_suffix_array_same_for_every_key_batching(key_batches):
     assert sa.tolist() == expected
 
 
-def test_numba_runs_on_the_workqueue_layer(tmp_path):
-    """features.index picks Numba's workqueue layer (the default omp layer slowed torch's bf16
-    attention ~25x in the same process); an explicit NUMBA_THREADING_LAYER is respected."""
+def _run_python(code: str) -> str:
+    """`code` in a fresh interpreter without NUMBA_THREADING_LAYER; its last output line."""
     import os
+    import subprocess
+    import sys
 
-    import numba
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300, check=True)
+    return res.stdout.strip().splitlines()[-1]
 
-    if "NUMBA_THREADING_LAYER" in os.environ:
-        pytest.skip("NUMBA_THREADING_LAYER is set explicitly")
-    idx = CorpusIndex.build(np.arange(50, dtype=np.uint16) % 7, tmp_path / "i", progress=False)
-    assert idx.count(np.array([[0, 1]], dtype=np.uint16)).tolist() == [7]
-    assert numba.threading_layer() == "workqueue"
+
+def test_numba_runs_on_the_workqueue_layer(tmp_path):
+    """The `memtax` command picks Numba's workqueue layer (the default omp layer slowed torch's
+    bf16 attention ~25x in the same process); the library itself leaves the process-wide choice
+    alone."""
+    corpus = tmp_path / "corpus.npy"
+    np.save(corpus, (np.arange(50) % 7).astype(np.uint16))
+    library = _run_python(
+        "import numba, numpy as np\n"
+        "from features import CorpusIndex\n"
+        f"idx = CorpusIndex.build(np.load({str(corpus)!r}), {str(tmp_path / 'lib')!r}, "
+        "progress=False)\n"
+        "assert idx.count(np.array([[0, 1]], dtype=np.uint16)).tolist() == [7]\n"
+        "print(numba.config.THREADING_LAYER)")
+    assert library == "default"
+    command = _run_python(
+        "import numba\n"
+        "from memtax.cli import main\n"
+        f"assert main(['index', 'build', '--corpus', {str(corpus)!r}, '--out', "
+        f"{str(tmp_path / 'cli')!r}]) == 0\n"
+        "print(numba.threading_layer())")
+    assert command == "workqueue"
 
 
 def test_radix_argsort_msd_path_is_a_stable_argsort():

@@ -25,6 +25,7 @@ from features.index import format as fmt
 from features.index.corpus import load_corpus
 from features.index.shards import plan_shards, run_builds
 from features.index.single import Shard, write_inputs
+from features.index.suffix_array import KEY_BATCHES
 
 __all__ = ["CorpusIndex", "tokenizer_fingerprint"]
 
@@ -75,6 +76,7 @@ class CorpusIndex:
         use_ray: bool = False,
         overwrite: bool = False,
         progress: bool = True,
+        key_batches: int = KEY_BATCHES,
     ) -> CorpusIndex:
         """Index `corpus` into folder `path` and return the opened index.
 
@@ -84,68 +86,18 @@ class CorpusIndex:
         raise ValueError. sequence_length: Pythia semantics (each L-token training sequence its
         own document). vocab_size / tokenizer: recorded and checked by `count(tokenizer=...)`.
         shard_tokens: split at document boundaries into shards of about that many tokens, built
-        by `workers` local processes or, with use_ray, Ray tasks.
+        by `workers` local processes or, with use_ray, Ray tasks. key_batches: batches of the
+        suffix sort's initial key buffer (N/key_batches x 8 bytes, one text scan per batch).
         """
         c = load_corpus(corpus, dtype=dtype, sequence_length=sequence_length)
-        max_token = int(c.tokens.max())
-        if vocab_size is not None and (int(vocab_size) <= max_token):
-            raise ValueError(
-                f"vocab_size {vocab_size} is too small: the corpus holds token id {max_token}"
-            )
-        meta = {
-            "token_dtype": np.dtype(c.tokens.dtype).str,
-            "vocab_size": int(vocab_size) if vocab_size is not None else max_token + 1,
-            "vocab_size_declared": vocab_size is not None,
-            "tokenizer": tokenizer_fingerprint(tokenizer),
-            "sequence_length": sequence_length,
-        }
-        n = int(c.tokens.shape[0])
-        plan = [(0, c.doc_offsets.shape[0] - 1)]
-        if shard_tokens is not None:
-            plan = plan_shards(c.doc_offsets, int(shard_tokens))
+        meta = _index_meta(c, vocab_size, tokenizer, sequence_length)
+        plan = plan_shards(c.doc_offsets, int(shard_tokens)) if shard_tokens is not None else None
         with fmt.atomic_dir(path, overwrite=overwrite) as tmp:
-            if len(plan) == 1 and shard_tokens is None:
-                bar = _progress(progress, 1, "index: suffix array")
-                entries = write_inputs(tmp, c.tokens, c.doc_offsets)
-                from features.index.single import build_folder
-
-                offsets = np.asarray(c.doc_offsets, dtype=np.int64) - int(c.doc_offsets[0])
-                build_folder(
-                    str(tmp),
-                    meta,
-                    progress=bar.set_postfix_str,
-                    inputs=(c.tokens, offsets, entries),
-                )
-                bar.update(1)
-                bar.close()
+            if plan is None:
+                _build_single(tmp, c, meta, progress, key_batches)
             else:
-                folders = []
-                bar = _progress(progress, len(plan), "index: writing shards")
-                for k, (d0, d1) in enumerate(plan):
-                    sub = tmp / f"shard-{k:05d}"
-                    sub.mkdir()
-                    a, b = int(c.doc_offsets[d0]), int(c.doc_offsets[d1])
-                    write_inputs(sub, c.tokens[a:b], c.doc_offsets[d0 : d1 + 1])
-                    folders.append(str(sub))
-                    bar.update(1)
-                bar.close()
-                bar = _progress(progress, len(folders), "index: building shards")
-                run_builds(
-                    folders,
-                    meta,
-                    workers=workers,
-                    use_ray=use_ray,
-                    on_done=lambda i, h: bar.update(1),
-                )
-                bar.close()
-                header = {
-                    "magic": fmt.MAGIC,
-                    "format_version": fmt.FORMAT_VERSION,
-                    "kind": "sharded",
-                    "shards": [Path(f).name for f in folders],
-                    "meta": dict(meta, n_tokens=n, n_docs=int(c.doc_offsets.shape[0] - 1)),
-                }
-                fmt.write_header(tmp, header)
+                _build_sharded(tmp, c, meta, plan, workers=workers, use_ray=use_ray,
+                               progress=progress, key_batches=key_batches)
         return cls.open(path, verify=False)
 
     @classmethod
@@ -312,3 +264,61 @@ class CorpusIndex:
             f"CorpusIndex({str(self.path)!r}, tokens={self.n_tokens}, docs={self.n_docs}, "
             f"shards={len(self.shards)}, dtype={self.dtype})"
         )
+
+
+def _index_meta(c, vocab_size, tokenizer, sequence_length) -> dict:
+    """The header metadata of an index of corpus `c`; ValueError for a vocab_size too small."""
+    max_token = int(c.tokens.max())
+    if vocab_size is not None and (int(vocab_size) <= max_token):
+        raise ValueError(
+            f"vocab_size {vocab_size} is too small: the corpus holds token id {max_token}"
+        )
+    return {
+        "token_dtype": np.dtype(c.tokens.dtype).str,
+        "vocab_size": int(vocab_size) if vocab_size is not None else max_token + 1,
+        "vocab_size_declared": vocab_size is not None,
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "sequence_length": sequence_length,
+    }
+
+
+def _build_single(tmp: Path, c, meta: dict, progress: bool, key_batches: int) -> None:
+    """One suffix array over the whole corpus, built in this process into folder `tmp`."""
+    from features.index.single import build_folder
+
+    bar = _progress(progress, 1, "index: suffix array")
+    entries = write_inputs(tmp, c.tokens, c.doc_offsets)
+    offsets = np.asarray(c.doc_offsets, dtype=np.int64) - int(c.doc_offsets[0])
+    build_folder(str(tmp), meta, progress=bar.set_postfix_str,
+                 inputs=(c.tokens, offsets, entries), key_batches=key_batches)
+    bar.update(1)
+    bar.close()
+
+
+def _build_sharded(tmp: Path, c, meta: dict, plan, *, workers: int, use_ray: bool,
+                   progress: bool, key_batches: int) -> None:
+    """One shard folder per document range of `plan` under `tmp`, built by `run_builds`, and
+    the sharded header."""
+    folders = []
+    bar = _progress(progress, len(plan), "index: writing shards")
+    for k, (d0, d1) in enumerate(plan):
+        sub = tmp / f"shard-{k:05d}"
+        sub.mkdir()
+        a, b = int(c.doc_offsets[d0]), int(c.doc_offsets[d1])
+        write_inputs(sub, c.tokens[a:b], c.doc_offsets[d0 : d1 + 1])
+        folders.append(str(sub))
+        bar.update(1)
+    bar.close()
+    bar = _progress(progress, len(folders), "index: building shards")
+    run_builds(folders, meta, workers=workers, use_ray=use_ray,
+               on_done=lambda i, h: bar.update(1), key_batches=key_batches)
+    bar.close()
+    header = {
+        "magic": fmt.MAGIC,
+        "format_version": fmt.FORMAT_VERSION,
+        "kind": "sharded",
+        "shards": [Path(f).name for f in folders],
+        "meta": dict(meta, n_tokens=int(c.tokens.shape[0]),
+                     n_docs=int(c.doc_offsets.shape[0] - 1)),
+    }
+    fmt.write_header(tmp, header)

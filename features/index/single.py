@@ -17,7 +17,7 @@ from numba import njit
 from features.index import format as fmt
 from features.index.lcp import window_counts
 from features.index.query import DocTable, count_batch, sa_range, sample_keys
-from features.index.suffix_array import build_suffix_array
+from features.index.suffix_array import KEY_BATCHES, build_suffix_array
 
 __all__ = ["write_inputs", "build_folder", "Shard", "DENSE_LIMIT"]
 
@@ -62,11 +62,13 @@ def _unigrams(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | 
     return values, counts, dense
 
 
-def build_folder(folder: str, meta: dict, progress=None, inputs=None) -> dict:
+def build_folder(folder: str, meta: dict, progress=None, inputs=None, *,
+                 key_batches: int = KEY_BATCHES) -> dict:
     """Build the suffix array of folder/tokens.bin and write the folder's header. Returns the
     header. Safe to call in another process (only the folder path and plain dicts travel).
     `inputs`: (tokens, rebased offsets, write_inputs' entries) when the caller still holds
-    them in memory, which saves re-reading and re-checksumming the files."""
+    them in memory, which saves re-reading and re-checksumming the files. `key_batches`: see
+    `build_suffix_array`."""
     folder = Path(folder)
     dtype = np.dtype(meta["token_dtype"])
     if inputs is None:
@@ -83,7 +85,8 @@ def build_folder(folder: str, meta: dict, progress=None, inputs=None) -> dict:
     values, counts, dense = _unigrams(tokens)
     src = tokens if dense is None else dense
     alphabet = int(values[-1]) + 1 if dense is None else int(values.shape[0])
-    sa = build_suffix_array(src, offsets, alphabet=alphabet, progress=progress)
+    sa = build_suffix_array(src, offsets, alphabet=alphabet, progress=progress,
+                            key_batches=key_batches)
     del dense, src
     build_s = time.perf_counter() - t0
     arrays = {

@@ -19,14 +19,12 @@ Algorithm (prefix doubling, Manber-Myers / Larsson-Sadakane style):
    O(log(longest repeat)) passes over the repeated part, not a quadratic blow-up.
 
 Peak memory: step 2 holds tokens + SA (4 B) + a head-marker byte + the key buffer (8 B per
-position of a batch: N/KEY_BATCHES x 8 B, so 4 B/token with 2 batches); ranks (4 B) are derived
+position of a batch: N/key_batches x 8 B, so 4 B/token with 2 batches); ranks (4 B) are derived
 from the markers after it, when the key buffer is gone; step 3 adds buffers for the tied elements
 only. About 11-12.5 bytes/token for uint16 tokens below 2^32 positions (12.4 measured at 1e8).
 """
 
 from __future__ import annotations
-
-import os
 
 import numba
 import numpy as np
@@ -40,8 +38,9 @@ _DIGIT = 11  # radix digit width in bits
 # ranges at least this big (12 bytes each with their values: ~12 MB, a good part of the
 # 32 MB L3 here) start with an MSD pass (measured: 1 << 20 beat plain LSD by 14%)
 _MSD_MIN = 1 << 20
-# Key buffer of the initial sort = N / KEY_BATCHES x 8 bytes; every batch rescans the text.
-KEY_BATCHES = int(os.environ.get("MEMTAX_INDEX_KEY_BATCHES", 2))
+# Default split of the initial sort's key buffer (N / key_batches x 8 bytes); every batch
+# rescans the text. 2 was fastest at 1e8 tokens (1 and 4 were 10-20% slower).
+KEY_BATCHES = 2
 
 
 def pack_params(alphabet: int) -> tuple[int, int]:
@@ -536,13 +535,16 @@ def build_suffix_array(
     document-truncated suffix. `alphabet` (> max token) defaults to max+1; tokens must already be
     dense enough that an (alphabet+1,) int64 count table fits in memory. `progress`, if given, is
     called with a short stage description after each pass. `key_batches` splits the initial
-    sort's key buffer (N/key_batches x 8 bytes) at the price of one text scan per batch; 2 was
-    fastest at 1e8 tokens (1 and 4 were 10-20% slower) and keeps the peak near 12 B/token.
+    sort's key buffer (N/key_batches x 8 bytes) at the price of one text scan per batch; the
+    default, 2, was fastest at 1e8 tokens (1 and 4 were 10-20% slower) and keeps the peak near
+    12 B/token.
     """
     tokens = np.ascontiguousarray(tokens)
     n = int(tokens.shape[0])
     if n == 0:
         raise ValueError("cannot build a suffix array of an empty corpus (0 tokens)")
+    if int(key_batches) < 1:
+        raise ValueError(f"key_batches must be a positive integer, got {key_batches!r}")
     if alphabet is None:
         alphabet = int(tokens.max()) + 1
     idx_dtype = np.uint32 if n < 2**32 - 1 else np.uint64

@@ -2,6 +2,7 @@
 
     memtax index build --corpus SRC --out DIR [--shard-tokens N --workers K --ray]
                        [--sequence-length 2049] [--dtype uint16|uint32] [--vocab-size V]
+                       [--key-batches K]
     memtax index count --index DIR --queries FILE [--out COUNTS.npy]
     memtax index stats DIR
 
@@ -41,6 +42,9 @@ def register(subparsers) -> None:
     b.add_argument("--vocab-size", type=int, default=None)
     b.add_argument("--tokenizer", default=None, help="name recorded with the index")
     b.add_argument("--overwrite", action="store_true")
+    b.add_argument("--key-batches", type=int, default=None,
+                   help="batches of the suffix sort's initial key buffer (N/K x 8 bytes; "
+                        "each batch rescans the text; default: the library's, 2)")
 
     c = sub.add_parser("count", help="count n-gram queries")
     c.add_argument("--index", required=True)
@@ -117,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             use_ray=args.ray,
             overwrite=args.overwrite,
+            **({} if args.key_batches is None else {"key_batches": args.key_batches}),
         )
         print(json.dumps(idx.stats(), indent=1))
         return 0
