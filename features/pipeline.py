@@ -120,6 +120,8 @@ def _table_ids(table: pa.Table) -> np.ndarray:
     if ids.dtype.kind not in "iu":
         raise ValueError(f"sample_id must be integer, got {ids.dtype}")
     ids = ids.astype(np.int64)
+    if ids.size == 0:
+        raise ValueError("the score table is empty: no samples to compute features for")
     s = np.sort(ids)
     if s.size > 1 and np.any(s[1:] == s[:-1]):
         dup = int(s[1:][s[1:] == s[:-1]][0])
@@ -211,28 +213,38 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
     Returns a pyarrow.Table (see the module docstring). Raises ValueError for ids missing from
     the samples, vocabularies that do not match, or an empty selection.
     """
-    from tqdm.auto import tqdm
-
     from engine.data import open_samples
 
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    for name, value in (("chunk_size", chunk_size), ("workers", workers)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     table = read_table(table)
     prefix_len, cont_len = _lengths(table, prefix_len, cont_len)
     tok = load_tokenizer(tokenizer)
     index = _open_index(index)
     source = open_samples(samples, prefix_len=prefix_len, cont_len=cont_len,
                           tokenizer=as_encoder(tok))
+    table_ids = _table_ids(table) if table is not None else None
+    skipped = _skipped_columns(index, tok, semantic)
+    do_sem = tok is not None and semantic
+    embed_dtype = _sem.resolve_dtype(embed_dtype, embed_device)  # bad value: fail before work
 
-    wanted = None
-    if table is not None:
-        table_ids = _table_ids(table)
-        if table_ids.size == 0:
-            raise ValueError("the score table is empty: no samples to compute features for")
-        wanted = np.sort(table_ids)
+    stream = _FeatureStream(index, tok, prefix_len=prefix_len, workers=workers, keep_text=do_sem)
+    stream.run(source, table_ids, chunk_size, progress)
+    order_ids, cols, take = _in_output_order(stream.parts, table_ids, source.description)
+    if do_sem:
+        embedder = _sem.load_embedder(embed_device, embed_dtype)
+        cols.update(_semantic_columns(
+            [stream.texts[i] for i in take], [stream.prompts[i] for i in take], reference,
+            embedder, tok, prefix_len=prefix_len, cont_len=cont_len, chunk_size=chunk_size,
+            progress=progress))
+    return _assemble(table, order_ids, cols, skipped, prefix_len=prefix_len, cont_len=cont_len,
+                     reference=reference, source=source.description,
+                     **({"embed_dtype": embed_dtype} if do_sem else {}))
 
+
+def _skipped_columns(index, tok, semantic: bool) -> dict[str, str]:
+    """Column -> why it is skipped (a missing input), each reason warned about once."""
     skipped: dict[str, str] = {}
     if index is None:
         skipped.update({c: "no corpus index" for c in INDEX_COLUMNS})
@@ -242,27 +254,88 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
         skipped.update({c: "semantic=False" for c in SEMANTIC_COLUMNS})
     for reason in sorted(set(skipped.values())):
         cols = [c for c, r in skipped.items() if r == reason]
-        warnings.warn(f"features: {reason}: skipping {', '.join(cols)}", stacklevel=2)
-    do_sem = tok is not None and semantic
-    embed_dtype = _sem.resolve_dtype(embed_dtype, embed_device)  # bad value: fail before work
+        warnings.warn(f"features: {reason}: skipping {', '.join(cols)}", stacklevel=3)
+    return skipped
 
-    unigrams = _unigrams(index, tok) if index is not None else None
-    idx_tok = _index_tokenizer(index, tok) if index is not None else None
 
-    parts: dict[str, list[np.ndarray]] = {"sample_id": []}
-    texts: list[str] = []
-    prompts: list[str] = []
-    pool = None
-    if tok is not None and workers > 1:
-        pool = ProcessPoolExecutor(workers, mp_context=_mp_context())
-        pool.submit(_noop).result()  # start the workers now, before the tokenizer's threads
-    bar = tqdm(total=len(source), desc="features", unit="samples", unit_scale=True,
-               disable=not progress, leave=False)
-    # Text results of chunk k are collected after chunk k+1 is submitted, so the workers
-    # never wait while this process decodes and counts.
-    pending: list = []
+class _FeatureStream:
+    """The per-chunk features of `compute`: text features in a process pool, index counts and
+    token frequencies here, and (for the semantic step) every decoded text and prompt.
 
-    def collect(job) -> None:
+    Text results of chunk k are collected after chunk k+1 is submitted, so the workers never
+    wait while this process decodes and counts. `parts` maps each column to its chunks' arrays.
+    """
+
+    def __init__(self, index, tok, *, prefix_len: int, workers: int, keep_text: bool):
+        self.index, self.tok, self.prefix_len = index, tok, prefix_len
+        self.workers, self.keep_text = workers, keep_text
+        # vocabulary checks first: a mismatch fails before any worker starts
+        self.unigrams = _unigrams(index, tok) if index is not None else None
+        self.idx_tok = _index_tokenizer(index, tok) if index is not None else None
+        self.parts: dict[str, list[np.ndarray]] = {"sample_id": []}
+        self.texts: list[str] = []
+        self.prompts: list[str] = []
+        self.pending: list = []
+        self.pool = None
+
+    def run(self, source, table_ids: np.ndarray | None, chunk_size: int, progress: bool) -> None:
+        """Every chunk of `source` (only the rows of `table_ids` when given)."""
+        from tqdm.auto import tqdm
+
+        wanted = np.sort(table_ids) if table_ids is not None else None
+        if self.tok is not None and self.workers > 1:
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=_mp_context())
+            self.pool.submit(_noop).result()  # start the workers now, before the tokenizer's threads
+        bar = tqdm(total=len(source), desc="features", unit="samples", unit_scale=True,
+                   disable=not progress, leave=False)
+        try:
+            for ids, tokens in source.batches(chunk_size):
+                bar.update(len(ids))
+                ids, tokens = _select(ids, tokens, wanted)
+                if ids.size:
+                    self._add_chunk(ids, tokens)
+                while len(self.pending) > 1:
+                    self._collect(self.pending.pop(0))
+            while self.pending:
+                self._collect(self.pending.pop(0))
+        finally:
+            bar.close()
+            if self.pool is not None:
+                self.pool.shutdown(cancel_futures=True)
+
+    def _add_chunk(self, ids: np.ndarray, tokens: np.ndarray) -> None:
+        self.parts["sample_id"].append(ids)
+        if self.tok is not None:
+            self._submit_text(tokens)
+        if self.index is not None:
+            self._count(tokens)
+
+    def _submit_text(self, tokens: np.ndarray) -> None:
+        full = decode_batch(self.tok, tokens)
+        if self.keep_text:
+            self.texts.extend(full)
+            self.prompts.extend(decode_batch(self.tok, tokens[:, : self.prefix_len]))
+        if self.pool is not None:
+            step = -(-len(full) // (4 * self.workers))
+            self.pending.append(("futures", [self.pool.submit(_text_chunk, full[i:i + step])
+                                             for i in range(0, len(full), step)]))
+        else:
+            self.pending.append(("rows", _text_chunk(full)))
+
+    def _count(self, tokens: np.ndarray) -> None:
+        index = self.index
+        for k, v in _dups.duplicate_counts(index, tokens, prefix_len=self.prefix_len,
+                                           tokenizer=self.idx_tok).items():
+            self.parts.setdefault(k, []).append(v)
+        hi = int(tokens.max())
+        if hi >= self.unigrams.size and not _vocab_declared(index):
+            # The index only knows the ids its corpus holds: a larger id is unseen (0).
+            self.unigrams = np.concatenate([self.unigrams, np.zeros(hi + 1 - self.unigrams.size,
+                                                                    np.int64)])
+        for k, v in _tstats.token_frequency_stats(tokens, self.unigrams).items():
+            self.parts.setdefault(k, []).append(v)
+
+    def _collect(self, job) -> None:
         kind, payload = job
         rows = [r for f in payload for r in f.result()] if kind == "futures" else payload
         cols = list(zip(*rows)) if rows else [()] * 5
@@ -273,56 +346,23 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
                      ("is_incrementing", inc), ("is_repeating", rep),
                      ("is_templating", inc | rep),
                      ("code_score", np.array(cols[4], dtype=np.float64))):
-            parts.setdefault(k, []).append(v)
+            self.parts.setdefault(k, []).append(v)
 
-    try:
-        for ids, tokens in source.batches(chunk_size):
-            bar.update(len(ids))
-            ids, tokens = _select(ids, tokens, wanted)
-            if ids.size == 0:
-                continue
-            parts["sample_id"].append(ids)
-            if tok is not None:
-                full = decode_batch(tok, tokens)
-                if do_sem:
-                    texts.extend(full)
-                    prompts.extend(decode_batch(tok, tokens[:, :prefix_len]))
-                if pool is not None:
-                    step = -(-len(full) // (4 * workers))
-                    pending.append(("futures", [pool.submit(_text_chunk, full[i:i + step])
-                                                for i in range(0, len(full), step)]))
-                else:
-                    pending.append(("rows", _text_chunk(full)))
-            if index is not None:
-                for k, v in _dups.duplicate_counts(index, tokens, prefix_len=prefix_len,
-                                                   tokenizer=idx_tok).items():
-                    parts.setdefault(k, []).append(v)
-                hi = int(tokens.max())
-                if hi >= unigrams.size and not _vocab_declared(index):
-                    # The index only knows the ids its corpus holds: a larger id is unseen (0).
-                    unigrams = np.concatenate([unigrams, np.zeros(hi + 1 - unigrams.size,
-                                                                  np.int64)])
-                for k, v in _tstats.token_frequency_stats(tokens, unigrams).items():
-                    parts.setdefault(k, []).append(v)
-            while len(pending) > 1:
-                collect(pending.pop(0))
-        while pending:
-            collect(pending.pop(0))
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
 
+def _in_output_order(parts: dict[str, list[np.ndarray]], table_ids: np.ndarray | None,
+                     description: str) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """(output sample ids, columns in that order, the streamed row of each output row). The
+    output follows the score table's row order, else the source's. ValueError for no samples,
+    repeated ids, or table ids the samples lack."""
     got = np.concatenate(parts.pop("sample_id")) if parts["sample_id"] else np.zeros(0, np.int64)
     if got.size == 0:
-        raise ValueError(f"no samples to compute features for in {source.description!r}")
+        raise ValueError(f"no samples to compute features for in {description!r}")
     cols = {k: np.concatenate(v) for k, v in parts.items()}
-    # Row order of the output: the score table's, else the source's.
-    order_ids = table_ids if table is not None else got
+    order_ids = table_ids if table_ids is not None else got
     sorter = np.argsort(got, kind="stable")
     sg = got[sorter]
     if np.any(sg[1:] == sg[:-1]):
-        raise ValueError(f"samples {source.description!r} repeat sample_id "
+        raise ValueError(f"samples {description!r} repeat sample_id "
                          f"{int(sg[1:][sg[1:] == sg[:-1]][0])}")
     pos = np.searchsorted(sg, order_ids)
     pos_c = np.minimum(pos, sg.size - 1)
@@ -330,33 +370,34 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
     if missing.size:
         raise ValueError(
             f"{missing.size} sample_id(s) of the score table are missing from the samples "
-            f"{source.description!r}, e.g. {missing[:5].tolist()}"
+            f"{description!r}, e.g. {missing[:5].tolist()}"
         )
     take = sorter[pos_c]
-    cols = {k: v[take] for k, v in cols.items()}
+    return order_ids, {k: v[take] for k, v in cols.items()}, take
 
-    if do_sem:
-        texts_o = [texts[i] for i in take]
-        prompts_o = [prompts[i] for i in take]
-        model = _sem.load_embedder(embed_device, embed_dtype)
-        emb = _sem.embed(texts_o, model=model, progress=progress)
-        if reference is None:
-            ref_emb, ref_prompts, self_ref = emb, prompts_o, True
-        else:
-            ref = open_samples(reference, prefix_len=prefix_len, cont_len=cont_len,
-                               tokenizer=as_encoder(tok))
-            ref_texts, ref_prompts = [], []
-            for _, rt in ref.batches(chunk_size):
-                ref_texts.extend(decode_batch(tok, rt))
-                ref_prompts.extend(decode_batch(tok, rt[:, :prefix_len]))
-            ref_emb = _sem.embed(ref_texts, model=model, progress=progress)
-            self_ref = False
-        cols["semantic_matches"], cols["textual_matches"] = _sem.matches(
-            emb, prompts_o, ref_emb, ref_prompts, exclude_self=self_ref, progress=progress)
 
-    return _assemble(table, order_ids, cols, skipped, prefix_len=prefix_len, cont_len=cont_len,
-                     reference=reference, source=source.description,
-                     **({"embed_dtype": embed_dtype} if do_sem else {}))
+def _semantic_columns(texts: list[str], prompts: list[str], reference, model, tok, *,
+                      prefix_len: int, cont_len: int, chunk_size: int,
+                      progress: bool) -> dict[str, np.ndarray]:
+    """semantic_matches and textual_matches of the samples' texts against the reference (None:
+    the samples themselves, each sample's own pair not counted)."""
+    from engine.data import open_samples
+
+    emb = _sem.embed(texts, model=model, progress=progress)
+    if reference is None:
+        ref_emb, ref_prompts, self_ref = emb, prompts, True
+    else:
+        ref = open_samples(reference, prefix_len=prefix_len, cont_len=cont_len,
+                           tokenizer=as_encoder(tok))
+        ref_texts, ref_prompts = [], []
+        for _, rt in ref.batches(chunk_size):
+            ref_texts.extend(decode_batch(tok, rt))
+            ref_prompts.extend(decode_batch(tok, rt[:, :prefix_len]))
+        ref_emb = _sem.embed(ref_texts, model=model, progress=progress)
+        self_ref = False
+    sem, txt = _sem.matches(emb, prompts, ref_emb, ref_prompts, exclude_self=self_ref,
+                            progress=progress)
+    return {"semantic_matches": sem, "textual_matches": txt}
 
 
 def _mp_context():
