@@ -15,9 +15,9 @@ We use a transparent logistic score over five text statistics, each in [0, 1]:
 
     code_score = sigmoid(-2.5 + 14*sym + 9*kw + 5*ident + 1.5*indent - 9*stop)
 
-Weights were set by hand on hand-labelled prose and code snippets (tests/test_features_code.py
-holds a labelled set the score must separate). Text with no non-space characters scores the
-bias alone (about 0.08).
+Weights were set by hand on hand-labelled prose and code snippets (`LABELLED` in
+tests/test_features_text.py is a labelled set the score must separate). Text with no non-space
+characters scores the bias alone (about 0.08).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@
     is_templating(text)                                           # either of the two
     classify(text)                                                # (is_incrementing, is_repeating)
 
-Definitions (the issue's, which follow EleutherAI/semantic-memorization `filters/pattern.py`):
+Definitions (memtax's, which follow EleutherAI/semantic-memorization `filters/pattern.py`;
+docs/notes/features.md):
 
 Incrementing. Collapse whitespace runs to one space, then cut the text into items: integer
 literals (`0x`-hex such as `0x1F`, and decimal digit runs) become ints, maximal runs of letters
@@ -26,7 +27,7 @@ wins when both hold (`classify` returns repeating=False then).
 Where we differ from the paper's code, on purpose: punctuation separates items instead of being
 items (so "0x10, 0x11, ..." reads as 16, 17, ...); decimals are not parsed; the three-item case
 uses the same rule as longer lists (the paper's special case has a sign slip); and repeating is
-a character-level test as the issue specifies.
+a character-level test (the project's definition).
 """
 
 from __future__ import annotations
