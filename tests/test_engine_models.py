@@ -3,6 +3,7 @@ soft-capping, the KV-cache backbone call, and clear errors (missing folder, miss
 remote code)."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,50 @@ def test_folder_revision_and_tied_weights(tmp_path):
     assert torch.equal(rev.weight, tiny_model("llama", seed=5).get_output_embeddings().weight)
     with pytest.raises(FileNotFoundError, match=r"revision 'step2000'.*available: \['step1000'\]"):
         load_model(f"{tmp_path / 'pythia'}@step2000")
+
+
+def test_local_suite_checkpoints_by_revision(tmp_path, capsys):
+    """A locally trained suite stores checkpoints as `<suite>/models/<name>/step<N>/` Hugging
+    Face folders: `<suite>/models/<name>@step<N>` loads exactly that step (engine.load_model,
+    engine.score and `memtax score --model`), and a missing step names the ones there."""
+    from engine.output import read_scores
+    from memtax.cli import main
+
+    steps = {"step100": tiny_model("gpt_neox", seed=21), "step1000": tiny_model("gpt_neox", seed=22),
+             "step200": tiny_model("gpt_neox", seed=23)}
+    small = tmp_path / "suite" / "models" / "small"
+    for step, model in steps.items():
+        save_tiny(model, small / step)
+    assert not torch.equal(steps["step100"].get_output_embeddings().weight,
+                           steps["step200"].get_output_embeddings().weight)
+    rows = np.random.default_rng(3).integers(1, 301, size=(6, 10))
+    np.save(tmp_path / "rows.npy", rows)
+    for step, model in steps.items():
+        sm = load_model(f"{small}@{step}")
+        assert (sm.name, sm.revision) == (str(small), step)
+        for (name, got), want in zip(sm.model.state_dict().items(), model.state_dict().values()):
+            assert torch.equal(got, want), (step, name)
+        table = engine.score(f"{small}@{step}", rows, prefix_len=5, cont_len=5, progress=False)
+        ref = engine.score(model, rows, prefix_len=5, cont_len=5, progress=False)
+        assert table.select(["match_len", "seq_nll"]).equals(ref.select(["match_len", "seq_nll"]))
+        assert main(["score", "--model", f"{small}@{step}", "--data", str(tmp_path / "rows.npy"),
+                     "--out", str(tmp_path / step), "--prefix-len", "5", "--cont-len", "5",
+                     "--quiet"]) == 0
+        cli = read_scores(tmp_path / step)
+        assert cli.schema.metadata[b"revision"] == step.encode()
+        assert cli.select(["match_len", "seq_nll"]).equals(ref.select(["match_len", "seq_nll"]))
+    nll = {s: engine.score(f"{small}@{s}", rows, prefix_len=5, cont_len=5,
+                           progress=False)["seq_nll"].to_numpy() for s in ("step100", "step200")}
+    assert not np.array_equal(nll["step100"], nll["step200"])     # really different weights
+    avail = r"available: \['step100', 'step200', 'step1000'\]"
+    with pytest.raises(FileNotFoundError, match=rf"revision 'step300' of model folder .*{avail}"):
+        load_model(f"{small}@step300")
+    capsys.readouterr()
+    assert main(["score", "--model", f"{small}@step300", "--data", str(tmp_path / "rows.npy"),
+                 "--out", str(tmp_path / "missing"), "--prefix-len", "5", "--cont-len", "5",
+                 "--quiet"]) == 2
+    assert re.search(rf"revision 'step300'.*{avail}", capsys.readouterr().err)
+    assert not (tmp_path / "missing").exists()
 
 
 def test_hub_id_with_revision_from_local_cache(tmp_path):
