@@ -333,6 +333,43 @@ def _from_pretrained(target: str, *, torch_dtype, revision, trust_remote_code, l
         raise
 
 
+def _load_gguf(path: Path, gguf_file, want: torch.dtype, trust_remote_code: bool):
+    """A GGUF file (`path`, or `gguf_file` inside the folder `path`), loaded in fp32 and cast:
+    asking transformers for a 16-bit GGUF load keeps the weights packed and casts around every
+    matmul (2-3x slower)."""
+    gguf = Path(gguf_file) if gguf_file is not None else path
+    folder = path if gguf_file is not None else path.parent
+    if gguf_file is not None and not (folder / gguf).is_file() and not gguf.is_file():
+        raise FileNotFoundError(f"GGUF file {str(gguf)!r} not found in {str(folder)!r}")
+    hf = _from_pretrained(
+        str(folder), torch_dtype=torch.float32, revision=None,
+        trust_remote_code=trust_remote_code, local_files_only=True, gguf_file=gguf.name,
+        what="GGUF model",
+    )
+    return hf.to(dtype=want)
+
+
+def _load_folder(path: Path, rev: str | None, want: torch.dtype, *, trust_remote_code: bool,
+                 local_files_only: bool | None):
+    """A saved Hugging Face model folder, or its revision `rev` (a subfolder or cached ref)."""
+    if not path.is_dir():
+        raise ValueError(
+            f"model path {str(path)!r} is a file; expected a model folder (config.json + "
+            "weights), a .gguf file or a Hugging Face id"
+        )
+    folder = local_revision_folder(path, rev) if rev else path
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"model folder {str(folder)!r} has no config.json; expected a saved Hugging "
+            "Face model (save_pretrained) folder"
+        )
+    return _from_pretrained(
+        str(folder), torch_dtype=want, revision=None, trust_remote_code=trust_remote_code,
+        local_files_only=True if local_files_only is None else local_files_only,
+        what="model folder",
+    )
+
+
 def load_model(
     model,
     *,
@@ -371,36 +408,11 @@ def load_model(
     name, rev = parse_model_spec(str(model))
     rev = revision if revision is not None else rev
     path = Path(name).expanduser()
+    common = dict(trust_remote_code=trust_remote_code, local_files_only=local_files_only)
     if path.is_file() and path.suffix == ".gguf" or gguf_file is not None:
-        gguf = Path(gguf_file) if gguf_file is not None else path
-        folder = path if gguf_file is not None else path.parent
-        if gguf_file is not None and not (folder / gguf).is_file() and not gguf.is_file():
-            raise FileNotFoundError(f"GGUF file {str(gguf)!r} not found in {str(folder)!r}")
-        # GGUF weights are de-quantized to fp32 and cast afterwards: asking transformers for a
-        # 16-bit GGUF load keeps the weights packed and casts around every matmul (2-3x slower).
-        hf = _from_pretrained(
-            str(folder), torch_dtype=torch.float32, revision=None,
-            trust_remote_code=trust_remote_code, local_files_only=True, gguf_file=gguf.name,
-            what="GGUF model",
-        )
-        hf.to(dtype=want)
+        hf = _load_gguf(path, gguf_file, want, trust_remote_code)
     elif path.exists():
-        if not path.is_dir():
-            raise ValueError(
-                f"model path {str(path)!r} is a file; expected a model folder (config.json + "
-                "weights), a .gguf file or a Hugging Face id"
-            )
-        folder = local_revision_folder(path, rev) if rev else path
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(
-                f"model folder {str(folder)!r} has no config.json; expected a saved Hugging "
-                "Face model (save_pretrained) folder"
-            )
-        hf = _from_pretrained(
-            str(folder), torch_dtype=want, revision=None, trust_remote_code=trust_remote_code,
-            local_files_only=True if local_files_only is None else local_files_only,
-            what="model folder",
-        )
+        hf = _load_folder(path, rev, want, **common)
     elif not is_hub_id(name):
         raise FileNotFoundError(
             f"model folder or file {name!r} not found; expected an existing folder, a .gguf "
