@@ -60,14 +60,6 @@ def stage_bounds(stages: Sequence[int], cont_len: int) -> list[int]:
     return [s for s in ends if s < cont_len] + [cont_len]
 
 
-def _head_argmax(sm, hidden: torch.Tensor, targets: torch.Tensor, masked_token, impl) -> torch.Tensor:
-    n = hidden.shape[0]
-    block = _CPU_HEAD_ROWS if hidden.device.type == "cpu" else max(n, 1)
-    parts = [sm.head(hidden[s : s + block], targets[s : s + block], masked_token=masked_token,
-                     impl=impl)[0] for s in range(0, n, block)]
-    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64, device=hidden.device)
-
-
 @torch.inference_mode()
 def cascade_match_len(sm, tokens: torch.Tensor, *, prefix_len: int, cont_len: int,
                       masked_token: int | None, stages: Sequence[int] = DEFAULT_STAGES,
@@ -99,7 +91,8 @@ def cascade_match_len(sm, tokens: torch.Tensor, *, prefix_len: int, cont_len: in
         width = hi - lo
         hid = out.hidden[:, -width:].reshape(-1, out.hidden.shape[-1])
         truth = tokens[rows, p + lo : p + hi]
-        pred = _head_argmax(sm, hid, truth.reshape(-1), masked_token, impl).view(-1, width)
+        pred = sm.head(hid, truth.reshape(-1), masked_token=masked_token, impl=impl,
+                       cpu_block_rows=_CPU_HEAD_ROWS)[0].view(-1, width)
         lead = (pred == truth).cumprod(dim=1).sum(dim=1)
         match_len[rows] = lo + lead
         alive = lead == width

@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from engine.device import DTYPES, dtype_name
 from engine.model_specs import is_hub_id, local_revision_folder, parse_model_spec
 from engine.tokenizers import load_tokenizer
 
@@ -50,12 +51,6 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
 ]
-
-_DTYPES = {
-    "fp32": torch.float32, "float32": torch.float32,
-    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -76,18 +71,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None = None) -> torch.dtype:
     """'auto' -> float32 on CPU, bfloat16 on CUDA; 'fp32'/'fp16'/'bf16' (or torch dtypes)."""
     if isinstance(dtype, torch.dtype):
-        if dtype not in _DTYPES.values():
+        if dtype not in DTYPES.values():
             raise ValueError(f"dtype must be a floating dtype fp32/fp16/bf16, got {dtype}")
         return dtype
     if dtype == "auto":
         return torch.bfloat16 if device is not None and device.type == "cuda" else torch.float32
-    if dtype not in _DTYPES:
+    if dtype not in DTYPES:
         raise ValueError(f"dtype must be 'auto', 'fp32', 'fp16' or 'bf16', got {dtype!r}")
-    return _DTYPES[dtype]
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+    return DTYPES[dtype]
 
 
 class BackboneOutput(NamedTuple):
@@ -202,15 +193,25 @@ class ScoringModel:
         *,
         masked_token: int | None = None,
         impl: str = "auto",
+        cpu_block_rows: int | None = None,
     ):
         """(argmax int64, lse fp32, target_logprob fp32), each (N,), of hidden (N, d) against
-        targets (N,), through `kernels.fused_head` (never the (N, V) logits)."""
+        targets (N,), through `kernels.fused_head` (never the (N, V) logits). cpu_block_rows:
+        on CPU, reduce at most this many rows per call (the callers' measured block sizes)."""
         from kernels import fused_head
 
-        return fused_head(
-            hidden, self.weight, targets, bias=self.bias, logit_scale=self.logit_scale,
-            softcap=self.softcap, masked_token=masked_token, impl=impl,
-        )
+        def reduce(rows: slice):
+            return fused_head(
+                hidden[rows], self.weight, targets[rows], bias=self.bias,
+                logit_scale=self.logit_scale, softcap=self.softcap, masked_token=masked_token,
+                impl=impl,
+            )
+
+        n = hidden.shape[0]
+        if cpu_block_rows is None or hidden.device.type != "cpu" or n <= cpu_block_rows:
+            return reduce(slice(None))
+        parts = [reduce(slice(s, s + cpu_block_rows)) for s in range(0, n, cpu_block_rows)]
+        return tuple(torch.cat(p) for p in zip(*parts))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Full logits (..., V) of hidden (..., d) in fp32: for tests and small inputs only."""

@@ -70,18 +70,6 @@ CPU_AUTO_BATCH = 64
 # One batch
 
 
-def _head_rows(sm: ScoringModel, hidden: torch.Tensor, targets: torch.Tensor,
-               masked_token: int | None, impl: str) -> tuple[torch.Tensor, ...]:
-    """fused_head over (N, d) rows, in row blocks on CPU (cache-sized logits tiles)."""
-    n = hidden.shape[0]
-    block = CPU_HEAD_ROWS if hidden.device.type == "cpu" else n
-    if n <= block:
-        return sm.head(hidden, targets, masked_token=masked_token, impl=impl)
-    parts = [sm.head(hidden[s : s + block], targets[s : s + block], masked_token=masked_token,
-                     impl=impl) for s in range(0, n, block)]
-    return tuple(torch.cat(p) for p in zip(*parts))
-
-
 def score_batch(sm: ScoringModel, tokens: torch.Tensor, *, prefix_len: int, cont_len: int,
                 masked_token: int | None, impl: str = "auto") -> dict[str, np.ndarray]:
     """Score columns (without sample_id) for tokens (B, L = prefix_len + cont_len) int64.
@@ -101,7 +89,8 @@ def _score_batch(sm: ScoringModel, tokens: torch.Tensor, *, prefix_len: int, con
     hidden = out.hidden                                                       # (B, L-1, d)
     d = hidden.shape[-1]
     targets = tokens[:, 1:]                                                   # (B, L-1)
-    argmax, _, lp = _head_rows(sm, hidden.reshape(-1, d), targets.reshape(-1), masked_token, impl)
+    argmax, _, lp = sm.head(hidden.reshape(-1, d), targets.reshape(-1), masked_token=masked_token,
+                            impl=impl, cpu_block_rows=CPU_HEAD_ROWS)
     argmax, lp = argmax.view(b, L - 1), lp.view(b, L - 1).double()
     tf_argmax = argmax[:, p - 1 :]                                            # (B, C)
     correct = tf_argmax == tokens[:, p:]
