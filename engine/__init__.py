@@ -5,7 +5,8 @@ Names are resolved lazily so that `import engine` does not import torch/transfor
 
 from engine.lazy import lazy_getattr
 
-_ATTRS = {"score": "engine.scoring", "load_model": "engine.models", "open_samples": "engine.data"}
+_ATTRS = {"score": "engine.scoring", "load_model": "engine.models", "open_samples": "engine.data",
+          "DecodeOptions": "engine.options"}
 
 __all__ = list(_ATTRS)
 
