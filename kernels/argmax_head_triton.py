@@ -2,9 +2,9 @@
 
 One program owns BLOCK_N rows and a contiguous range of vocabulary tiles (grid axis 1 splits the
 vocabulary when the row blocks alone would leave SMs idle). Per (BLOCK_N, BLOCK_V) tile it
-computes the fused head kernel's own logits (`kernels.triton_common.masked_tile_logits`:
-fp32-accumulated `tl.dot`, bias, scale, soft-cap, masked token and padding at -inf) and keeps a
-running (max, lowest index of the max). Each split writes its partial (max, index); a
+computes the fused head kernel's own logits and keeps a running (max, lowest index of the max):
+the fused head's vocabulary scan without the sum of exponentials
+(`kernels.triton_common.scan_vocabulary`). Each split writes its partial (max, index); a
 fixed-order torch reduction finishes them (splits are ordered by vocabulary and `argmax` takes
 the first maximum, so ties go to the lowest index). Block sizes and split counts come from the
 same table as the fused head's (`kernels.triton_common.pick_config`). The launch reads nothing
@@ -22,10 +22,9 @@ from kernels.triton_common import (
     first_max_index,
     head_arguments,
     launch_device,
-    masked_tile_logits,
     plan_launch,
     require_triton_device,
-    tile_argmax,
+    scan_vocabulary,
 )
 from kernels.validation import check_argmax_inputs
 
@@ -50,20 +49,12 @@ def _argmax_head_kernel(
     row_ok = rows < N
     rows_c = tl.minimum(rows, N - 1).to(tl.int64)   # tail rows re-read row N-1, dropped at the store
     h_rows = h_ptr + rows_c[:, None] * stride_hn
-    m = tl.full((BLOCK_N,), float("-inf"), tl.float32)
-    best_idx = tl.zeros((BLOCK_N,), tl.int32)
-    v_begin = pid_s * tiles_per_split * BLOCK_V
-    v_end = tl.minimum(V, v_begin + tiles_per_split * BLOCK_V)
-    for v0 in range(v_begin, v_end, BLOCK_V):
-        x, cols = masked_tile_logits(
-            h_rows, w_ptr, b_ptr, v0, V, D, stride_hd, stride_wv, stride_wd,
-            logit_scale, softcap, masked_token,
-            HAS_BIAS, HAS_SCALE, HAS_SOFTCAP, HAS_MASK, UPCAST, DOT_PRECISION, EVEN_K,
-            BLOCK_N, BLOCK_V, BLOCK_K,
-        )
-        tile_max, tile_idx = tile_argmax(x, cols, V)
-        best_idx = tl.where(tile_max > m, tile_idx, best_idx)   # strict: the earlier tile wins ties
-        m = tl.maximum(m, tile_max)
+    m, best_idx, _ = scan_vocabulary(
+        h_rows, w_ptr, b_ptr, pid_s, tiles_per_split, V, D, stride_hd, stride_wv, stride_wd,
+        logit_scale, softcap, masked_token,
+        HAS_BIAS, HAS_SCALE, HAS_SOFTCAP, HAS_MASK, UPCAST, DOT_PRECISION, EVEN_K, False,
+        BLOCK_N, BLOCK_V, BLOCK_K,
+    )
     base = pid_s * N + rows
     tl.store(val_ptr + base, m, mask=row_ok)
     tl.store(idx_ptr + base, best_idx, mask=row_ok)

@@ -2,8 +2,8 @@
 
 One program owns BLOCK_N rows and a contiguous range of vocabulary tiles. For each tile of
 BLOCK_V vocabulary rows it computes the (BLOCK_N, BLOCK_V) logits with `tl.dot` in fp32,
-applies bias, scale and soft-cap (`kernels.triton_common.masked_tile_logits`), and folds the
-tile into four running per-row statistics held in registers (all fp32, never 16-bit):
+applies bias, scale and soft-cap, and folds the tile (`kernels.triton_common.scan_vocabulary`)
+into four running per-row statistics held in registers (all fp32, never 16-bit):
 
     best, best_idx   maximum logit and its index, masked token excluded, ties -> lowest index
     m, s             online log-sum-exp: max and sum of exp(logit - m)
@@ -35,10 +35,9 @@ from kernels.triton_common import (
     first_max_index,
     head_arguments,
     launch_device,
-    masked_tile_logits,
     plan_launch,
     require_triton_device,
-    tile_argmax,
+    scan_vocabulary,
 )
 from kernels.validation import check_head_inputs, check_targets
 
@@ -97,28 +96,12 @@ def _fused_head_kernel(
 
     # 2) The vocabulary loop: running max m (= the argmax's value, masked token excluded),
     #    its index, and s = sum of exp(logit - m) over the same columns.
-    m = tl.full((BLOCK_N,), float("-inf"), tl.float32)
-    s = tl.zeros((BLOCK_N,), tl.float32)
-    best_idx = tl.zeros((BLOCK_N,), tl.int32)
-    v_begin = pid_s * tiles_per_split * BLOCK_V
-    v_end = tl.minimum(V, v_begin + tiles_per_split * BLOCK_V)
-    for v0 in range(v_begin, v_end, BLOCK_V):
-        x, cols = masked_tile_logits(
-            h_rows, w_ptr, b_ptr, v0, V, D, stride_hd, stride_wv, stride_wd,
-            logit_scale, softcap, masked_token,
-            HAS_BIAS, HAS_SCALE, HAS_SOFTCAP, HAS_MASK, UPCAST, DOT_PRECISION, EVEN_K,
-            BLOCK_N, BLOCK_V, BLOCK_K,
-        )
-        # lowest index among the tile's equal maxima; the strict '>' across tiles keeps the
-        # earlier (lower) index
-        tile_max, tile_idx = tile_argmax(x, cols, V)
-        best_idx = tl.where(tile_max > m, tile_idx, best_idx)
-        # online sum of exponentials; m_ref avoids -inf - -inf (a tile whose only real column
-        # is the masked token) without changing anything else
-        m_new = tl.maximum(m, tile_max)
-        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
-        s = s * tl.exp(m - m_ref) + tl.sum(tl.exp(x - m_ref[:, None]), axis=1)
-        m = m_new
+    m, best_idx, s = scan_vocabulary(
+        h_rows, w_ptr, b_ptr, pid_s, tiles_per_split, V, D, stride_hd, stride_wv, stride_wd,
+        logit_scale, softcap, masked_token,
+        HAS_BIAS, HAS_SCALE, HAS_SOFTCAP, HAS_MASK, UPCAST, DOT_PRECISION, EVEN_K, True,
+        BLOCK_N, BLOCK_V, BLOCK_K,
+    )
 
     lse_wo = m + tl.log(s)  # log-sum-exp without the masked token
     if SPLIT:

@@ -4,8 +4,9 @@ and the launch plan (row blocks, vocabulary splits, constexpr flags).
 Both kernels (`kernels.fused_head_triton`, `kernels.argmax_head_triton`) walk the vocabulary the
 same way: one program owns BLOCK_N rows and a contiguous range of BLOCK_V-wide vocabulary tiles;
 per tile, `masked_tile_logits` computes fp32-accumulated `tl.dot` logits, applies bias, then
-scale, then soft-cap (`finish_logits`), and sets the padding and the masked token to -inf; the
-kernels differ only in what they fold each tile into.
+scale, then soft-cap (`finish_logits`), and sets the padding and the masked token to -inf;
+`scan_vocabulary` folds the tiles into a running maximum and its lowest index, and for the fused
+head the sum of exponentials of the online log-sum-exp.
 
 Block sizes come from a small table (`pick_config`), chosen by GPU generation and dtype:
 
@@ -42,7 +43,7 @@ import triton.language as tl
 
 __all__ = ["HeadConfig", "LaunchPlan", "interpreting", "require_triton_device", "pick_config",
            "pick_splits", "plan_launch", "head_arguments", "launch_device", "first_max_index",
-           "finish_logits", "masked_tile_logits", "tile_argmax"]
+           "finish_logits", "masked_tile_logits", "scan_vocabulary"]
 
 
 @dataclass(frozen=True)
@@ -234,8 +235,40 @@ def masked_tile_logits(
 
 
 @triton.jit
-def tile_argmax(x, cols, V):
-    """Per row of a logit tile: its maximum and the lowest column holding it."""
-    tile_max = tl.max(x, axis=1)
-    tile_idx = tl.min(tl.where(x == tile_max[:, None], cols[None, :], V), axis=1)
-    return tile_max, tile_idx
+def scan_vocabulary(
+    h_rows, w_ptr, b_ptr, pid_s, tiles_per_split, V, D, stride_hd, stride_wv, stride_wd,
+    logit_scale, softcap, masked_token,
+    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+    HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    EVEN_K: tl.constexpr, WITH_SUM: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """One program's vocabulary range (split `pid_s`, `tiles_per_split` tiles) for rows
+    `h_rows`: (m, best_idx, s) = the running maximum logit (masked token excluded), the lowest
+    index holding it, and with WITH_SUM the sum of exp(logit - m) over the same columns (else
+    zeros)."""
+    m = tl.full((BLOCK_N,), float("-inf"), tl.float32)
+    s = tl.zeros((BLOCK_N,), tl.float32)
+    best_idx = tl.zeros((BLOCK_N,), tl.int32)
+    v_begin = pid_s * tiles_per_split * BLOCK_V
+    v_end = tl.minimum(V, v_begin + tiles_per_split * BLOCK_V)
+    for v0 in range(v_begin, v_end, BLOCK_V):
+        x, cols = masked_tile_logits(
+            h_rows, w_ptr, b_ptr, v0, V, D, stride_hd, stride_wv, stride_wd,
+            logit_scale, softcap, masked_token,
+            HAS_BIAS, HAS_SCALE, HAS_SOFTCAP, HAS_MASK, UPCAST, DOT_PRECISION, EVEN_K,
+            BLOCK_N, BLOCK_V, BLOCK_K,
+        )
+        # lowest index among the tile's equal maxima; the strict '>' across tiles keeps the
+        # earlier (lower) index
+        tile_max = tl.max(x, axis=1)
+        tile_idx = tl.min(tl.where(x == tile_max[:, None], cols[None, :], V), axis=1)
+        best_idx = tl.where(tile_max > m, tile_idx, best_idx)
+        m_new = tl.maximum(m, tile_max)
+        if WITH_SUM:
+            # online sum of exponentials; m_ref avoids -inf - -inf (a tile whose only real
+            # column is the masked token) without changing anything else
+            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+            s = s * tl.exp(m - m_ref) + tl.sum(tl.exp(x - m_ref[:, None]), axis=1)
+        m = m_new
+    return m, best_idx, s
