@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import transformers
-from tiny_models import tiny_config
+
+from memtax.testing import tiny_config
 
 INIT_STD = 0.4
 

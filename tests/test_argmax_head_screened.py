@@ -5,7 +5,7 @@ reference)."""
 
 import pytest
 import torch
-from head_reference import reference_logits
+from helpers import reference_logits
 
 import kernels.argmax_head_screened as scr
 from kernels.argmax_head import argmax_head_torch

@@ -1,4 +1,4 @@
-"""engine.bench arithmetic: the FLOP formula against hand computations and torch's own FLOP
+"""memtax.bench arithmetic: the FLOP formula against hand computations and torch's own FLOP
 counter, parameter counts against real models, GPU peaks, the Pile projection, memory estimates."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ import torch
 import transformers
 from torch.utils.flop_counter import FlopCounterMode
 
-from engine import bench
-from engine.bench import Shape, forward_flops, method_flops
+from memtax import bench
+from memtax.bench import Shape, forward_flops, method_flops
+from memtax.testing import build_model
 
 TINY = Shape("tiny", layers=2, hidden=8, heads=2, vocab=10, intermediate=32, max_positions=32)
 
@@ -57,7 +58,7 @@ def test_memtax_generate_flops_decode_only_what_is_needed():
 
 
 def _model(shape):
-    return bench.build_model(shape, torch.float32, torch.device("cpu"))
+    return build_model(shape, torch.float32, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
@@ -102,9 +103,9 @@ def test_shape_from_model_counts_linear_weights():
 
 
 def test_build_model_is_random_seeded_and_in_dtype():
-    a = bench.build_model(TINY, torch.bfloat16, torch.device("cpu"), seed=3)
-    b = bench.build_model(TINY, torch.bfloat16, torch.device("cpu"), seed=3)
-    c = bench.build_model(TINY, torch.bfloat16, torch.device("cpu"), seed=4)
+    a = build_model(TINY, torch.bfloat16, torch.device("cpu"), seed=3)
+    b = build_model(TINY, torch.bfloat16, torch.device("cpu"), seed=3)
+    c = build_model(TINY, torch.bfloat16, torch.device("cpu"), seed=4)
     wa, wb, wc = (m.get_output_embeddings().weight for m in (a, b, c))
     assert wa.dtype == torch.bfloat16 and torch.equal(wa, wb) and not torch.equal(wa, wc)
     assert abs(float(wa.detach().float().std()) - 0.02) < 0.005

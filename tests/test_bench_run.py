@@ -1,4 +1,4 @@
-"""engine.bench runs on a CPU with a tiny shape: the methods' labels against HF generate, the
+"""memtax.bench runs on a CPU with a tiny shape: the methods' labels against HF generate, the
 report (JSON + markdown), skipping what does not fit, out-of-memory handling, the CLI."""
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine import bench
-from engine.bench import Context, Shape
 from engine.models import wrap_model
-from memtax import cli
+from memtax import bench, cli
+from memtax.bench import Context, Shape
+from memtax.bench import run as bench_run
+from memtax.testing import build_model, make_samples
 
 TINY = Shape("tiny", layers=2, hidden=64, heads=4, vocab=301, max_positions=64)
 P, C = 6, 6
@@ -38,13 +39,12 @@ def _oracle(model, tokens: np.ndarray) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def model():
-    return bench.build_model(TINY, torch.float32, torch.device("cpu"), seed=1)
+    return build_model(TINY, torch.float32, torch.device("cpu"), seed=1)
 
 
 @pytest.fixture(scope="module")
 def samples(model):
-    return bench.make_samples(model, 12, prefix_len=P, cont_len=C, seed=2,
-                              memorized_fraction=0.25)
+    return make_samples(model, 12, prefix_len=P, cont_len=C, seed=2, memorized_fraction=0.25)
 
 
 def test_methods_agree_with_hf_generate(model, samples):
@@ -140,7 +140,7 @@ def test_skip_before_building_when_nothing_fits(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a shape that does not fit must not be built")
 
-    monkeypatch.setattr(bench, "build_model", boom)
+    monkeypatch.setattr(bench_run, "build_model", boom)
     rep = bench.run_bench(["12b"], batch_sizes=[1], dtype="fp32", device="cpu",
                           progress=False, memory_limit=24 * bench.GiB)
     assert rep["results"] == []
@@ -175,7 +175,7 @@ def test_out_of_memory_and_unavailable_methods_are_recorded(monkeypatch):
     methods = dict(bench.METHODS)
     methods["hf_forward"] = bench.Method("hf_forward", oom, "raises OOM")
     methods["memtax_generate"] = bench.Method("memtax_generate", unavailable, "unwired")
-    monkeypatch.setattr(bench, "METHODS", methods)
+    monkeypatch.setattr(bench_run, "METHODS", methods)
     rep = bench.run_bench([TINY], batch_sizes=[4], dtype="fp32", device="cpu",
                           methods=["memtax_exact", "hf_forward", "memtax_generate"], n_samples=4,
                           prefix_len=P, cont_len=C, repeats=1, memorized_fraction=0.0,
@@ -190,8 +190,8 @@ def test_other_errors_are_not_swallowed(monkeypatch):
     def broken(ctx, tokens, batch):
         raise RuntimeError("shape mismatch")
 
-    monkeypatch.setattr(bench, "METHODS", {**bench.METHODS,
-                                           "hf_forward": bench.Method("hf_forward", broken, "")})
+    monkeypatch.setattr(bench_run, "METHODS", {
+        **bench.METHODS, "hf_forward": bench.Method("hf_forward", broken, "")})
     with pytest.raises(RuntimeError, match="shape mismatch"):
         bench.run_bench([TINY], batch_sizes=[4], dtype="fp32", device="cpu",
                         methods=["hf_forward"], n_samples=4, prefix_len=P, cont_len=C,

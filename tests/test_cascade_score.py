@@ -29,7 +29,7 @@ def test_labels_only_table(tmp_path):
 
 def test_cli_flags(tmp_path, capsys):
     """`memtax score --labels-only` and `--mode generate --keep-tokens` write those tables."""
-    from engine_helpers import save_tiny
+    from helpers import save_tiny
 
     from engine.output import read_scores
     from memtax.cli import main

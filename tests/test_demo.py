@@ -96,7 +96,7 @@ def greedy(model, prompts: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def world():
-    from tiny_models import tiny_model
+    from memtax.testing import tiny_model
 
     model = tiny_model("llama", vocab_size=VOCAB)
     tok, vocab = word_tokenizer()

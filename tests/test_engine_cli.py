@@ -6,13 +6,13 @@ import re
 
 import numpy as np
 import pytest
-from engine_helpers import assert_same_scores, save_tiny
-from tiny_models import tiny_model
+from helpers import assert_same_scores, save_tiny
 
 import engine
 from engine.indexed_dataset import write_indexed_dataset
 from engine.output import read_scores
 from memtax.cli import main
+from memtax.testing import tiny_model
 
 V = 301
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from engine_helpers import hf_token_logprobs, make_hf_cache, save_tiny
-from tiny_models import ARCHS, tiny_model
+from helpers import hf_token_logprobs, make_hf_cache, save_tiny
 
 import engine
 from engine.models import ScoringModel, load_model, parse_model_spec
+from memtax.testing import ARCHS, tiny_model
 
 
 @pytest.mark.parametrize("arch", ARCHS)

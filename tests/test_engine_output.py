@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from engine_helpers import assert_same_scores
-from tiny_models import tiny_model
+from helpers import assert_same_scores
 
 import engine
 from engine.output import read_scores
 from engine.scoring import SCORE_SCHEMA
+from memtax.testing import tiny_model
 
 V = 301
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,9 +138,8 @@ def test_bad_token_midway_leaves_no_output(tmp_path, model, rows):
 
 
 TORCHRUN_SCRIPT = textwrap.dedent("""
-    import sys, numpy as np, torch
-    sys.path.insert(0, {tests!r})
-    from tiny_models import tiny_model
+    import numpy as np, torch
+    from memtax.testing import tiny_model
     import engine
     torch.set_num_threads(1)
     rows = np.load({rows!r})
@@ -157,8 +156,7 @@ def test_torchrun_two_processes_equal_one(tmp_path, rows, reference):
     np.save(tmp_path / "rows.npy", rows)
     out = tmp_path / "run"
     script = tmp_path / "job.py"
-    script.write_text(TORCHRUN_SCRIPT.format(tests=str(ROOT / "tests"), rows=str(tmp_path / "rows.npy"),
-                                             out=str(out)))
+    script.write_text(TORCHRUN_SCRIPT.format(rows=str(tmp_path / "rows.npy"), out=str(out)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

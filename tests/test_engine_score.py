@@ -4,11 +4,11 @@ HF forward + cross-entropy for the NLL columns, full-logits argmax for tf_accura
 import numpy as np
 import pytest
 import torch
-from engine_helpers import hf_greedy, hf_token_logprobs, leading_matches, memorization_rows
-from tiny_models import ARCHS, tiny_model
+from helpers import hf_token_logprobs, leading_matches
 
 import engine
 from engine.scoring import SCORE_SCHEMA
+from memtax.testing import ARCHS, hf_greedy, memorization_rows, tiny_model
 
 V = 301
 

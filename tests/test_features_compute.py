@@ -243,9 +243,8 @@ def test_text_file_samples(tok, tmp_path):
 
 def test_cli_on_a_real_score_folder(setup, tok, tmp_path):
     """engine.score -> score folder -> `memtax features` with the samples path the run recorded."""
-    from tiny_models import tiny_model
-
     import engine
+    from memtax.testing import tiny_model
 
     _, idx, samples, _, root = setup
     np.save(tmp_path / "samples.npy", samples)

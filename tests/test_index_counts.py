@@ -6,9 +6,9 @@ import tempfile
 
 import numpy as np
 import pytest
+from helpers import brute_count, brute_locate, brute_window_counts, sample_queries
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from index_helpers import brute_count, brute_locate, brute_window_counts, sample_queries
 
 from features import CorpusIndex
 

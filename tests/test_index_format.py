@@ -7,9 +7,9 @@ import time
 
 import numpy as np
 import pytest
+from helpers import brute_count, brute_window_counts, sample_queries
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from index_helpers import brute_count, brute_window_counts, sample_queries
 
 from engine.indexed_dataset import write_indexed_dataset
 from features import CorpusIndex

@@ -8,7 +8,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before any kernel import: run 
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from head_reference import reference_logits  # noqa: E402
+from helpers import reference_logits  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from kernels import fused_head, fused_head_torch  # noqa: E402

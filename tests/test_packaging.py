@@ -112,7 +112,7 @@ def test_installed_command_imports_from_the_wheel_not_the_checkout(fresh_env, tm
 
 
 def test_installed_command_scores_a_tiny_model(fresh_env, tmp_path):
-    from tests.tiny_models import tiny_model
+    from memtax.testing import tiny_model
 
     model = tiny_model("gpt_neox", vocab_size=97, hidden=32, layers=1)
     model.save_pretrained(tmp_path / "model")

@@ -10,7 +10,7 @@ Methods (measured in one run on the same samples): memtax_exact, memtax_generate
 batch 1,024, use_cache=False). Prints a markdown table (samples/s, tokens/s, TFLOP/s, MFU,
 peak memory, speed-ups, GPU-hours to score the Pile's 146M training sequences); with --out
 also writes it and a JSON report (GPU, driver, versions, commit) into that folder.
-See engine/bench.py for the FLOP formula.
+See memtax/bench/shapes.py for the FLOP formula.
 """
 
 from __future__ import annotations
@@ -98,8 +98,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from engine import bench
     from engine.models import resolve_device
+    from memtax import bench
 
     if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ValueError(f"--out {args.out!r} is a file; expected a folder for the report")
