@@ -1,4 +1,4 @@
-"""Benchmarks of the predictive models (issue 8).
+"""Benchmarks of the predictive models (docs/notes/analysis.md).
 
 Run:  .venv/bin/pytest benchmarks/bench_analysis.py -p no:cacheprovider --benchmark-disable-gc -q -s
 

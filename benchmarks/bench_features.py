@@ -1,4 +1,4 @@
-"""Benchmarks of the per-sample features (issue 7).
+"""Benchmarks of the per-sample features (docs/notes/features.md).
 
 Run:  .venv/bin/pytest benchmarks/bench_features.py -p no:cacheprovider --benchmark-disable-gc -q -s
 
@@ -52,7 +52,7 @@ SITE = Path(np.__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     # Load and run both MiniLM precisions first: loaded after the corpus work below, the bf16
-    # model's CPU flash-attention ran ~10x slower in this process (docs/notes/issue-7.md).
+    # model's CPU flash-attention ran ~10x slower in this process (docs/notes/features.md).
     for dtype in ("float32", "bfloat16"):
         semantic.embed(["warm-up text"] * 4, model=semantic.load_embedder(dtype=dtype),
                        progress=False)

@@ -1,9 +1,10 @@
-"""Benchmarks of issue 4: the label-only cascade and mode="generate", against their baselines.
+"""Benchmarks of the label-only cascade and mode="generate", against their baselines
+(docs/notes/decoding.md).
 
     .venv/bin/pytest benchmarks/bench_generate.py -p no:cacheprovider --benchmark-disable-gc -q -s
 
 Random-weight GPT-NeoX models at the Pythia-70M and 160M shapes (vocab 50,304; fp32, CPU,
-batch 32, 32 + 32 tokens), samples from `engine.bench.make_samples`: random rows, a share of
+batch 32, 32 + 32 tokens), samples from `memtax.testing.make_samples`: random rows, a share of
 rows memorized on purpose (the model's own greedy continuation) and as many copies of those with
 one continuation token changed (first mismatch at a known position). Every method runs on the
 same rows in the same process, interleaved round by round (the CPU is shared and noisy), and
@@ -13,7 +14,7 @@ the report is the median per method and the ratios between medians:
   vs labels without a cascade (one stage: backbone over all tokens, head at the C continuation
   positions only), ~1% memorized, 70M and 160M;
 * `engine.score(mode="generate")` (every exact column + gen_score & co.; with the lean decode
-  loop, the session-1 dynamic loop, on CPU the lean loop without its bf16-screened head, and on
+  loop, the dynamic loop (the first decoder), on CPU the lean loop without its bf16-screened head, and on
   CUDA the lean loop with CUDA graphs) vs HF `generate` with
   its KV cache (greedy, min_new_tokens=C) and vs Pythia's recipe (`use_cache=False`,
   max_length=min_length=64; timed on the first batch only, per row), mixes with ~1% and ~30%
@@ -40,8 +41,6 @@ from __future__ import annotations
 import functools
 import os
 import statistics
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -49,14 +48,14 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import engine  # noqa: E402
-from engine.bench import PYTHIA_SHAPES, build_model, make_samples  # noqa: E402
-from engine.cascade import DEFAULT_STAGES, cascade_match_len  # noqa: E402
-from engine.decode_cache import DecodeWorkspace  # noqa: E402
-from engine.models import wrap_model  # noqa: E402
-from engine.options import DecodeOptions  # noqa: E402
+import engine
+from engine.cascade import DEFAULT_STAGES, cascade_match_len
+from engine.decode_cache import DecodeWorkspace
+from engine.models import wrap_model
+from engine.options import DecodeOptions
+from memtax.bench import PYTHIA_SHAPES
+from memtax.bench.measure import PeakRSS
+from memtax.testing import build_model, hf_greedy, make_samples
 
 P, C = 32, 32
 BATCH = int(os.environ.get("MEMTAX_BENCH_BATCH", "32"))
@@ -81,32 +80,6 @@ DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
 # Measuring
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class _PeakRSS:
-    """Peak resident memory above the starting level while the block runs (sampled)."""
-
-    def __enter__(self):
-        self.base = self.peak = _rss()
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._poll, daemon=True)
-        self._t.start()
-        return self
-
-    def _poll(self):
-        while not self._stop.wait(0.002):
-            self.peak = max(self.peak, _rss())
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, _rss())
-        self.extra = self.peak - self.base
-
-
 def _timed(fn):
     if DEVICE.type == "cuda":
         torch.cuda.synchronize()
@@ -117,7 +90,7 @@ def _timed(fn):
         torch.cuda.synchronize()
         return time.perf_counter() - t0, out, torch.cuda.max_memory_allocated() - base
     clock = time.process_time if CPU_CLOCK else time.perf_counter
-    with _PeakRSS() as mem:
+    with PeakRSS(interval=0.002) as mem:
         t0 = clock()
         out = fn()
         dt = clock() - t0
@@ -214,20 +187,10 @@ def _labels_one_stage(sm, tokens: np.ndarray, stages=()) -> np.ndarray:
     return np.concatenate(out)
 
 
-@torch.inference_mode()
 def _hf_generate(model, tokens: np.ndarray, *, use_cache: bool) -> np.ndarray:
-    """Greedy continuations; cached: min_new_tokens=C; uncached: Pythia's own call."""
-    outs = []
-    for s in range(0, len(tokens), BATCH):
-        prompt = torch.from_numpy(tokens[s : s + BATCH, :P]).to(DEVICE)
-        kw = dict(do_sample=False, num_beams=1, attention_mask=torch.ones_like(prompt),
-                  pad_token_id=0, use_cache=use_cache)
-        if use_cache:
-            kw.update(max_new_tokens=C, min_new_tokens=C)
-        else:
-            kw.update(max_length=P + C, min_length=P + C)
-        outs.append(model.generate(prompt, **kw)[:, P:].cpu().numpy())
-    return np.concatenate(outs)
+    """Greedy continuations, batch by batch; uncached: Pythia's own call."""
+    return np.concatenate([hf_greedy(model, tokens[s : s + BATCH, :P], C, use_cache=use_cache)
+                           for s in range(0, len(tokens), BATCH)])
 
 
 # One decode workspace per ScoringModel: its decode state (and CUDA graphs) lives across rounds.
@@ -399,7 +362,7 @@ def test_generate_vs_hf(benchmark, shape, mem):
 def test_decode_loops(benchmark, shape):
     """resume_greedy alone, on each batch's teacher-forced pass (run outside the timer): the
     lean loop with its own 4-D mask, the lean loop with HF building the mask from a 2-D one,
-    and the session-1 dynamic loop (+ the lean loop with CUDA graphs on a GPU); ~1% memorized,
+    and the dynamic loop (the first decoder; + the lean loop with CUDA graphs on a GPU); ~1% memorized,
     so nearly every row decodes C-1 steps."""
     from engine.generate import resume_greedy
     from engine.scoring import _score_batch
@@ -409,7 +372,7 @@ def test_decode_loops(benchmark, shape):
                           batch_size=BATCH)
     variants = {"lean, own 4-D mask": ("lean", "auto", False, "auto"),
                 "lean, HF mask from 2-D": ("lean", "2d", False, "auto"),
-                "dynamic loop (session 1)": ("dynamic", "auto", False, "auto")}
+                "dynamic loop": ("dynamic", "auto", False, "auto")}
     if DEVICE.type == "cuda":
         variants["lean + CUDA graphs"] = ("lean", "auto", True, "auto")
     elif DTYPE == torch.float32:    # the lean loop's head without its bf16 screen
@@ -455,7 +418,7 @@ def test_decode_loops(benchmark, shape):
           + (" [process CPU time]" if CPU_CLOCK else ""))
     for k, v in med.items():
         print(f"  {k:28s} {1000 * v / steps:8.2f} ms/step (median of {ROUNDS})   "
-              f"dynamic / this: {med['dynamic loop (session 1)'] / v:5.2f}x")
+              f"dynamic / this: {med['dynamic loop'] / v:5.2f}x")
     benchmark.extra_info["ms_per_step"] = {k: 1000 * v / steps for k, v in med.items()}
 
 

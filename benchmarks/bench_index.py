@@ -2,7 +2,7 @@
 infini-gram, side by side in one run (figures on a shared machine are noisy: read the ratios).
 
     .venv/bin/pytest benchmarks/bench_index.py -p no:cacheprovider --benchmark-disable-gc -q -s
-    MEMTAX_BENCH_TOKENS=1e8 .venv/bin/pytest benchmarks/bench_index.py ...   # the sizes
+    MEMTAX_BENCH_TOKENS=1e8 .venv/bin/pytest benchmarks/bench_index.py ...   # the target sizes (docs/notes/index.md)
 
 Corpora (uint16, one document, Zipf over a 50,000-token vocabulary): N/10 and N tokens, and a
 repetitive one of N/10 tokens where 30% of the text is copies of one 5,000-token document.

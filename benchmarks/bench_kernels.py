@@ -34,9 +34,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kernels import fused_head, fused_head_torch  # noqa: E402
+from kernels import fused_head, fused_head_torch
 
 VOCAB = 50304  # Pythia's padded vocabulary
 PYTHIA_D = [512, 768, 1024, 2048, 4096, 5120]  # 70M, 160M, 410M, 1.4B, 6.9B, 12B

@@ -13,29 +13,24 @@ torch's own).
 
 Methods (batch B of P + C = 32 + 32 tokens, fp32, CPU):
     memtax        engine.score(..., mode="exact"): every column (labels, accuracy, 3 NLLs, 6 ppl)
-    hf_cache      model.generate(prompt, greedy, min_new_tokens=C): labels only, no NLL
+    hf_cache      model.generate(prompt, greedy, KV cache, EOS forbidden): labels only, no NLL
     hf_nocache    Pythia's recipe: generate(use_cache=False, max_length=L, min_length=L)
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import numpy as np
 import pytest
 import torch
-import transformers
 
 import engine
+from memtax.bench import PYTHIA_SHAPES
+from memtax.bench.measure import PeakRSS
+from memtax.testing import build_model, hf_greedy
 
-SHAPES = {  # Pythia configs (hidden, layers, heads); vocab padded to 50,304
-    "70m": (512, 6, 8),
-    "160m": (768, 12, 12),
-    "410m": (1024, 24, 16),
-}
-VOCAB = 50304
 P = C = 32
 # the uncached recipe alone takes minutes on a loaded CPU: lift pyproject's 600 s test timeout
 pytestmark = pytest.mark.timeout(7200)
@@ -45,57 +40,14 @@ def _env_list(name, default):
     return [s for s in os.environ.get(name, default).split(",") if s]
 
 
-def pythia_like(shape: str) -> torch.nn.Module:
-    d, layers, heads = SHAPES[shape]
-    torch.manual_seed(0)
-    cfg = transformers.GPTNeoXConfig(
-        vocab_size=VOCAB, hidden_size=d, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=4 * d, max_position_embeddings=2048, rotary_pct=0.25,
-        use_parallel_residual=True, tie_word_embeddings=False, eos_token_id=0, bos_token_id=0,
-    )
-    return transformers.AutoModelForCausalLM.from_config(cfg).eval()
-
-
-class PeakRSS:
-    """Peak resident set size above the value at entry, sampled by a thread (bytes)."""
-
-    def __enter__(self):
-        self.base = self.peak = self._rss()
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._watch, daemon=True)
-        self._t.start()
-        return self
-
-    @staticmethod
-    def _rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def _watch(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(0.001)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, self._rss())
-        self.delta = self.peak - self.base
-
-
 def _memtax(model, rows):
     t = engine.score(model, rows, prefix_len=P, cont_len=C, batch_size=len(rows), progress=False)
     return t.column("match_len").to_numpy().astype(np.int64)
 
 
 def _hf(model, rows, use_cache: bool):
-    x = torch.as_tensor(rows[:, :P])
-    kw = dict(do_sample=False, attention_mask=torch.ones_like(x), pad_token_id=0)
-    if use_cache:
-        out = model.generate(x, max_new_tokens=C, min_new_tokens=C, **kw)
-    else:  # Pythia's eval: max_length = min_length = L, no cache
-        out = model.generate(x, max_length=P + C, min_length=P + C, use_cache=False, **kw)
-    gen, true = out[:, P:].numpy(), rows[:, P:]
+    # uncached: Pythia's eval (max_length = min_length = L, use_cache=False)
+    gen, true = hf_greedy(model, rows[:, :P], C, use_cache=use_cache), rows[:, P:]
     return np.where((gen != true).any(1), (gen != true).argmax(1), C)
 
 
@@ -106,7 +58,7 @@ def _time(fn, repeats):
             t0 = time.perf_counter()
             result = fn()
             times.append(time.perf_counter() - t0)
-        mem = max(mem, m.delta)
+        mem = max(mem, m.extra)
     return float(np.median(times)), result, mem
 
 
@@ -116,16 +68,12 @@ def test_score_vs_hf_generate(benchmark, shape):
         torch.set_num_threads(int(os.environ["MEMTAX_BENCH_THREADS"]))
     batch = int(os.environ.get("MEMTAX_BENCH_BATCH", "32"))
     repeats = int(os.environ.get("MEMTAX_BENCH_REPEATS", "3"))
-    model = pythia_like(shape)
+    model = build_model(PYTHIA_SHAPES[shape], torch.float32, "cpu", seed=0)
     rng = np.random.default_rng(0)
-    rows = rng.integers(1, VOCAB, size=(batch, P + C))
+    rows = rng.integers(1, model.config.vocab_size, size=(batch, P + C))
     # half the rows memorized (continuation = the model's own greedy output), so the labels
     # comparison covers both outcomes
-    with torch.inference_mode():
-        gen = model.generate(torch.as_tensor(rows[: batch // 2, :P]), do_sample=False,
-                             max_new_tokens=C, min_new_tokens=C, pad_token_id=0,
-                             attention_mask=torch.ones(batch // 2, P, dtype=torch.long))
-    rows[: batch // 2, P:] = gen[:, P:].numpy()
+    rows[: batch // 2, P:] = hf_greedy(model, rows[: batch // 2, :P], C)
 
     with torch.inference_mode():
         _memtax(model, rows[:2]), _hf(model, rows[:2], True)  # warm-up

@@ -1,9 +1,10 @@
-"""Scoring throughput (issue 5): memtax against HF forward / generate, per Pythia shape.
+"""Scoring throughput: memtax against HF forward / generate, per Pythia shape
+(docs/notes/benchmarks.md).
 
 Run:  .venv/bin/pytest benchmarks/bench_throughput.py -p no:cacheprovider --benchmark-disable-gc -q -s
 
-The suite behind `memtax bench` (engine/bench.py), in pytest-benchmark form: every method of
-`engine.bench.METHODS` scores the same samples with the same random-weight model; the last test
+The suite behind `memtax bench` (memtax/bench/), in pytest-benchmark form: every method of
+`memtax.bench.METHODS` scores the same samples with the same random-weight model; the last test
 prints samples/s, TFLOP/s (the documented FLOP formula), the ratios against each baseline
 measured in the same run, and checks that every method computed the same labels.
 
@@ -25,15 +26,17 @@ import numpy as np
 import pytest
 import torch
 
-from engine import bench
+from engine.device import DTYPES, dtype_name
 from engine.models import wrap_model
+from memtax import bench
+from memtax.testing import build_model, make_samples
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
 SHAPES = os.environ.get("MEMTAX_BENCH_SHAPES", "160m" if CUDA else "70m").split(",")
 BATCH = int(os.environ.get("MEMTAX_BENCH_BATCH", 1024 if CUDA else 16))
 SAMPLES = int(os.environ.get("MEMTAX_BENCH_SAMPLES", 2 * BATCH if CUDA else BATCH))
-DTYPE = bench._dtype(os.environ.get("MEMTAX_BENCH_DTYPE", "bf16" if CUDA else "fp32"))
+DTYPE = DTYPES[os.environ.get("MEMTAX_BENCH_DTYPE", "bf16" if CUDA else "fp32")]
 ROUNDS = int(os.environ.get("MEMTAX_BENCH_ROUNDS", 3 if CUDA else 1))
 P, C = 32, 32
 
@@ -43,9 +46,9 @@ RESULTS: dict[tuple[str, str], dict] = {}
 @pytest.fixture(scope="module", params=SHAPES)
 def setup(request):
     shape = bench.PYTHIA_SHAPES[request.param]
-    model = bench.build_model(shape, DTYPE, DEVICE, seed=0)
-    tokens = bench.make_samples(model, SAMPLES, prefix_len=P, cont_len=C, seed=0,
-                                memorized_fraction=0.01)
+    model = build_model(shape, DTYPE, DEVICE, seed=0)
+    tokens = make_samples(model, SAMPLES, prefix_len=P, cont_len=C, seed=0,
+                          memorized_fraction=0.01)
     ctx = bench.Context(model, wrap_model(model), P, C, model.config.eos_token_id)
     yield shape, ctx, tokens
     del model, ctx
@@ -75,7 +78,7 @@ def test_ratios_and_agreement():
         pytest.skip("no throughput measured")
     for shape in sorted({s for s, _ in RESULTS}):
         rows = {m: r for (s, m), r in RESULTS.items() if s == shape}
-        print(f"\n{shape} ({bench._dtype_name(DTYPE)}, batch {BATCH}, {SAMPLES} samples, "
+        print(f"\n{shape} ({dtype_name(DTYPE)}, batch {BATCH}, {SAMPLES} samples, "
               f"{DEVICE.type}):")
         for m, r in rows.items():
             ratios = ", ".join(f"{r['samples_per_s'] / rows[b]['samples_per_s']:.2f}x vs {b}"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # memtax GPU check: one script, run from anywhere on a machine with one CUDA GPU.
 #
-#   bash benchmarks/gpu_check.sh                          # every section (3, 4, 5)
-#   MEMTAX_GPU_SECTIONS="3 4" bash benchmarks/gpu_check.sh  # some sections (issue numbers)
+#   bash benchmarks/gpu_check.sh                          # every section (kernels, decoding, bench)
+#   MEMTAX_GPU_SECTIONS="kernels decoding" bash benchmarks/gpu_check.sh  # some sections by name
 #   MEMTAX_BENCH_SWEEP=1 bash benchmarks/gpu_check.sh      # also sweep the kernel's block sizes
 #
 # It installs nothing from the network: it uses the first of .venv/bin/python, python3, python
@@ -14,13 +14,13 @@
 #
 # On a lent device (the `device` tool; 15 minutes of device time per task, 10 per command), from
 # the development machine: `bash benchmarks/gpu_wheels.sh`, then two calls (each well inside
-# 10 minutes: sections 3+4 about 5, section 5 at most 8 by its own timeout):
-#   command: PYTHONUNBUFFERED=1 MEMTAX_GPU_SECTIONS="3 4" bash benchmarks/gpu_check.sh 2>&1 | tee $OUT/gpu_check_34.log
-#   command: PYTHONUNBUFFERED=1 MEMTAX_GPU_SECTIONS=5 bash benchmarks/gpu_check.sh 2>&1 | tee $OUT/gpu_check_5.log
+# 10 minutes: kernels + decoding about 5, bench at most 8 by its own timeout):
+#   command: PYTHONUNBUFFERED=1 MEMTAX_GPU_SECTIONS="kernels decoding" bash benchmarks/gpu_check.sh 2>&1 | tee $OUT/gpu_check_kernels_decoding.log
+#   command: PYTHONUNBUFFERED=1 MEMTAX_GPU_SECTIONS=bench bash benchmarks/gpu_check.sh 2>&1 | tee $OUT/gpu_check_bench.log
 #   carry: [".whl"], timeout_s: 580
 #
-# Layout: a preamble (checks, shared settings), then one clearly marked section per issue.
-# Later issues append their own section before "Summary", following the same pattern:
+# Layout: a preamble (checks, shared settings), then one clearly marked section per topic
+# (docs/notes/benchmarks.md). A new section goes before "Summary", following the same pattern:
 # run their tests with `run_step`, write results under $RESULTS, never exit early.
 
 set -uo pipefail
@@ -38,8 +38,10 @@ done
 RESULTS="$ROOT/benchmarks/results"
 mkdir -p "$RESULTS"
 STAMP="$(mktemp)"  # results newer than this were written by this run (copied to $OUT at the end)
-SECTIONS="${MEMTAX_GPU_SECTIONS:-3 4 5}"
+SECTIONS="${MEMTAX_GPU_SECTIONS:-kernels decoding bench}"
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
+# This checkout's packages for every step, installed or not (benchmarks/*.py run as scripts too).
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # The compiled kernels, never the CPU interpreter.
 export TRITON_INTERPRET=0
 export TRITON_DEFAULT_FP_FUSION=1
@@ -69,36 +71,36 @@ run_step() {  # run_step NAME CMD...: run, time, and remember failures (never st
 }
 
 # ---------------------------------------------------------------------------------------------
-# Issue 3: fused LM-head kernel (kernels/fused_head*.py)
+# kernels: fused LM-head kernel (kernels/fused_head*.py; docs/notes/kernels.md)
 #   tests: CUDA kernel vs a float64 reference in fp32/fp16/bf16, ties, mask, O(N) memory
 #   bench: Pythia head shapes d=512..5120, V=50304, N=8192 and 32768 in bf16, against
 #          torch matmul + argmax + logsumexp; table printed and written to $RESULTS
 # ---------------------------------------------------------------------------------------------
-if want 3; then
-    run_step "issue 3: fused_head CUDA tests (fp32/fp16/bf16)" \
+if want kernels; then
+    run_step "kernels: fused_head CUDA tests (fp32/fp16/bf16)" \
         "$PY" -m pytest tests/test_kernels_fused_head.py -m gpu -q -p no:cacheprovider
-    run_step "issue 3: fused_head benchmark (Pythia head shapes, bf16)" \
+    run_step "kernels: fused_head benchmark (Pythia head shapes, bf16)" \
         "$PY" benchmarks/bench_kernels.py --table --out "$RESULTS"
 fi
 
 # ---------------------------------------------------------------------------------------------
-# Issue 4: free-running greedy scores, mode="generate" (engine/generate.py, engine/cascade.py,
-#          engine/decode_cache.py, kernels/argmax_head*.py)
+# decoding: free-running greedy scores, mode="generate" (engine/generate.py, engine/cascade.py,
+#          engine/decode_cache.py, kernels/argmax_head*.py; docs/notes/decoding.md)
 #   tests: resumed greedy decoding on the GPU (fp32) equals HF generate, with the lean loop
-#          eagerly and with CUDA graphs (MEMTAX_DECODE_GRAPHS path); the Triton argmax head
+#          eagerly and with CUDA graphs (DecodeOptions(cuda_graphs=True)); the Triton argmax head
 #          vs its torch twin (fp32/bf16, Pythia-160M head shape)
 #   bench: engine.score(mode="generate") (every exact column + gen_score) with the lean loop,
-#          the lean loop + CUDA graphs, and the session-1 dynamic loop, vs HF generate with its
+#          the lean loop + CUDA graphs, and the dynamic loop (the first decoder), vs HF generate with its
 #          KV cache and vs Pythia's use_cache=False recipe, Pythia-160M (and 70M) shape, bf16,
 #          batch 1,024, 4,096 rows with ~1% and ~30% memorized; targets: >= 3x faster than
 #          cached generate, >= 20x than the recipe. Table printed, JSON written to $RESULTS.
-#          If the graphs variant wins, make it the default (engine/generate.py CUDA_GRAPHS).
+#          If the graphs variant wins, make it the default (engine/options.py, cuda_graphs).
 # ---------------------------------------------------------------------------------------------
-if want 4; then
-    run_step "issue 4: generate mode / lean loop / argmax head on CUDA" \
+if want decoding; then
+    run_step "decoding: generate mode / lean loop / argmax head on CUDA" \
         "$PY" -m pytest tests/test_generate_hf.py tests/test_decode_cache.py tests/test_argmax_head.py \
         -m gpu -q -p no:cacheprovider
-    run_step "issue 4: generate mode vs HF generate, decode loops (bf16, batch 1024)" \
+    run_step "decoding: generate mode vs HF generate, decode loops (bf16, batch 1024)" \
         env MEMTAX_BENCH_BIG=1 MEMTAX_BENCH_BATCH=1024 MEMTAX_BENCH_ROWS=4096 \
         MEMTAX_BENCH_DTYPE=bf16 MEMTAX_BENCH_ROUNDS=3 \
         "$PY" -m pytest benchmarks/bench_generate.py -k "generate_vs_hf or decode_loops" -q -s \
@@ -107,18 +109,19 @@ if want 4; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# Issue 5: memtax bench, throughput vs baselines (engine/bench.py, memtax/commands/bench.py)
+# bench: memtax bench, throughput vs baselines (memtax/bench/, memtax/commands/bench.py;
+#        docs/notes/benchmarks.md)
 #   tests: CUDA memory columns; the head memory of HF forward vs memtax exact
 #   bench: `memtax bench --quick` on CUDA = Pythia 160M/410M/12B shapes, bf16, batch 256 and
 #          1,024, random weights, 32+32 tokens: all five methods at 160M (the uncached recipe in
 #          fp16 at batch 1,024), exact/forward/cached generate at 410M, exact + forward at 12B.
-#          Prints the table, the Pile projection and the issue's targets (met/missed) and
+#          Prints the table, the Pile projection and the H100/H200 targets (met/missed) and
 #          writes bench-<gpu>-<date>.{json,md} to $RESULTS. Budget: under 8 minutes (timeout).
 # ---------------------------------------------------------------------------------------------
-if want 5; then
-    run_step "issue 5: bench CUDA tests" \
+if want bench; then
+    run_step "bench: CUDA tests" \
         "$PY" -m pytest tests/test_bench_run.py -m gpu -q -p no:cacheprovider
-    run_step "issue 5: memtax bench --quick (160m/410m/12b, bf16)" \
+    run_step "bench: memtax bench --quick (160m/410m/12b, bf16)" \
         timeout 480 "$PY" -m memtax bench --device cuda --quick --out "$RESULTS"
 fi
 

@@ -110,11 +110,14 @@ def hf_greedy(model, prompts, cont_len: int, *, forbid_eos: bool = True,
 
     device = model.get_output_embeddings().weight.device
     prompt = torch.as_tensor(prompts, dtype=torch.long).to(device)
-    eos = getattr(model.config, "eos_token_id", None)
+    eos = getattr(model.config, "eos_token_id", None)  # as engine.models reads it
+    if eos is None:
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    pad = eos[0] if isinstance(eos, (list, tuple)) and eos else eos
     total = prompt.shape[1] + cont_len
     cfg = GenerationConfig(
         do_sample=False, num_beams=1, max_length=total, min_length=total if forbid_eos else 0,
-        use_cache=use_cache, eos_token_id=eos, pad_token_id=eos if eos is not None else 0,
+        use_cache=use_cache, eos_token_id=eos, pad_token_id=pad if pad is not None else 0,
         temperature=None, top_p=None, top_k=None,
     )
     out = model.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=cfg)
