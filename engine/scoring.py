@@ -37,6 +37,7 @@ import torch
 
 from engine import distributed as dist
 from engine.data import SampleSource, open_samples
+from engine.device import is_oom
 from engine.models import ScoringModel, dtype_name, load_model, resolve_device, resolve_dtype
 from engine.options import DecodeOptions
 from engine.output import ScoreFolder
@@ -123,15 +124,6 @@ def _score_batch(sm: ScoringModel, tokens: torch.Tensor, *, prefix_len: int, con
 
 # ---------------------------------------------------------------------------------------------
 # Batch size
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom is not None and isinstance(exc, oom):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 def _auto_batch_size(sm: ScoringModel, seq_len: int) -> int:
@@ -463,7 +455,7 @@ def _scored_batches(run: _Run, start: int, stop: int, bs: int):
         try:
             cols = run.score_rows(torch.from_numpy(toks).to(run.sm.device))
         except Exception as exc:  # back off on out-of-memory, then retry the rows
-            if not _is_oom(exc) or bs == 1:
+            if not is_oom(exc) or bs == 1:
                 raise
             bs = _back_off(run.sm, bs)
             continue
