@@ -123,6 +123,27 @@ def test_suffix_array_same_for_every_key_batching(key_batches):
     assert sa.tolist() == expected
 
 
+@pytest.mark.parametrize("shard_tokens", [None, 700])
+def test_corpus_index_build_passes_key_batches_down(tmp_path, shard_tokens):
+    """CorpusIndex.build hands `key_batches` to the suffix sort, single or sharded: any batching
+    gives the brute-force suffix order, and a bad value fails there, leaving no folder."""
+    rng = np.random.default_rng(11)
+    docs = [rng.integers(0, 3, 900).astype(np.uint16), np.tile([1, 2], 400).astype(np.uint16)]
+    for k, key_batches in enumerate((1, 3)):
+        idx = CorpusIndex.build(docs, tmp_path / f"i{k}", shard_tokens=shard_tokens,
+                                key_batches=key_batches, progress=False)
+        for shard in idx.shards:
+            tokens = np.asarray(shard.tokens)
+            ends = np.repeat(shard.offsets[1:], np.diff(shard.offsets))
+            expected = sorted(range(tokens.shape[0]),
+                              key=lambda p: (tokens[p : ends[p]].tolist(), p))
+            assert np.asarray(shard.sa).tolist() == expected
+    with pytest.raises(ValueError, match="key_batches must be a positive integer, got 0"):
+        CorpusIndex.build(docs, tmp_path / "bad", shard_tokens=shard_tokens, key_batches=0,
+                          progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
 def _run_python(code: str) -> str:
     """`code` in a fresh interpreter without NUMBA_THREADING_LAYER; its last output line."""
     import os

@@ -39,6 +39,11 @@ class DocTable:
             np.int64
         )
 
+    @property
+    def arrays(self) -> tuple:
+        """(multi, offsets, block_first, shift): the form the Numba searches take it in."""
+        return self.multi, self.offsets, self.block_first, self.shift
+
 
 @njit(cache=True, inline="always")
 def _doc_end(offsets, block_first, shift, p):
@@ -364,9 +369,7 @@ def sample_keys(tokens, sa, alphabet: int, docs: DocTable, sstep: int = 32):
     """(samples, sstep, bits, kq) for `count_batch`: sorted packed keys of every sstep-th
     suffix. About 8/sstep bytes per token of memory."""
     bits, kq = pack_params(alphabet)
-    samples = _sample_keys(
-        tokens, sa, sstep, bits, kq, docs.multi, docs.offsets, docs.block_first, docs.shift
-    )
+    samples = _sample_keys(tokens, sa, sstep, bits, kq, *docs.arrays)
     return samples, sstep, bits, kq
 
 
@@ -420,10 +423,7 @@ def count_batch(
         bucket_values,
         bucket_starts,
         dense,
-        docs.multi,
-        docs.offsets,
-        docs.block_first,
-        docs.shift,
+        *docs.arrays,
         samples,
         sstep,
         sbits,
@@ -463,16 +463,6 @@ def _one_range(
 
 def sa_range(tokens, sa, query, bucket_values, bucket_starts, dense, docs: DocTable):
     """[first, last) SA indices of the suffixes that start with `query` (n,)."""
-    a, b = _one_range(
-        tokens,
-        sa,
-        np.ascontiguousarray(query),
-        bucket_values,
-        bucket_starts,
-        dense,
-        docs.multi,
-        docs.offsets,
-        docs.block_first,
-        docs.shift,
-    )
+    a, b = _one_range(tokens, sa, np.ascontiguousarray(query), bucket_values, bucket_starts,
+                      dense, *docs.arrays)
     return int(a), int(b)
