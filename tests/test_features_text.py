@@ -168,7 +168,8 @@ def test_smallest_period_and_repeating_match_brute_force(s):
 
 
 def brute_force_incrementing(items) -> bool:
-    """Oracle written from the issue's words, independently of the module's loop structure."""
+    """Oracle written from the definition's words (features.templating's docstring),
+    independently of the module's loop structure."""
     if len(items) < 3:
         return False
     if len(items) > 4:
