@@ -70,6 +70,12 @@ class SampleSource:
     seq_len: int
     description: str = ""
 
+    def selection(self) -> dict | None:
+        """How to open these rows again (`open_samples(path, **fields)`): {"kind", "path"
+        (absolute, resolved), and the selection fields (range, checkpoint, stride, column,
+        ...)}; None for sources without a file (arrays in memory)."""
+        return None
+
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -128,6 +134,7 @@ class ArraySource(SampleSource):
                 f"cont_len = {seq_len}"
             )
         self.array, self.seq_len, self.description = array, seq_len, description
+        self.path: Path | None = None  # set by open_samples for a .npy file
         if sample_ids is not None:
             sample_ids = np.asarray(sample_ids)
             if sample_ids.shape != (array.shape[0],) or sample_ids.dtype.kind not in "iu":
@@ -140,6 +147,11 @@ class ArraySource(SampleSource):
 
     def __len__(self) -> int:
         return int(self.array.shape[0])
+
+    def selection(self) -> dict | None:
+        if self.path is None or self.sample_ids is not None:
+            return None
+        return {"kind": "npy", "path": str(self.path)}
 
     def _read(self, start, stop):
         ids = (np.arange(start, stop, dtype=np.int64) if self.sample_ids is None
@@ -163,7 +175,9 @@ class IndexedSource(SampleSource):
         if range is not None:
             first, last = _clip_range(range, first, last, what=f"{ds.bin_path}")
         self.dataset, self.seq_len, self.first, self.last = ds, seq_len, first, last
-        self.description = f"{str(ds.bin_path)[:-4]}[{first}:{last}]"
+        self.prefix = str(Path(ds.bin_path).resolve())[:-4]
+        self.checkpoint = None if checkpoint is None else int(checkpoint)
+        self.description = f"{self.prefix}[{first}:{last}]"
         if last > first:
             sizes = ds.sizes[first:last]
             short = np.flatnonzero(sizes < seq_len)
@@ -184,6 +198,10 @@ class IndexedSource(SampleSource):
 
     def __len__(self) -> int:
         return max(0, self.last - self.first)
+
+    def selection(self) -> dict:
+        return {"kind": "indexed", "path": self.prefix, "range": [self.first, self.last],
+                "checkpoint": self.checkpoint}
 
     def _read(self, start, stop):
         a, b = self.first + start, self.first + stop
@@ -214,7 +232,7 @@ class ParquetSource(SampleSource):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        self.path, self.seq_len = Path(path), seq_len
+        self.path, self.seq_len = Path(path).resolve(), seq_len
         self.description = str(self.path)
         if self.path.suffix == ".parquet":
             self._pf = pq.ParquetFile(self.path)
@@ -236,7 +254,7 @@ class ParquetSource(SampleSource):
                 if len(lists) != 1:
                     raise ValueError(
                         f"{path}: cannot tell which column holds the tokens (list columns: "
-                        f"{lists}); pass column="
+                        f"{lists}); pass column= (memtax score: --column NAME)"
                     )
                 column = lists[0]
         if column not in schema.names:
@@ -261,6 +279,10 @@ class ParquetSource(SampleSource):
 
     def __len__(self) -> int:
         return int(self._starts[-1])
+
+    def selection(self) -> dict:
+        return {"kind": "parquet", "path": str(self.path), "column": self.column,
+                "id_column": self.id_column}
 
     def _group(self, g: int) -> tuple[np.ndarray, np.ndarray]:
         import pyarrow as pa
@@ -332,7 +354,8 @@ class TextSource(SampleSource):
         stride = seq_len if stride is None else stride
         if not isinstance(stride, (int, np.integer)) or stride < 1:
             raise ValueError(f"stride must be a positive integer, got {stride!r}")
-        self.path, self.seq_len, self.stride, self.text_key = Path(path), seq_len, int(stride), text_key
+        self.path, self.seq_len, self.stride = Path(path).resolve(), seq_len, int(stride)
+        self.text_key = text_key
         self.tokenizer = tokenizer
         self.description = f"{self.path}[stride={self.stride}]"
         self._jsonl = self.path.suffix == ".jsonl"
@@ -376,6 +399,10 @@ class TextSource(SampleSource):
     def __len__(self) -> int:
         return int(self._cum[-1])
 
+    def selection(self) -> dict:
+        return {"kind": "text", "path": str(self.path), "stride": self.stride,
+                "text_key": self.text_key}
+
     def _doc(self, d: int) -> np.ndarray:
         if self._doc_cache is not None and self._doc_cache[0] == d:
             return self._doc_cache[1]
@@ -406,6 +433,13 @@ class SubsetSource(SampleSource):
     def __len__(self) -> int:
         return self.stop - self.start
 
+    def selection(self) -> dict | None:
+        sel = self.base.selection()
+        if sel is None:
+            return None
+        lo = int(sel.get("range", [0])[0])
+        return {**sel, "range": [lo + self.start, lo + self.stop]}
+
     def _read(self, start, stop):
         return self.base.read(self.start + start, self.start + stop)
 
@@ -420,9 +454,31 @@ class _TruncatedSource(SampleSource):
     def __len__(self) -> int:
         return len(self.base)
 
+    def selection(self) -> dict | None:
+        return self.base.selection()
+
     def _read(self, start, stop):
         ids, toks = self.base.read(start, stop)
         return ids, toks[:, : self.seq_len]
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    """A .npy file, memory-mapped; ValueError naming the file for anything numpy cannot map
+    (a truncated file, pickled objects, not a .npy file at all)."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        text = str(exc)
+        if "mmap length" in text or "larger than" in text:
+            why = "the file is shorter than its header says (truncated?)"
+        elif "pickle" in text.lower():
+            why = "it is not a numpy array file (numpy.save) or holds Python objects"
+        else:
+            why = text
+        raise ValueError(f"cannot read {str(path)!r} as a .npy token array: {why}; expected "
+                         "a 2-D integer array written by numpy.save") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {str(path)!r} as a .npy token array: {exc}") from None
 
 
 def open_samples(
@@ -472,8 +528,10 @@ def open_samples(
                 ".arrow, .jsonl or .txt file"
             )
         elif suffix == ".npy":
-            source = ArraySource(np.load(path, mmap_mode="r"), seq_len, sample_ids=sample_ids,
+            path = path.resolve()
+            source = ArraySource(_load_npy(path), seq_len, sample_ids=sample_ids,
                                  description=str(path))
+            source.path = path
         elif suffix in (".parquet", ".arrow", ".feather", ".ipc"):
             source = ParquetSource(path, seq_len, column=column, id_column=id_column)
         elif suffix in (".jsonl", ".txt"):

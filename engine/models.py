@@ -31,8 +31,10 @@ head weight is simply `get_output_embeddings().weight`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
+import pickle
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -68,13 +70,17 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None = None) -> torch.dtype:
-    """'auto' -> float32 on CPU, bfloat16 on CUDA; 'fp32'/'fp16'/'bf16' (or torch dtypes)."""
+def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None = None,
+                  current: torch.dtype | None = None) -> torch.dtype:
+    """'auto' -> the dtype `current` of an already-loaded model when it is fp32/fp16/bf16,
+    else float32 on CPU, bfloat16 on CUDA; 'fp32'/'fp16'/'bf16' (or torch dtypes)."""
     if isinstance(dtype, torch.dtype):
         if dtype not in DTYPES.values():
             raise ValueError(f"dtype must be a floating dtype fp32/fp16/bf16, got {dtype}")
         return dtype
     if dtype == "auto":
+        if current in DTYPES.values():
+            return current
         return torch.bfloat16 if device is not None and device.type == "cuda" else torch.float32
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be 'auto', 'fp32', 'fp16' or 'bf16', got {dtype!r}")
@@ -304,14 +310,32 @@ def wrap_model(model, *, name: str | None = None, revision: str | None = None) -
 # --------------------------------------------------------------------------------------------
 # Loading from a name, a folder or a GGUF file
 
+def _check_loading_info(info: dict, target: str, what: str, allow: bool) -> None:
+    """Refuse weights that leave a parameter of the model uninitialised (missing, unexpected or
+    mis-shaped tensors), naming them; `allow` lets it through on purpose."""
+    found = {k: sorted(info.get(k) or ()) for k in ("missing_keys", "unexpected_keys",
+                                                     "mismatched_keys")}
+    if allow or not any(found.values()):
+        return
+    parts = [f"{k.replace('_keys', '')}: {', '.join(map(str, v[:8]))}"
+             + (f" (+{len(v) - 8} more)" if len(v) > 8 else "") for k, v in found.items() if v]
+    raise ValueError(
+        f"{what} {target!r} does not match its config: its weights leave parameters "
+        f"uninitialised ({'; '.join(parts)}); scores would come from random weights. Pass "
+        "allow_missing_weights=True (memtax score: --allow-missing-weights) to score it anyway"
+    )
+
+
 def _from_pretrained(target: str, *, torch_dtype, revision, trust_remote_code, local_files_only,
-                     gguf_file=None, cache_dir=None, what: str):
+                     gguf_file=None, cache_dir=None, what: str, allow_missing_weights=False):
     import transformers
 
     kwargs: dict[str, Any] = {
         "dtype": torch_dtype,
         "trust_remote_code": bool(trust_remote_code),
         "local_files_only": bool(local_files_only),
+        "output_loading_info": True,
+        "ignore_mismatched_sizes": True,   # reported by name below, not as a bare RuntimeError
     }
     if revision is not None:
         kwargs["revision"] = revision
@@ -320,7 +344,13 @@ def _from_pretrained(target: str, *, torch_dtype, revision, trust_remote_code, l
     if cache_dir is not None:
         kwargs["cache_dir"] = str(cache_dir)
     try:
-        return transformers.AutoModelForCausalLM.from_pretrained(target, **kwargs)
+        model, info = transformers.AutoModelForCausalLM.from_pretrained(target, **kwargs)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"{what} {target!r}: its pickle checkpoint (.bin/.pt) holds objects other than "
+            "tensors, which safe loading (torch.load weights_only) refuses; use a safetensors "
+            f"checkpoint ({str(exc).splitlines()[-1][:200]})"
+        ) from None
     except OSError as exc:
         rev = f" at revision {revision!r}" if revision else ""
         hint = " (only local files were searched)" if local_files_only else ""
@@ -332,9 +362,17 @@ def _from_pretrained(target: str, *, torch_dtype, revision, trust_remote_code, l
                 f"you trust it ({exc})"
             ) from exc
         raise
+    except Exception as exc:
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        raise ValueError(f"{what} {target!r}: a safetensors weight file is corrupt or not "
+                         f"safetensors ({exc})") from None
+    _check_loading_info(info, target, what, allow_missing_weights)
+    return model
 
 
-def _load_gguf(path: Path, gguf_file, want: torch.dtype, trust_remote_code: bool):
+def _load_gguf(path: Path, gguf_file, want: torch.dtype, trust_remote_code: bool,
+               allow_missing_weights: bool = False):
     """A GGUF file (`path`, or `gguf_file` inside the folder `path`), loaded in fp32 and cast:
     asking transformers for a 16-bit GGUF load keeps the weights packed and casts around every
     matmul (2-3x slower)."""
@@ -345,13 +383,38 @@ def _load_gguf(path: Path, gguf_file, want: torch.dtype, trust_remote_code: bool
     hf = _from_pretrained(
         str(folder), torch_dtype=torch.float32, revision=None,
         trust_remote_code=trust_remote_code, local_files_only=True, gguf_file=gguf.name,
-        what="GGUF model",
+        what="GGUF model", allow_missing_weights=allow_missing_weights,
     )
     return hf.to(dtype=want)
 
 
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")
+
+
+def _check_weight_files(folder: Path) -> None:
+    """Every weight file the folder names must be a readable file: a broken link, a folder or
+    an unreadable file is named here instead of looking like a missing checkpoint."""
+    names = set(_WEIGHT_FILES) | {p.name for p in folder.glob("*.safetensors")}
+    for name in sorted(names):
+        p = folder / name
+        if not os.path.lexists(p):
+            continue
+        if p.is_symlink() and not p.exists():
+            raise FileNotFoundError(f"model weight file {str(p)!r} is a broken link (to "
+                                    f"{os.readlink(p)!r}); expected a readable file")
+        if not p.is_file():
+            raise ValueError(f"model weight file {str(p)!r} is not a regular file")
+        try:
+            with open(p, "rb"):
+                pass
+        except OSError as exc:
+            raise ValueError(f"model weight file {str(p)!r} cannot be read "
+                             f"({exc.strerror or exc}); expected a readable file") from None
+
+
 def _load_folder(path: Path, rev: str | None, want: torch.dtype, *, trust_remote_code: bool,
-                 local_files_only: bool | None):
+                 local_files_only: bool | None, allow_missing_weights: bool = False):
     """A saved Hugging Face model folder, or its revision `rev` (a subfolder or cached ref)."""
     if not path.is_dir():
         raise ValueError(
@@ -364,10 +427,11 @@ def _load_folder(path: Path, rev: str | None, want: torch.dtype, *, trust_remote
             f"model folder {str(folder)!r} has no config.json; expected a saved Hugging "
             "Face model (save_pretrained) folder"
         )
+    _check_weight_files(folder)
     return _from_pretrained(
         str(folder), torch_dtype=want, revision=None, trust_remote_code=trust_remote_code,
         local_files_only=True if local_files_only is None else local_files_only,
-        what="model folder",
+        what="model folder", allow_missing_weights=allow_missing_weights,
     )
 
 
@@ -381,37 +445,50 @@ def load_model(
     local_files_only: bool | None = None,
     gguf_file: str | None = None,
     cache_dir: str | os.PathLike | None = None,
+    allow_missing_weights: bool = False,
 ) -> ScoringModel:
     """Load `model` for scoring and wrap it in a `ScoringModel`.
 
-    model: a `ScoringModel` (returned as is, moved/cast if asked), a loaded `PreTrainedModel`
-        (cast to `dtype` and moved to `device` in place), a local folder, a `.gguf` file, or a
-        Hugging Face id; strings may end in `@revision` (e.g. `pythia-160m@step143000`).
-    dtype: 'auto' (fp32 on CPU, bf16 on CUDA), 'fp32', 'fp16', 'bf16'.
+    model: a `ScoringModel` or a loaded `PreTrainedModel` (used as is when already in `dtype`
+        on `device`; otherwise a cast/moved copy is wrapped: the caller's model never changes),
+        a local folder, a `.gguf` file, or a Hugging Face id; strings may end in `@revision`
+        (e.g. `pythia-160m@step143000`).
+    dtype: 'auto' (a loaded model's own dtype; loading: fp32 on CPU, bf16 on CUDA), 'fp32',
+        'fp16', 'bf16'.
     revision: overrides a `@revision` suffix. For a local folder a revision is a subfolder or a
         cached ref (Hugging Face cache layout); a missing one raises FileNotFoundError.
     local_files_only: default True for local paths (never touches the network) and the
         `HF_HUB_OFFLINE` setting for hub ids.
     trust_remote_code: never run a checkpoint's own code unless this is True.
     cache_dir: the Hugging Face cache to look hub ids up in (default: the usual one).
+    allow_missing_weights: score a checkpoint whose weights leave parameters uninitialised
+        (missing, unexpected or mis-shaped tensors); by default that is a ValueError naming them.
     Safetensors weights are preferred whenever a checkpoint has them (transformers' default).
     """
     dev = resolve_device(device)
-    want = resolve_dtype(dtype, dev)
     if isinstance(model, ScoringModel):
-        if model.device != dev or model.dtype != want:
-            return load_model(model.model, dtype=want, device=dev, revision=model.revision)
+        want = resolve_dtype(dtype, dev, current=model.dtype)
+        if not _same_device(model.device, dev) or model.dtype != want:
+            return wrap_model(_cast_copy(model.model, want, dev), name=model.name,
+                              revision=model.revision)
         return model
     if not isinstance(model, (str, os.PathLike)):
-        model.to(device=dev, dtype=want)
+        current = getattr(model, "dtype", None)
+        want = resolve_dtype(dtype, dev, current=current)
+        if isinstance(model, torch.nn.Module):
+            have_dev, have_dtype = _placement(model)
+            if not _same_device(have_dev, dev) or have_dtype != want:
+                model = _cast_copy(model, want, dev)
         return wrap_model(model, revision=revision)
+    want = resolve_dtype(dtype, dev)
 
     name, rev = parse_model_spec(str(model))
     rev = revision if revision is not None else rev
     path = Path(name).expanduser()
-    common = dict(trust_remote_code=trust_remote_code, local_files_only=local_files_only)
+    common = dict(trust_remote_code=trust_remote_code, local_files_only=local_files_only,
+                  allow_missing_weights=allow_missing_weights)
     if path.is_file() and path.suffix == ".gguf" or gguf_file is not None:
-        hf = _load_gguf(path, gguf_file, want, trust_remote_code)
+        hf = _load_gguf(path, gguf_file, want, trust_remote_code, allow_missing_weights)
     elif path.exists():
         hf = _load_folder(path, rev, want, **common)
     elif not is_hub_id(name):
@@ -424,7 +501,30 @@ def load_model(
         hf = _from_pretrained(
             name, torch_dtype=want, revision=rev, trust_remote_code=trust_remote_code,
             local_files_only=offline if local_files_only is None else local_files_only,
-            cache_dir=cache_dir, what="model",
+            cache_dir=cache_dir, what="model", allow_missing_weights=allow_missing_weights,
         )
     hf.to(device=dev)
     return wrap_model(hf, name=name, revision=rev)
+
+
+def _placement(model) -> tuple[torch.device, torch.dtype | None]:
+    """(device, dtype) of a module's first parameter (what `wrap_model` will see)."""
+    p = next(model.parameters(), None)
+    return (p.device, p.dtype) if p is not None else (torch.device("cpu"), None)
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """cuda and cuda:0 are one device when the current device is 0 (an index left out means
+    the current one)."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda" or a.index == b.index:
+        return True
+    current = torch.cuda.current_device()
+    return (current if a.index is None else a.index) == (current if b.index is None else b.index)
+
+
+def _cast_copy(model, dtype: torch.dtype, device: torch.device):
+    """A copy of the caller's model in `dtype` on `device` (the caller's own stays as it was;
+    the copy costs one more model in memory)."""
+    return copy.deepcopy(model).to(device=device, dtype=dtype)

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import math
 import time
 from collections.abc import Callable
@@ -38,9 +40,10 @@ import torch
 from engine import distributed as dist
 from engine.data import SampleSource, open_samples
 from engine.device import is_oom
+from engine.fingerprint import model_fingerprint, rows_sha256, samples_fingerprint, update_rows
 from engine.models import ScoringModel, dtype_name, load_model, resolve_device, resolve_dtype
 from engine.options import DecodeOptions
-from engine.output import ScoreFolder
+from engine.output import ScoreFolder, check_writable
 
 __all__ = ["score", "score_batch", "SCORE_SCHEMA", "DEFAULT_SHARD_SIZE"]
 
@@ -252,6 +255,7 @@ def score(
     keep_tokens: bool = False,
     decode: DecodeOptions | None = None,
     decode_workspace=None,
+    allow_missing_weights: bool = False,
 ) -> pa.Table:
     """Score every sample for memorization; one row per sample, in sample order.
 
@@ -261,12 +265,18 @@ def score(
         .jsonl/.txt with `tokenizer`, a SampleSource); `range`, `limit`, `checkpoint` select rows.
     mode: "exact" (one pass) or "generate" (adds `gen_score`, Pythia's free-running score).
     batch_size: rows per forward pass, or "auto" (a guess that halves on out-of-memory).
-    dtype: "auto" = fp32 on CPU, bf16 on CUDA. mask_eos: exclude the config's EOS id from the
-        argmax (Pythia's min_length); NLLs always use the unmasked distribution.
-    out: a folder for parquet shards of `shard_size` rows + manifest.json; `resume=True` skips
-        the shards a killed run of the same configuration left; a folder of another run is
-        refused. Under torchrun each rank scores shards k % world == rank; every rank returns
-        the whole table.
+    dtype: "auto" = a loaded model's own dtype; loading: fp32 on CPU, bf16 on CUDA. A model
+        passed in is never changed: a cast or move works on a copy (one more model in memory),
+        and its train/eval mode is restored afterwards. mask_eos: exclude the config's EOS id
+        from the argmax (Pythia's min_length); NLLs always use the unmasked distribution.
+    out: a folder for parquet shards of `shard_size` rows + manifest.json (checked writable
+        before the model loads); `resume=True` keeps the shards a killed run of the same run
+        left, once each checks out (file checksum, its sample rows re-read); a folder of
+        another run (other weights or samples by content, other settings) is refused, naming
+        what differs. Under torchrun each rank scores shards k % world == rank; every rank
+        returns the whole table.
+    allow_missing_weights: score a checkpoint whose weights leave parameters uninitialised
+        (by default refused, naming the tensors).
     on_batch: called with the number of rows after every batch (progress hooks, tests).
     labels_only: only `exact_match` and `match_len` (mode='exact'), by the staged cascade of
         `engine.cascade` (rows leave at their first mismatch; same labels as the full pass).
@@ -280,15 +290,40 @@ def score(
     revision, dtype, lengths, versions) is in the schema metadata.
     """
     _check_arguments(mode, batch_size, shard_size, labels_only, keep_tokens, decode)
-    run = _set_up(model, samples, prefix_len=prefix_len, cont_len=cont_len, mode=mode,
-                  dtype=dtype, device=device, out=out, resume=resume, mask_eos=mask_eos,
-                  revision=revision, tokenizer=tokenizer, range=range, limit=limit,
-                  checkpoint=checkpoint, shard_size=shard_size,
-                  trust_remote_code=trust_remote_code, head_impl=head_impl,
-                  labels_only=labels_only, keep_tokens=keep_tokens, decode=decode,
-                  decode_workspace=decode_workspace)
+    if out is not None:
+        check_writable(out)
+    with _modes_kept(model):
+        return _score(model, samples, dict(
+            prefix_len=prefix_len, cont_len=cont_len, mode=mode, dtype=dtype, device=device,
+            out=out, resume=resume, mask_eos=mask_eos, revision=revision, tokenizer=tokenizer,
+            range=range, limit=limit, checkpoint=checkpoint, shard_size=shard_size,
+            trust_remote_code=trust_remote_code, head_impl=head_impl, labels_only=labels_only,
+            keep_tokens=keep_tokens, decode=decode, decode_workspace=decode_workspace,
+            allow_missing_weights=allow_missing_weights), batch_size, progress, on_batch)
+
+
+class _modes_kept:
+    """Restores the train/eval mode of every module of a model the caller passed in (scoring
+    puts the model in eval mode)."""
+
+    def __init__(self, model):
+        module = getattr(model, "model", model)
+        self.modes = ([(m, m.training) for m in module.modules()]
+                      if isinstance(module, torch.nn.Module) else [])
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for m, training in self.modes:
+            m.training = training
+
+
+def _score(model, samples, options: dict, batch_size, progress, on_batch) -> pa.Table:
+    prefix_len, cont_len = options["prefix_len"], options["cont_len"]
+    run = _set_up(model, samples, **options)
     mine = dist.my_shards(run.n_shards, run.rank, run.world)
-    todo = [k for k in mine if run.folder is None or not run.folder.has_shard(k)]
+    todo = [k for k in mine if run.folder is None or k not in run.folder.kept]
     bs = _auto_batch_size(run.sm, prefix_len + cont_len) if batch_size == "auto" else batch_size
     bar = _Progress(run.rows_in(mine), progress and run.rank == 0,
                     desc=f"scoring {_short_name(run.sm.name)}")
@@ -331,7 +366,7 @@ def _check_arguments(mode, batch_size, shard_size, labels_only, keep_tokens, dec
 def _set_up(model, samples, *, prefix_len, cont_len, mode, dtype, device, out, resume,
             mask_eos, revision, tokenizer, range, limit, checkpoint, shard_size,
             trust_remote_code, head_impl, labels_only, keep_tokens, decode,
-            decode_workspace) -> _Run:
+            decode_workspace, allow_missing_weights) -> _Run:
     """Open the samples, join the ranks, load the model, describe the run and its output."""
     dev = resolve_device(device)
     resolve_dtype(dtype, dev)  # validate before any loading
@@ -341,8 +376,10 @@ def _set_up(model, samples, *, prefix_len, cont_len, mode, dtype, device, out, r
     )
     dist.init_from_env(dev)
     rank, world = dist.rank_world()
+    fingerprint = samples_fingerprint(source)
     sm = load_model(model, dtype=dtype, device=dist.local_device(dev), revision=revision,
-                    trust_remote_code=trust_remote_code)
+                    trust_remote_code=trust_remote_code,
+                    allow_missing_weights=allow_missing_weights)
     seq_len = prefix_len + cont_len
     if sm.max_positions is not None and seq_len - 1 > sm.max_positions:
         raise ValueError(
@@ -354,7 +391,12 @@ def _set_up(model, samples, *, prefix_len, cont_len, mode, dtype, device, out, r
         "prefix_len": prefix_len, "cont_len": cont_len, "mode": mode, "mask_eos": bool(mask_eos),
         "masked_token": -1 if masked is None else int(masked), "source": source.description,
         "n_samples": len(source), "shard_size": shard_size,
+        "sample_source": json.dumps(_sample_source(source, tokenizer)),
+        "samples_sha256": fingerprint["check_sha256"],
+        "samples_check_ids": json.dumps(fingerprint["check_ids"]),
     }
+    if out is not None:  # the weights as scored; hashing them costs a read of the model
+        desc["model_sha256"] = model_fingerprint(sm.model)
     desc.update({k: True for k, v in (("labels_only", labels_only), ("keep_tokens", keep_tokens))
                  if v})
     score_rows, fields = _row_scorer(
@@ -363,8 +405,23 @@ def _set_up(model, samples, *, prefix_len, cont_len, mode, dtype, device, out, r
         decode_workspace=decode_workspace)
     schema = pa.schema([SCORE_SCHEMA.field("sample_id"), *fields]).with_metadata(
         _run_metadata(sm, desc))
-    return _Run(sm, source, schema, score_rows, shard_size, _open_folder(out, desc, resume, rank),
-                rank, world)
+    def shard_rows_sha256(k: int) -> str:
+        return rows_sha256(source, k * shard_size, min(len(source), (k + 1) * shard_size))
+
+    folder = _open_folder(out, desc, resume, rank, shard_rows_sha256)
+    return _Run(sm, source, schema, score_rows, shard_size, folder, rank, world)
+
+
+def _sample_source(source: SampleSource, tokenizer) -> dict:
+    """Where the samples came from, to open them again from anywhere (`memtax features`): the
+    source's selection (absolute path, range, checkpoint, stride, ...) and, for text, the
+    tokenizer's fingerprint. {"kind": "array"} for samples without a file."""
+    from engine.tokenizers import tokenizer_fingerprint
+
+    sel = source.selection() or {"kind": "array"}
+    if sel["kind"] == "text" and tokenizer is not None:
+        sel["tokenizer_sha256"] = tokenizer_fingerprint(tokenizer)
+    return sel
 
 
 def _row_scorer(sm, *, prefix_len, cont_len, masked_token, mode, head_impl, labels_only,
@@ -398,14 +455,15 @@ def _row_scorer(sm, *, prefix_len, cont_len, masked_token, mode, head_impl, labe
     return generate, exact_fields + gen_fields(keep_tokens)
 
 
-def _open_folder(out, desc: dict, resume: bool, rank: int) -> ScoreFolder | None:
-    """The output folder, prepared by rank 0 (created, or checked for resuming) and opened by
-    the others once it is ready; None without `out`."""
+def _open_folder(out, desc: dict, resume: bool, rank: int, rows_sha256) -> ScoreFolder | None:
+    """The output folder, prepared by rank 0 (created, or checked for resuming: kept shards
+    are verified against `rows_sha256(k)`) and opened by the others once it is ready; None
+    without `out`."""
     if out is None:
         return None
     folder = ScoreFolder(out, desc)
     if rank == 0:
-        folder.prepare(resume=resume)
+        folder.prepare(resume=resume, rows_sha256=rows_sha256)
     dist.barrier()
     if rank != 0:
         folder.open_existing()
@@ -425,7 +483,8 @@ def _score_shards(run: _Run, todo: list[int], bs: int, bar: _Progress, on_batch)
         for k in todo:
             start, stop = run.bounds(k)
             parts = []
-            for ids, cols, batch in _scored_batches(run, start, stop, bs):
+            rows_hash = hashlib.sha256()
+            for ids, cols, batch in _scored_batches(run, start, stop, bs, rows_hash):
                 bs = batch                    # after a back-off, the smaller size holds
                 cols["sample_id"] = ids
                 parts.append(cols)
@@ -438,14 +497,16 @@ def _score_shards(run: _Run, todo: list[int], bs: int, bar: _Progress, on_batch)
                 schema=run.schema,
             )
             if run.folder is not None:
-                run.folder.write_shard(k, table)
+                run.folder.write_shard(k, table, start=start, stop=stop,
+                                       samples_sha256=rows_hash.hexdigest())
             else:
                 tables[k] = table
     return tables, done
 
 
-def _scored_batches(run: _Run, start: int, stop: int, bs: int):
-    """Yield (sample_ids, columns, batch size) for rows start:stop, `bs` rows at a time. On
+def _scored_batches(run: _Run, start: int, stop: int, bs: int, rows_hash):
+    """Yield (sample_ids, columns, batch size) for rows start:stop, `bs` rows at a time, and
+    feed the rows into `rows_hash` (the shard's sample checksum, `engine.fingerprint`). On
     out-of-memory the batch size halves and the same rows are tried again (down to 1 row);
     the smaller size then holds for the rest of the run (the caller passes it on)."""
     pos = start
@@ -460,6 +521,7 @@ def _scored_batches(run: _Run, start: int, stop: int, bs: int):
             bs = _back_off(run.sm, bs)
             continue
         pos += len(ids)
+        update_rows(rows_hash, ids, toks)
         yield ids, cols, bs
 
 

@@ -18,14 +18,16 @@ Local paths never touch the network; names resolve to files inside installed pac
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 from engine.model_specs import is_hub_id, local_revision_folder, parse_model_spec
 
-__all__ = ["load_tokenizer", "encode_text", "NAMED"]
+__all__ = ["load_tokenizer", "encode_text", "tokenizer_fingerprint", "NAMED"]
 
 # name -> (package, relative file(s)); a tuple of two is GPT-2 style vocab.json + merges.txt.
 NAMED = {
@@ -139,3 +141,17 @@ def encode_text(tok, text: str) -> list[int]:
     if hasattr(tok, "encode_batch"):                    # tokenizers.Tokenizer
         return tok.encode(text, add_special_tokens=False).ids
     return tok.encode(text)
+
+
+def tokenizer_fingerprint(tokenizer) -> str | None:
+    """A string naming a vocabulary: a str is taken as is; a tokenizer object (anything with
+    `get_vocab()`) gives `sha256:` of its sorted vocabulary; None stays None."""
+    if tokenizer is None or isinstance(tokenizer, str):
+        return tokenizer
+    if not hasattr(tokenizer, "get_vocab"):
+        raise ValueError(
+            f"tokenizer must be a name or an object with get_vocab(), got {type(tokenizer).__name__}"
+        )
+    vocab = tokenizer.get_vocab()
+    blob = json.dumps(sorted((str(k), int(v)) for k, v in vocab.items())).encode()
+    return "sha256:" + hashlib.sha256(blob).hexdigest()
