@@ -6,7 +6,8 @@ Names are resolved lazily so that `import engine` does not import torch/transfor
 from engine.lazy import lazy_getattr
 
 _ATTRS = {"score": "engine.scoring", "load_model": "engine.models", "open_samples": "engine.data",
-          "DecodeOptions": "engine.options"}
+          "DecodeOptions": "engine.options", "sweep": "engine.sweeping",
+          "open_sweep": "engine.sweeping"}
 
 __all__ = list(_ATTRS)
 

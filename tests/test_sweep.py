@@ -1,0 +1,209 @@
+"""engine.sweep on a micro suite trained here (seconds): the sweep's tables equal separate
+engine.score runs per checkpoint row for row, unseen samples are marked from the stream
+definition, samples are read once, a killed sweep resumes without a row twice, and bad input
+(missing revisions, mixed vocabularies, another sweep's folder) is refused with nothing written.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from helpers import assert_same_scores, make_hf_cache, save_tiny
+
+import engine
+from engine.data import ArraySource, SampleSource
+from engine.output import ScoreFolder
+from engine.revisions import find_revision, list_revisions, revision_step
+from memtax import suite
+from memtax.testing import tiny_model
+
+WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
+CONFIG = suite.SuiteConfig(sizes={"a": (2, 32, 2), "b": (2, 64, 2)}, vocab_size=257, seq_len=65,
+                           batch_size=8, epochs=6, lr=1e-2, seed=3, checkpoints=3,
+                           log_checkpoints=False)
+
+
+def _corpus() -> list[str]:
+    """Random-word documents of 64 characters (one 65-token sequence each at 257 tokens),
+    some repeated 8 times so that the larger model memorizes a few."""
+    rng = np.random.default_rng(1)
+
+    def doc() -> str:
+        text = ""
+        while len(text) < 64:
+            text += WORDS[rng.integers(len(WORDS))] + " "
+        return text[:64]
+
+    docs = [doc() for _ in range(24)] + [d for d in [doc() for _ in range(6)] for _ in range(8)]
+    return [docs[i] for i in rng.permutation(len(docs))]
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory, one_torch_thread):
+    root = tmp_path_factory.mktemp("suite") / "s"
+    s = suite.build_suite(_corpus(), root, config=CONFIG, progress=False)
+    ids, rows = s.training_samples(64)
+    return s, ids, rows
+
+
+def _models(s):
+    return [str(s.root / "models" / m) for m in ("a", "b")]
+
+
+class CountingSource(SampleSource):
+    """A source (not memory-mapped) that counts the rows read from it."""
+
+    def __init__(self, ids, rows):
+        self.ids, self.rows, self.seq_len, self.read_rows = ids, rows, rows.shape[1], 0
+        self.description = "counting"
+
+    def __len__(self):
+        return len(self.ids)
+
+    def _read(self, start, stop):
+        self.read_rows += stop - start
+        return self.ids[start:stop], self.rows[start:stop]
+
+
+def test_sweep_equals_separate_scores_and_marks_unseen(micro, tmp_path):
+    s, ids, rows = micro
+    steps = s.models["a"]
+    mid = steps[1]
+    source = CountingSource(ids, rows)
+    sw = engine.sweep(_models(s), source, revisions=[f"step{mid}", f"step{steps[-1]}"],
+                      out=tmp_path / "sw", sequences_per_step=s.batch_size,
+                      ids_are_positions=True, progress=False, batch_size=32)
+    assert source.read_rows == len(ids)  # read once for four checkpoints
+    assert sw.complete and sw.models == ["a", "b"]
+    labels = sw.labels().to_pandas()
+    for m in ("a", "b"):
+        for step in (mid, steps[-1]):
+            alone = engine.score(s.spec(m, step), ArraySource(rows, 64, sample_ids=ids),
+                                 progress=False, batch_size=7)
+            assert_same_scores(sw.scores(m, f"step{step}"), alone)
+            got = labels[(labels.model == m) & (labels.step == step)]
+            np.testing.assert_array_equal(got.sample_id, ids)
+            np.testing.assert_array_equal(got.exact_match, alone.column("exact_match"))
+            # step c has seen training sequences [0, c * batch): the ids are sequence indices
+            np.testing.assert_array_equal(got.seen, ids < step * CONFIG.batch_size)
+            assert (got.sequences_seen == step * CONFIG.batch_size).all()
+    assert not labels[labels.step == mid].seen.all() and labels[labels.step == mid].seen.any()
+
+
+def test_resume_after_a_kill_gives_the_same_tables(micro, tmp_path, monkeypatch):
+    s, ids, rows = micro
+    revs = [f"step{k}" for k in s.models["a"][-2:]]
+    kw = dict(revisions=revs, sequences_per_step=8, ids_are_positions=True, progress=False,
+              batch_size=16, shard_size=40)
+    whole = engine.sweep(_models(s)[:1], rows, out=tmp_path / "whole", **kw).labels()
+    shards_per = -(-len(ids) // 40)
+    written = []
+    real = ScoreFolder.write_shard
+
+    def dying(self, k, table, *args, **kwargs):
+        if len(written) == shards_per + 3:  # first checkpoint done, 3 shards into the second
+            raise KeyboardInterrupt
+        written.append(k)
+        return real(self, k, table, *args, **kwargs)
+
+    def counting(self, k, table, *args, **kwargs):
+        written.append(k)
+        return real(self, k, table, *args, **kwargs)
+
+    monkeypatch.setattr(ScoreFolder, "write_shard", dying)
+    with pytest.raises(KeyboardInterrupt):
+        engine.sweep(_models(s)[:1], rows, out=tmp_path / "killed", **kw)
+    man = json.loads((tmp_path / "killed" / "sweep.json").read_text())
+    assert [e["complete"] for e in man["checkpoints"]] == [True, False] and not man["complete"]
+    written.clear()
+    monkeypatch.setattr(ScoreFolder, "write_shard", counting)
+    resumed = engine.sweep(_models(s)[:1], rows, out=tmp_path / "killed", **kw).labels()
+    assert written == list(range(3, shards_per))  # only the rest of the second checkpoint
+    assert resumed.num_rows == 2 * len(ids)
+    keys = resumed.select(["step", "sample_id"]).to_pandas()
+    assert not keys.duplicated().any()
+    for col in ("step", "sample_id", "exact_match", "match_len", "seen"):
+        assert resumed.column(col).equals(whole.column(col)), col
+
+
+def test_missing_revisions_are_named_and_nothing_is_written(micro, tmp_path):
+    s, ids, rows = micro
+    out = tmp_path / "sw"
+    with pytest.raises(FileNotFoundError, match=r"a@step999, .*a@step7777") as err:
+        engine.sweep(_models(s)[:1], rows, revisions=["step0", "step999", "step7777"], out=out,
+                     progress=False)
+    assert "step0," not in str(err.value)
+    assert not out.exists()
+    with pytest.raises(FileNotFoundError, match="no revisions of model"):
+        engine.sweep(str(tmp_path / "nothing"), rows, revisions="all", out=out, progress=False)
+    assert not out.exists()
+
+
+def test_mixed_vocabularies_are_refused(micro, tmp_path):
+    s, ids, rows = micro
+    # same architecture, other tokenizer: two token ids swapped in tokenizer.json
+    other = tmp_path / "other"
+    shutil.copytree(s.checkpoint("a", 0), other / "step0")
+    tj = other / "step0" / "tokenizer.json"
+    data = json.loads(tj.read_text())
+    vocab = data["model"]["vocab"]
+    a, b = list(vocab)[10:12]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    tj.write_text(json.dumps(data))
+    out = tmp_path / "sw"
+    with pytest.raises(ValueError, match="different tokenizers"):
+        engine.sweep([_models(s)[0], str(other)], rows, revisions=["step0"], out=out,
+                     progress=False)
+    # no tokenizer files and different vocabulary sizes
+    save_tiny(tiny_model(vocab_size=301), tmp_path / "m301" / "step1")
+    save_tiny(tiny_model(vocab_size=257), tmp_path / "m257" / "step1")
+    with pytest.raises(ValueError, match="different vocabulary sizes.*301.*257"):
+        engine.sweep([str(tmp_path / "m301"), str(tmp_path / "m257")], rows[:, :64] % 200,
+                     revisions="step1", out=out, progress=False)
+    assert not out.exists()
+
+
+def test_another_sweep_in_the_folder_is_refused(micro, tmp_path):
+    s, ids, rows = micro
+    kw = dict(revisions=["step0"], out=tmp_path / "sw", progress=False)
+    engine.sweep(_models(s)[:1], rows[:40], **kw)
+    before = (tmp_path / "sw" / "sweep.json").read_bytes()
+    with pytest.raises(ValueError, match="holds another sweep.*n_samples 40 != 30"):
+        engine.sweep(_models(s)[:1], rows[:30], **kw)
+    assert (tmp_path / "sw" / "sweep.json").read_bytes() == before
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "x.txt").write_text("x")
+    with pytest.raises(ValueError, match="not a sweep folder"):
+        engine.sweep(_models(s)[:1], rows[:40], revisions=["step0"], out=tmp_path / "junk",
+                     progress=False)
+
+
+def test_hub_ids_come_from_the_local_cache(tmp_path, one_torch_thread):
+    model = tiny_model(seed=2)
+    make_hf_cache(model, tmp_path / "hub", "Org/tiny", {"step10": "a" * 40, "step2": "b" * 40,
+                                                         "main": "a" * 40})
+    assert list_revisions("Org/tiny", cache_dir=tmp_path / "hub") == ["step2", "step10"]
+    assert find_revision("Org/tiny", "step3", cache_dir=tmp_path / "hub") is None
+    assert revision_step("step10") == 10 and revision_step("main") is None
+    rows = np.random.default_rng(0).integers(1, 301, size=(12, 64))
+    sw = engine.sweep("Org/tiny", rows, revisions="all", cache_dir=tmp_path / "hub",
+                      out=tmp_path / "sw", progress=False, sequences_per_step=4)
+    labels = sw.labels()
+    assert sw.models == ["Org--tiny"]
+    assert labels.column("step").unique().to_pylist() == [2, 10]
+    assert labels.column("seen").null_count == labels.num_rows  # ids are not stream positions
+    alone = engine.score(model, rows, progress=False)
+    assert_same_scores(sw.scores("Org--tiny", "step2"), alone)
+    with pytest.raises(FileNotFoundError, match="Org/tiny@step3"):
+        engine.sweep("Org/tiny", rows, revisions=["step3"], cache_dir=tmp_path / "hub",
+                     out=tmp_path / "sw2", progress=False)
+
+
+def test_labels_need_a_finished_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a memtax sweep folder"):
+        engine.open_sweep(tmp_path)
+    (tmp_path / "sweep.json").write_text(json.dumps({
+        "format": "memtax-sweep", "version": 1, "run": {}, "checkpoints": [], "complete": False}))
+    with pytest.raises(ValueError, match="no finished checkpoint"):
+        engine.open_sweep(tmp_path).labels()
