@@ -19,7 +19,9 @@ Two implementations behind one signature, as for the fused head:
 
 Neither validates token ids on the device, and the Triton launch reads nothing back to the host:
 a decode step can be captured in a CUDA graph (`engine.decode_cache`). Input checks are host-side
-shape/dtype checks only.
+shape/dtype checks only. The first Triton launch per device and dtype (and launch variant) is
+compared with the twin (`kernels.verify`), which reads back to the host: the decode loop's
+eager warm-up steps, before capture, are those launches; nothing is compared during capture.
 """
 
 from __future__ import annotations
@@ -77,10 +79,19 @@ def argmax_head_triton(hidden: torch.Tensor, weight: torch.Tensor, **kwargs) -> 
 
 def argmax_head(hidden: torch.Tensor, weight: torch.Tensor, *, bias: torch.Tensor | None = None,
                 logit_scale: float = 1.0, softcap: float | None = None,
-                masked_token: int | None = None, impl: str = "auto") -> torch.Tensor:
+                masked_token: int | None = None, impl: str = "auto",
+                verify: bool = True) -> torch.Tensor:
     """Greedy next token (N,) int64 of hidden (N, d): argmax of the fused head's logits with
     `masked_token` excluded, ties to the lowest index. impl: "auto" (Triton on CUDA, torch
-    elsewhere), "triton" or "torch"."""
-    fn = argmax_head_torch if resolve_impl(impl, hidden) == "torch" else argmax_head_triton
-    return fn(hidden, weight, bias=bias, logit_scale=logit_scale, softcap=softcap,
-              masked_token=masked_token)
+    elsewhere), "triton" or "torch". verify: check the Triton kernel against the torch twin on
+    first use and fall back to the twin if it fails (`kernels.verify`); False launches it
+    unchecked (benchmarks)."""
+    options = dict(bias=bias, logit_scale=logit_scale, softcap=softcap,
+                   masked_token=masked_token)
+    if resolve_impl(impl, hidden) == "torch":
+        return argmax_head_torch(hidden, weight, **options)
+    if verify:
+        from kernels.verify import ARGMAX_HEAD, checked_launch
+
+        return checked_launch(ARGMAX_HEAD, (hidden, weight), options)
+    return argmax_head_triton(hidden, weight, **options)

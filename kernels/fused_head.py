@@ -13,7 +13,7 @@ sits behind the same signature. Semantics shared by both:
 Logits are accumulated and reduced in fp32 for every input dtype (fp32, fp16, bf16) and never
 rounded to 16 bits, so both implementations agree to fp32 rounding. Both check their inputs
 with the same functions (`kernels.validation`); `impl="auto"` picks Triton for CUDA tensors and
-torch elsewhere.
+torch elsewhere. The Triton kernel is checked against the twin on first use (`kernels.verify`).
 """
 
 from __future__ import annotations
@@ -135,20 +135,23 @@ def fused_head(
     softcap: float | None = None,
     masked_token: int | None = None,
     impl: str = "auto",
+    verify: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Argmax, log-sum-exp and target log-prob of `hidden @ weight.T` without the logits.
 
     impl: "auto" (Triton on CUDA, torch elsewhere), "triton" (anywhere Triton runs, including
     its CPU interpreter under TRITON_INTERPRET=1) or "torch".
+    verify: check the Triton kernel against the torch twin on first use and fall back to the
+    twin if it fails (`kernels.verify`); False (benchmarks) launches it unchecked.
     """
+    options = dict(bias=bias, logit_scale=logit_scale, softcap=softcap,
+                   masked_token=masked_token)
     if resolve_impl(impl, hidden) == "torch":
-        return fused_head_torch(
-            hidden, weight, targets, bias=bias, logit_scale=logit_scale, softcap=softcap,
-            masked_token=masked_token,
-        )
+        return fused_head_torch(hidden, weight, targets, **options)
+    if verify:
+        from kernels.verify import FUSED_HEAD, checked_launch
+
+        return checked_launch(FUSED_HEAD, (hidden, weight, targets), options)
     from kernels.fused_head_triton import fused_head_triton  # imported lazily: Triton is heavy
 
-    return fused_head_triton(
-        hidden, weight, targets, bias=bias, logit_scale=logit_scale, softcap=softcap,
-        masked_token=masked_token,
-    )
+    return fused_head_triton(hidden, weight, targets, **options)

@@ -86,9 +86,12 @@ def check_targets(targets, n: int, v: int) -> None:
 
 
 def resolve_impl(impl: str, hidden) -> str:
-    """'auto' -> 'triton' for CUDA tensors, else 'torch'; 'triton' / 'torch' as given."""
+    """'auto' -> 'triton' for CUDA tensors (or a CUDA device given instead of a tensor), else
+    'torch'; 'triton' / 'torch' as given."""
     if impl not in ("auto", "triton", "torch"):
         raise ValueError(f"impl must be 'auto', 'triton' or 'torch', got {impl!r}")
     if impl == "auto":
+        if isinstance(hidden, (str, torch.device)):
+            return "triton" if torch.device(hidden).type == "cuda" else "torch"
         return "triton" if isinstance(hidden, torch.Tensor) and hidden.is_cuda else "torch"
     return impl
