@@ -190,7 +190,8 @@ def memorization_vs_duplicates(df: pd.DataFrame, path) -> Path:
         # each bin at the geometric middle of the counts it holds (count 0 drawn at 0.5)
         x = np.sqrt(np.maximum(sub["bin_lo"], 0.5) * np.maximum(sub["bin_hi"], 0.5))
         rate = sub["rate"].to_numpy()
-        err = np.vstack([rate - sub["lo"].to_numpy(), sub["hi"].to_numpy() - rate])
+        err = np.clip(np.vstack([rate - sub["lo"].to_numpy(), sub["hi"].to_numpy() - rate]), 0,
+                      None)  # the interval's ends may sit a rounding error past the rate
         ax.errorbar(x, rate, yerr=err, fmt="o-", ms=4, capsize=3, label=run.split("/")[-1])
     ax.set_xscale("log", base=2)
     ax.set_xlabel("duplicates of the continuation in the training data (log-spaced bins)")

@@ -35,8 +35,10 @@ from analysis import dependencies, plots, predict, scaling, taxonomy, thresholds
 
 # predict.fit's own minimum of each class (it may still find too few to split, and says so).
 MIN_CLASS_ROWS = 2
-# thresholds.kl_by_duplicates's default rows per group and duplicate count.
+# thresholds.kl_by_duplicates's default rows per group and duplicate count, and the counts the
+# report's curve covers.
 KL_MIN_ROWS = 20
+KL_MAX_DUPLICATES = 20
 
 
 def to_markdown(df: pd.DataFrame, digits: int = 4) -> str:
@@ -337,7 +339,17 @@ def _dependencies_section(w: _Writer, table, feats, st: _Settings) -> None:
 
 def _threshold_section(w: _Writer, table, st: _Settings) -> None:
     w.heading(f"Recitation threshold ({st.primary})")
-    kl, suggested = thresholds.kl_by_duplicates(table, seed=st.seed)
+    taxonomy.require_columns(table, ["duplicates", "cont_ppl"], f"feature table {st.primary!r}")
+    dup = np.asarray(taxonomy.column(table, "duplicates"), dtype=np.float64)
+    ppl = np.asarray(taxonomy.column(table, "cont_ppl"), dtype=np.float64)
+    n_low = int(((dup <= KL_MAX_DUPLICATES) & np.isfinite(ppl)).sum())
+    if n_low == 0:
+        w.note(f"No curve: none of the {dup.size} samples of {st.primary} occurs "
+               f"{KL_MAX_DUPLICATES} times or fewer (with a finite perplexity); the curve "
+               f"compares memorized and other samples at duplicate counts 0-{KL_MAX_DUPLICATES}.")
+        return
+    kl, suggested = thresholds.kl_by_duplicates(table, max_duplicates=KL_MAX_DUPLICATES,
+                                                seed=st.seed)
     w.figure(
         "threshold",
         lambda p: plots.threshold_curve(kl, suggested, p),
@@ -347,7 +359,7 @@ def _threshold_section(w: _Writer, table, st: _Settings) -> None:
         n_mem, n_other = _counts(table)
         w.note(f"No curve: {st.primary} has {n_mem} memorized and {n_other} other samples; the "
                f"divergence at a duplicate count needs at least {KL_MIN_ROWS} memorized and "
-               f"{KL_MIN_ROWS} other samples with that count (counts 0-20).")
+               f"{KL_MIN_ROWS} other samples with that count (counts 0-{KL_MAX_DUPLICATES}).")
     w.text(
         f"Suggested threshold: duplicates > {suggested}"
         if suggested is not None

@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -205,3 +206,138 @@ def test_report_without_optional_features(tmp_path):
     assert "left out of the models: semantic_matches, textual_matches" in index.read_text()
     coef = __import__("pandas").read_csv(index.parent / "tables" / "coefficients.csv")
     assert "semantic_matches" not in set(coef.feature)
+
+
+# ------------------------------------------------------------------ sections that degrade
+
+
+def test_report_with_nothing_memorized_says_how_many(tmp_path):
+    """A model that memorized nothing still gets a report: the shares, models, dependencies and
+    threshold sections each say how many memorized rows there were and what they need."""
+    from analysis import report as report_mod
+
+    df, _ = predict.synthetic_table(400, seed=8)
+    df = df.assign(exact_match=False)
+    index = report_mod.build({"none": df}, tmp_path / "rep", n_boot=5, progress=False)
+    page = index.read_text()
+    assert page.count("has 0 memorized and 400 other samples") == 3  # models, deps, threshold
+    assert "No memorized samples in none" in page
+    run = json.loads((index.parent / "tables" / "run.json").read_text())
+    assert len(run["notes"]) == 4 and all(html.escape(n, quote=False) in page
+                                           for n in run["notes"])
+    srcs = re.findall(r"<img[^>]*src='([^']+)'", page)
+    assert sorted(srcs) == ["figures/shares.png", "figures/threshold.png"]
+    assert all((index.parent / s).is_file() for s in srcs)
+    assert not (index.parent / "tables" / "metrics.csv").exists()
+
+
+def test_report_with_one_memorized_row_skips_only_the_models(tmp_path):
+    from analysis import report as report_mod
+
+    df, _ = predict.synthetic_table(400, seed=9)
+    df = df.assign(exact_match=[True] + [False] * 399)
+    index = report_mod.build({"one": df}, tmp_path / "rep", n_boot=5, progress=False)
+    page = index.read_text()
+    assert "Not fitted: one has 1 memorized and 399 other samples" in page
+    assert "figures/dependencies.png" in page  # both kinds present: correlations computed
+    run = json.loads((index.parent / "tables" / "run.json").read_text())
+    assert sum(n.startswith("Not fitted") for n in run["notes"]) == 1
+
+
+# ------------------------------------------------------------------ scaling tables
+
+
+def _table(dups, mem, templ=None):
+    import pandas as pd
+
+    n = len(dups)
+    return pd.DataFrame({"duplicates": dups, "exact_match": mem,
+                         "is_templating": templ if templ is not None else [False] * n})
+
+
+def test_wilson_interval_matches_scipy():
+    from scipy.stats import binomtest
+
+    from analysis import scaling
+
+    k = [0, 1, 5, 17, 40, 3]
+    n = [10, 1, 9, 40, 40, 0]
+    lo, hi = scaling.wilson_interval(k, n, alpha=0.05)
+    for ki, ni, a, b in zip(k, n, lo, hi):
+        if ni == 0:
+            assert np.isnan(a) and np.isnan(b)
+            continue
+        ci = binomtest(ki, ni).proportion_ci(confidence_level=0.95, method="wilson")
+        assert a == pytest.approx(ci.low, abs=1e-9) and b == pytest.approx(ci.high, abs=1e-9)
+
+
+def test_memorization_by_duplicates_by_brute_force():
+    from analysis import scaling
+
+    rng = np.random.default_rng(3)
+    tables = {}
+    for run in ("small@step10", "large@step10"):
+        dups = rng.integers(0, 70, size=300)
+        mem = rng.random(300) < np.minimum(1.0, dups / 60)
+        tables[run] = _table(dups, mem)
+    df = scaling.memorization_by_duplicates(tables)
+    # log-spaced bins by hand: 0 | 1 | 2-3 | 4-7 | 8-15 | 16-31 | 32-63 | 64-127
+    bins = [(0, 0), (1, 1), (2, 3), (4, 7), (8, 15), (16, 31), (32, 63), (64, 127)]
+    assert list(zip(df.bin_lo, df.bin_hi))[: len(bins)] == bins
+    for run, t in tables.items():
+        sub = df[df.run == run]
+        for lo, hi, n, k, rate in zip(sub.bin_lo, sub.bin_hi, sub.n, sub.memorized, sub.rate):
+            sel = [(lo <= d <= hi) for d in t.duplicates]
+            assert n == sum(sel) and k == sum(m for m, s in zip(t.exact_match, sel) if s)
+            assert rate == pytest.approx(k / n)
+        assert sub.n.sum() == len(t)  # every row in one bin, empty bins left out
+    assert (df.lo <= df.rate + 1e-12).all() and (df.rate <= df.hi + 1e-12).all()
+
+
+def test_checkpoint_tables_count_each_model_on_its_own():
+    from analysis import scaling
+
+    # model a: duplicates 9 (recitation) / templated (reconstruction) / plain (recollection)
+    dups = [9, 9, 0, 0, 1, 1]
+    templ = [False, False, True, True, False, False]
+    ckpts = {
+        "a": {100: _table(dups, [True, True, True, False, False, False], templ),
+              0: _table(dups, [False] * 6, templ)},
+        "b": {100: _table(dups, [True, False, False, False, True, True], templ)},
+    }
+    counts = scaling.memorized_by_checkpoint(ckpts)
+    assert counts[["model", "step", "memorized", "samples"]].values.tolist() == [
+        ["a", 0, 0, 6], ["a", 100, 3, 6], ["b", 100, 3, 6]]
+    shares = scaling.shares_by_checkpoint(ckpts)
+    got = {(r.model, r.step, r.category): (r.memorized, r.share) for r in shares.itertuples()}
+    assert got[("a", 100, "recitation")] == (2, pytest.approx(2 / 3))
+    assert got[("a", 100, "reconstruction")] == (1, pytest.approx(1 / 3))
+    assert got[("b", 100, "recollection")] == (2, pytest.approx(2 / 3))
+    assert np.isnan(got[("a", 0, "recitation")][1])  # nothing memorized: no share
+    with pytest.raises(ValueError, match="no checkpoints"):
+        scaling.memorized_by_checkpoint({"a": {}})
+
+
+def test_plots_leave_the_matplotlib_backend_alone(tmp_path):
+    """Drawing every figure neither needs nor switches the process's backend (run in a fresh
+    interpreter whose backend is set to something other than Agg)."""
+    import os
+    import sys
+
+    code = (
+        "import matplotlib, pandas as pd\n"
+        "before = matplotlib.get_backend()\n"
+        "from analysis import plots, scaling\n"
+        "t = pd.DataFrame({'duplicates': [1, 2, 9], 'exact_match': [False, True, True],"
+        " 'is_templating': [False] * 3})\n"
+        f"plots.memorization_vs_duplicates(scaling.memorization_by_duplicates({{'r': t}}),"
+        f" {str(tmp_path / 'a.png')!r})\n"
+        f"plots.shares(scaling.shares_across({{'r': t}}), {str(tmp_path / 'b.png')!r})\n"
+        "import sys; print(before, matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)\n"
+    )
+    env = {**os.environ, "MPLBACKEND": "pdf"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["pdf", "pdf", "False"]
+    assert _png_size(tmp_path / "a.png")[0] > 100 and _png_size(tmp_path / "b.png")[0] > 100

@@ -33,7 +33,7 @@ def with_scores(feats, scores):
     templating, ...) do not depend on the model, the score columns do."""
     import pyarrow as pa
 
-    from features import FEATURES
+    from features.pipeline import FEATURES
 
     ids = scores.column("sample_id").to_numpy()
     feat_ids = feats.column("sample_id").to_numpy()

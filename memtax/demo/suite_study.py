@@ -36,25 +36,24 @@ SUITE_DIR = "suite"
 
 
 def _suite(texts: list[str], root: Path, config, clock: StageClock, progress):
-    """A finished suite at `root` with this config, or one built (resumed) there."""
+    """The suite of `config` on `texts` at `root`: a finished one is reused as it is (the builder
+    checks that it was built from this corpus and config and trains nothing), an unfinished one
+    is resumed, a missing one built."""
     from memtax import suite
 
     try:
-        s = suite.open_suite(root)
+        finished = suite.open_suite(root).complete
     except (FileNotFoundError, ValueError):
-        s = None
-    if s is not None and s.config == config:
-        with clock("suite (reused)", "models") as t:
-            t.amount = len(s.models)
-        return s
-    with clock("suite (train)", "tokens") as t:
+        finished = False
+    with clock("suite (reused)" if finished else "suite (train)",
+               "models" if finished else "tokens") as t:
         s = suite.build_suite(texts, root, config=config, progress=progress)
-        t.amount = _trained_tokens(s)
+        t.amount = len(s.models) if finished else _trained_tokens(s)
     return s
 
 
 def _trained_tokens(s) -> int:
-    return sum(s.sequences_seen(max(steps)) * s.seq_len for steps in s.models.values())
+    return len(s.models) * int(s.manifest["stream"]["tokens"])
 
 
 def _ordered_models(s) -> list[str]:
@@ -64,43 +63,41 @@ def _ordered_models(s) -> list[str]:
 
 
 def _model_entries(s) -> list[dict]:
-    """Per model: name, parameters, steps, tokens_per_s, final_loss (from the manifest)."""
+    """Per model: name, parameters, steps, tokens_per_s (training), final_loss (manifest)."""
+    timings = s.manifest.get("timings", {}).get("models", {})
     out = []
     for name, steps in s.models.items():
-        m = s.manifest.get("models", {}).get(name, {})
-        out.append({"name": name, "parameters": int(m.get("parameters", 0)),
-                    "steps": list(steps), "tokens_per_s": m.get("tokens_per_s"),
+        m = s.manifest["models"][name]
+        out.append({"name": name, "parameters": int(m["parameters"]), "steps": list(steps),
+                    "tokens_per_s": timings.get(name, {}).get("tokens_per_s"),
                     "final_loss": m.get("final_loss")})
     return out
 
 
 def suite_info(s, n_sequences: int) -> dict:
     """What the summary says about a suite: its folder, stream, and each model."""
-    return {"root": str(s.root), "sequences": int(n_sequences), "seq_len": s.seq_len,
+    stream = s.manifest["stream"]
+    return {"root": str(s.root), "sequences": int(n_sequences),
+            "unique_sequences": int(stream["unique_sequences"]),
+            "documents": int(s.manifest["tokenizer"]["documents"]),
+            "epochs": s.config.epochs, "seq_len": s.seq_len,
             "batch_size": s.batch_size, "vocab_size": s.vocab_size,
             "models": sorted(_model_entries(s), key=lambda m: (m["parameters"], m["name"]))}
 
 
-def _pythia_samples(s, n: int | None, seed: int, seq_len: int):
-    """(ids, rows): the first `seq_len` tokens of the sequences the final checkpoints have seen
-    (all of them, or a seeded sorted draw of `n`)."""
-    from engine.indexed_dataset import IndexedDataset
-
-    ds = IndexedDataset(s.stream_prefix)
-    seen = min(len(ds), max(s.sequences_seen(max(steps)) for steps in s.models.values()))
-    ids = np.arange(seen, dtype=np.int64)
+def _pythia_samples(s, n: int | None, seed: int, length: int):
+    """(ids, rows): the first `length` tokens of every training sequence (the final checkpoints
+    have seen them all), or of a seeded sorted draw of `n` of them; ids = sequence indices."""
+    total = int(s.manifest["stream"]["sequences"])
     if n is not None:
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
             raise ValueError(f"samples must be a positive integer or None, got {n!r}")
-        if n > seen:
-            raise ValueError(f"samples={n} but the suite's models have seen only {seen} "
-                             "training sequences")
-        ids = np.sort(np.random.default_rng(seed).choice(seen, n, replace=False))
-    if s.seq_len < seq_len:
-        raise ValueError(f"prefix_len + cont_len = {seq_len} exceeds the suite's sequences of "
+        if n > total:
+            raise ValueError(f"samples={n} but the suite has only {total} training sequences")
+    if length > s.seq_len:
+        raise ValueError(f"prefix_len + cont_len = {length} exceeds the suite's sequences of "
                          f"{s.seq_len} tokens")
-    rows = np.stack([ds.get(int(i), 0, seq_len) for i in ids]).astype(np.int64)
-    return ids, rows, len(ds)
+    return s.training_samples(length, limit=n, seed=seed)
 
 
 def _write_samples(ids, rows, tok, path: Path) -> None:
@@ -115,23 +112,55 @@ def _write_samples(ids, rows, tok, path: Path) -> None:
     }), path)
 
 
-def _score_all(s, models: list[str], source, root: Path, clock: StageClock, *, prefix_len,
-               cont_len, batch_size, dtype, progress) -> dict[str, dict[int, object]]:
-    """model -> step -> score table, every checkpoint of every model (one folder each)."""
+def _score_one(spec: str, rows: np.ndarray, ids: np.ndarray, folder: str, options: dict
+               ) -> int:
+    """Score `rows` with one checkpoint into `folder` (run in a worker process)."""
     import engine
+    from engine.data import ArraySource
 
-    jobs = [(m, step) for m in models for step in s.models[m]]
-    tables: dict[str, dict[int, object]] = {m: {} for m in models}
+    source = ArraySource(rows, rows.shape[1], sample_ids=ids,
+                         description="memtax demo: training sequences")
+    return engine.score(spec, source, mode="exact", out=folder, resume=False, progress=False,
+                        **options).num_rows
+
+
+def _one_thread() -> None:
+    # Each worker scores one small model on one core: torch's intra-op threads would only
+    # contend with the other worker (and spin-wait, which costs several times the work). One
+    # thread is also what keeps torch safe in a forked child (as in DataLoader workers).
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _mp_context():
+    import multiprocessing as mp
+
+    # "fork" starts the workers at once and, unlike "spawn", does not re-import the caller's
+    # main script (which breaks scripts without a __main__ guard); spawn where fork is missing.
+    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+
+
+def _score_all(s, models: list[str], ids, rows, root: Path, clock: StageClock, *, workers: int,
+               progress: bool, **options) -> dict[str, dict[int, object]]:
+    """model -> step -> score table, every checkpoint of every model (one folder each, written
+    by `workers` processes, one checkpoint at a time each)."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from engine.output import read_scores
+
+    jobs = {(m, step): str(root / "scores" / f"{m}@step{step}")
+            for m in models for step in s.models[m]}
     with clock("score (exact)", "samples") as t, \
-            bar(len(jobs), "score: checkpoints", "ckpt", progress) as b:
-        for m, step in jobs:
-            tables[m][step] = engine.score(
-                s.spec(m, step), source, prefix_len=prefix_len, cont_len=cont_len,
-                mode="exact", batch_size=batch_size, dtype=dtype,
-                out=root / "scores" / f"{m}@step{step}", resume=False, progress=False)
-            t.amount += tables[m][step].num_rows
+            bar(len(jobs), "score: checkpoints", "ckpt", progress) as b, \
+            ProcessPoolExecutor(workers, mp_context=_mp_context(),
+                                initializer=_one_thread) as pool:
+        futures = [pool.submit(_score_one, s.spec(m, step), rows, ids, folder, options)
+                   for (m, step), folder in jobs.items()]
+        for f in as_completed(futures):
+            t.amount += f.result()
             b.update(1)
-    return tables
+    return {m: {step: read_scores(jobs[m, step]) for step in s.models[m]} for m in models}
 
 
 def _checkpoint_rows(s, tables) -> tuple[list[dict], object]:
@@ -157,10 +186,12 @@ def _checkpoint_rows(s, tables) -> tuple[list[dict], object]:
 def run_suite_study(documents: Sequence, out, *, config, samples: int | None = None,
                     seed: int = DEFAULT_SEED, prefix_len: int = 32, cont_len: int = 32,
                     batch_size: int | str = "auto", dtype: str = "fp32", n_boot: int = 1000,
-                    semantic: bool = True, progress: bool = True) -> DemoResult:
+                    semantic: bool = True, workers: int = 2,
+                    progress: bool = True) -> DemoResult:
     """Build (or reuse) a suite from `documents` in `out/suite` and run the whole study on it
     (see the module docstring). documents: as for `run_pipeline` (`.name`, `.part`, and `.text`
-    or `.path`). config: a `memtax.suite.SuiteConfig`. Raises as `run_pipeline` does; a failed
+    or `.path`). config: a `memtax.suite.SuiteConfig`. workers: processes scoring checkpoints
+    (one core each). Raises as `run_pipeline` does; a failed
     run leaves an earlier output as it was, and a suite being built stays resumable."""
     import engine
     from engine.data import ArraySource
@@ -176,7 +207,8 @@ def run_suite_study(documents: Sequence, out, *, config, samples: int | None = N
         tok = load_tokenizer(str(s.tokenizer_dir))
         models = _ordered_models(s)
         with clock("sample", "samples") as t:
-            ids, rows, n_stream = _pythia_samples(s, samples, seed, prefix_len + cont_len)
+            ids, rows = _pythia_samples(s, samples, seed, prefix_len + cont_len)
+            n_stream = int(s.manifest["stream"]["sequences"])
             t.amount = len(ids)
         _write_samples(ids, rows, tok, root / "samples.parquet")
         source = ArraySource(rows, rows.shape[1], sample_ids=ids,
@@ -188,9 +220,9 @@ def run_suite_study(documents: Sequence, out, *, config, samples: int | None = N
                                              sequence_length=s.seq_len, tokenizer=tok,
                                              vocab_size=s.vocab_size, progress=progress)
             t.amount = n_stream * s.seq_len
-        tables = _score_all(s, models, source, root, clock, prefix_len=prefix_len,
-                            cont_len=cont_len, batch_size=batch_size, dtype=dtype,
-                            progress=progress)
+        tables = _score_all(s, models, ids, rows, root, clock, workers=workers,
+                            progress=progress, prefix_len=prefix_len, cont_len=cont_len,
+                            batch_size=batch_size, dtype=dtype)
         big, final = models[-1], max(s.models[models[-1]])
         checks = generate_check(engine.load_model(s.spec(big, final), dtype=dtype), rows, ids,
                                 tables[big][final], prefix_len, cont_len, batch_size, root,

@@ -131,8 +131,10 @@ def _corpus_lines(result: DemoResult) -> list[str]:
 
 def _suite_lines(result: DemoResult) -> list[str]:
     s = result.suite
-    lines = ["", f"suite         {s['root']}: {s['sequences']:,} training sequences of "
-             f"{s['seq_len']} tokens, batch {s['batch_size']}, vocabulary {s['vocab_size']:,}",
+    lines = ["", f"suite         {s['root']}: {s['documents']:,} documents -> "
+             f"{s['unique_sequences']:,} sequences of {s['seq_len']} tokens, {s['epochs']:g} "
+             f"epochs = {s['sequences']:,} training sequences, batch {s['batch_size']}, "
+             f"vocabulary {s['vocab_size']:,}",
              "model       parameters  steps                  train tokens/s  final loss"]
     for m in s["models"]:
         steps = ", ".join(str(x) for x in m["steps"])
