@@ -200,17 +200,19 @@ class ScoringModel:
         masked_token: int | None = None,
         impl: str = "auto",
         cpu_block_rows: int | None = None,
+        verify: bool = True,
     ):
         """(argmax int64, lse fp32, target_logprob fp32), each (N,), of hidden (N, d) against
         targets (N,), through `kernels.fused_head` (never the (N, V) logits). cpu_block_rows:
-        on CPU, reduce at most this many rows per call (the callers' measured block sizes)."""
+        on CPU, reduce at most this many rows per call (the callers' measured block sizes).
+        verify: check the Triton kernel against its twin on first use (`kernels.verify`)."""
         from kernels import fused_head
 
         def reduce(rows: slice):
             return fused_head(
                 hidden[rows], self.weight, targets[rows], bias=self.bias,
                 logit_scale=self.logit_scale, softcap=self.softcap, masked_token=masked_token,
-                impl=impl,
+                impl=impl, verify=verify,
             )
 
         n = hidden.shape[0]
