@@ -63,11 +63,13 @@ def stage_bounds(stages: Sequence[int], cont_len: int) -> list[int]:
 @torch.inference_mode()
 def cascade_match_len(sm, tokens: torch.Tensor, *, prefix_len: int, cont_len: int,
                       masked_token: int | None, stages: Sequence[int] = DEFAULT_STAGES,
-                      impl: str = "auto", stats: dict | None = None) -> torch.Tensor:
+                      impl: str = "auto", stats: dict | None = None,
+                      verify: bool = True) -> torch.Tensor:
     """match_len (B,) int64 of tokens (B, P+C): the leading continuation tokens that greedy
     decoding from the prompt reproduces (exact_match = match_len == C), by the staged cascade.
 
     stats: if a dict is given, it receives `survivors`, the number of rows entering each stage.
+    verify: check the Triton head against its twin on first use (`kernels.verify`).
     """
     check_token_batch(tokens, prefix_len, cont_len)
     p, c = int(prefix_len), int(cont_len)
@@ -92,7 +94,7 @@ def cascade_match_len(sm, tokens: torch.Tensor, *, prefix_len: int, cont_len: in
         hid = out.hidden[:, -width:].reshape(-1, out.hidden.shape[-1])
         truth = tokens[rows, p + lo : p + hi]
         pred = sm.head(hid, truth.reshape(-1), masked_token=masked_token, impl=impl,
-                       cpu_block_rows=_CPU_HEAD_ROWS)[0].view(-1, width)
+                       cpu_block_rows=_CPU_HEAD_ROWS, verify=verify)[0].view(-1, width)
         lead = (pred == truth).cumprod(dim=1).sum(dim=1)
         match_len[rows] = lo + lead
         alive = lead == width
@@ -110,8 +112,9 @@ def cascade_match_len(sm, tokens: torch.Tensor, *, prefix_len: int, cont_len: in
 
 def label_columns(sm, tokens: torch.Tensor, *, prefix_len: int, cont_len: int,
                   masked_token: int | None, stages: Sequence[int] = DEFAULT_STAGES,
-                  impl: str = "auto") -> dict[str, np.ndarray]:
+                  impl: str = "auto", verify: bool = True) -> dict[str, np.ndarray]:
     """`labels_only` columns for one batch: exact_match (bool) and match_len (int16)."""
     ml = cascade_match_len(sm, tokens, prefix_len=prefix_len, cont_len=cont_len,
-                           masked_token=masked_token, stages=stages, impl=impl).cpu()
+                           masked_token=masked_token, stages=stages, impl=impl,
+                           verify=verify).cpu()
     return {"exact_match": (ml == cont_len).numpy(), "match_len": ml.to(torch.int16).numpy()}

@@ -38,7 +38,7 @@ import numpy as np
 
 from engine.indexed_dataset import IndexedDataset, is_indexed_dataset
 from engine.lengths import check_lengths
-from engine.tokenizers import encode_text
+from engine.tokenizers import encode_text, tokenizer_fingerprint
 
 __all__ = [
     "SampleSource",
@@ -400,8 +400,10 @@ class TextSource(SampleSource):
         return int(self._cum[-1])
 
     def selection(self) -> dict:
+        fingerprint = (tokenizer_fingerprint(self.tokenizer)
+                       if hasattr(self.tokenizer, "get_vocab") else None)
         return {"kind": "text", "path": str(self.path), "stride": self.stride,
-                "text_key": self.text_key}
+                "text_key": self.text_key, "tokenizer_sha256": fingerprint}
 
     def _doc(self, d: int) -> np.ndarray:
         if self._doc_cache is not None and self._doc_cache[0] == d:

@@ -27,7 +27,9 @@ as a CUDA graph and replayed for every batch. Rows are ordered
 by how many steps they need, most first; row r finishes after C-1-m_r steps, known up front, so
 the live rows are always a prefix and compaction is a view (`[:n]`), never a copy. With graphs
 the prefix is rounded up to a few bucket sizes (powers of two) and finished rows ride along
-(their position is clamped to the last slot; their outputs are ignored).
+(their position is clamped to the last slot; their outputs are ignored). The first replay of
+each bucket's graph is checked against the eager step on the same inputs (`CheckedReplays`):
+a graph that disagrees is dropped with a warning and the state decodes eagerly from then on.
 
 The step's head is `kernels.argmax_head` (the fused head's exact logits, argmax only). On a CPU
 with bf16 dot products and an fp32 model it is `kernels.argmax_head_screened.ScreenedHead`
@@ -44,8 +46,8 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 
 from engine.options import DecodeOptions
 
-__all__ = ["PositionalCache", "PositionalLayer", "DecodeState", "DecodeWorkspace", "mask_kind",
-           "step_mask"]
+__all__ = ["PositionalCache", "PositionalLayer", "DecodeState", "DecodeWorkspace", "CheckedReplays",
+           "GraphVerificationWarning", "mask_kind", "step_mask"]
 
 
 class PositionalLayer(CacheLayerMixin):
@@ -152,6 +154,72 @@ def step_mask(kind: str, slots: torch.Tensor, pos: torch.Tensor, dtype: torch.dt
 
 
 # ---------------------------------------------------------------------------------------------
+# Captured steps, checked on first replay
+
+
+class GraphVerificationWarning(RuntimeWarning):
+    """A captured decode step disagreed with the eager step; the decoder runs eagerly."""
+
+
+class CheckedReplays:
+    """The captured decode steps of one state, one per bucket size, each checked on its first
+    replay against the eager step.
+
+    eager(n) runs one eager step for rows [0, n) in place on the step buffers `cur` (next
+    token) and `pos` (position); a replay (`add(n, replay)`) is the captured step for n rows
+    on the same buffers. The first replay per bucket runs from a copy of (cur, pos); then the
+    inputs are restored and the eager step runs, so the state kept is always the eager
+    step's (its K/V writes land on the same slots and overwrite the replay's). If the two
+    disagree on any row's next token or position, every replay is dropped, a
+    `GraphVerificationWarning` says so (once: there is nothing left to replay) and `failure`
+    keeps the reason. Tokens must be equal exactly: the graph replays the eager step's own
+    kernels on the same inputs. verify=False replays without the check (benchmarks).
+    """
+
+    def __init__(self, eager, cur: torch.Tensor, pos: torch.Tensor, *, verify: bool = True):
+        self.eager, self.cur, self.pos, self.verify = eager, cur, pos, verify
+        self.replays: dict = {}
+        self.checked: set[int] = set()
+        self.failure: str | None = None
+
+    def add(self, n: int, replay) -> None:
+        self.replays[n] = replay
+
+    def step(self, n: int) -> None:
+        """One decode step for rows [0, n): the bucket's replay (checked the first time), or
+        the eager step where no graph is held."""
+        replay = self.replays.get(n)
+        if replay is None:
+            self.eager(n)
+        elif not self.verify or n in self.checked:
+            replay()
+        else:
+            self._first_replay(n, replay)
+
+    def _first_replay(self, n: int, replay) -> None:
+        cur0, pos0 = self.cur[:n].clone(), self.pos[:n].clone()
+        replay()
+        got_cur, got_pos = self.cur[:n].clone(), self.pos[:n].clone()
+        self.cur[:n].copy_(cur0)
+        self.pos[:n].copy_(pos0)
+        self.eager(n)
+        wrong = (got_cur != self.cur[:n]) | (got_pos != self.pos[:n])
+        bad = int(wrong.sum())
+        if bad == 0:
+            self.checked.add(n)
+            return
+        self.drop(f"the captured step for {n} rows disagreed with the eager step on {bad} "
+                  f"row(s) (first: row {int(wrong.nonzero()[0, 0])})")
+
+    def drop(self, reason: str) -> None:
+        """Stop replaying: warn with `reason`, keep it in `failure`, decode eagerly."""
+        self.failure = reason
+        self.replays.clear()
+        warnings.warn(f"CUDA graph of the decode step: {reason}; decoding without graphs",
+                      GraphVerificationWarning, stacklevel=4)
+
+
+# ---------------------------------------------------------------------------------------------
 # Decode state: cache + step buffers (+ CUDA graphs), reused across batches
 
 
@@ -162,11 +230,14 @@ class DecodeState:
     hist (cap, steps) int64: the token each step produced. `step(n)` runs one decode step for
     rows [0, n): backbone on (cur, pos), argmax head, cur <- next token, pos <- pos + 1
     (clamped to the last slot so finished rows riding along stay in bounds). `options` gives
-    the mask kind, the step head (`screened_head`) and CUDA graphs.
+    the mask kind, the step head (`screened_head`) and CUDA graphs. verify: check the Triton
+    head (`kernels.verify`) and each graph's first replay (`CheckedReplays`) against their
+    eager twins; False for benchmarks.
     """
 
     def __init__(self, sm, layers, capacity: int, slots: int, steps: int, masked_token,
-                 options: DecodeOptions = DecodeOptions(), *, min_bucket: int = 16):
+                 options: DecodeOptions = DecodeOptions(), *, min_bucket: int = 16,
+                 verify: bool = True):
         dev, dtype = sm.device, layers[0].keys.dtype
         self.sm, self.masked_token, self.steps = sm, masked_token, steps
         keys = [torch.zeros((capacity, lay.keys.shape[1], slots, lay.keys.shape[3]),
@@ -181,7 +252,9 @@ class DecodeState:
         self.kind = mask_kind(sm.model, options.mask)
         self.act_dtype = dtype
         self.screen = _screened_head(sm, dtype, options.screened_head)
+        self.verify = verify
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.replays = CheckedReplays(self._eager_step, self.cur, self.pos, verify=verify)
         self.use_graphs = options.cuda_graphs and dev.type == "cuda"
         self.use_buckets = self.use_graphs      # tests may force buckets on without graphs
         buckets = {capacity}
@@ -232,19 +305,19 @@ class DecodeState:
         hidden = out.hidden[:, -1]
         opts = dict(logit_scale=sm.logit_scale, softcap=sm.softcap, masked_token=self.masked_token)
         if self.screen is None:
-            nxt = argmax_head(hidden, sm.weight, bias=sm.bias, **opts)
+            nxt = argmax_head(hidden, sm.weight, bias=sm.bias, verify=self.verify, **opts)
         else:
             nxt = self.screen(hidden, **opts)      # its own bf16 copy of sm.weight / sm.bias
         self.cur[:n].copy_(nxt)
         pos.add_(1).clamp_(max=self.slots - 1)
 
     def step(self, n: int) -> None:
-        """One decode step for rows [0, n) (n must be a bucket when graphs are on)."""
-        g = self.graphs.get(n)
-        if g is not None:
-            g.replay()
-        else:
-            self._eager_step(n)
+        """One decode step for rows [0, n) (n must be a bucket when graphs are on): the
+        bucket's graph (its first replay checked against the eager step), else eagerly."""
+        self.replays.step(n)
+        if self.replays.failure is not None and self.use_graphs:
+            self.graphs.clear()
+            self.use_graphs = self.use_buckets = False
 
     def _capture(self) -> None:
         """Capture one graph per bucket (largest first, one shared memory pool) on the zeroed
@@ -265,11 +338,13 @@ class DecodeState:
                     self._eager_step(n)
                 pool = g.pool() if pool is None else pool
                 self.graphs[n] = g
+                self.replays.add(n, g.replay)
             torch.cuda.synchronize(self.cur.device)
         except Exception as exc:  # noqa: BLE001 - any capture failure: fall back, don't fail
             warnings.warn(f"CUDA graph capture of the decode step failed ({exc!r}); decoding "
                           "without graphs", RuntimeWarning, stacklevel=3)
             self.graphs.clear()
+            self.replays.replays.clear()
             self.use_graphs = self.use_buckets = False
         self.cur.zero_()
         self.pos.zero_()
@@ -300,16 +375,19 @@ class DecodeWorkspace:
         self.state: DecodeState | None = None
 
     def state_for(self, sm, layers, capacity: int, slots: int, steps: int, masked_token,
-                  options: DecodeOptions = DecodeOptions()) -> DecodeState:
+                  options: DecodeOptions = DecodeOptions(), *, verify: bool = True
+                  ) -> DecodeState:
         """A `DecodeState` for these shapes: the held one while it fits (same signature, enough
-        rows), else a new one (the old buffers are freed first)."""
+        rows), else a new one (the old buffers are freed first). verify: as for
+        `DecodeState` (a held state keeps its own setting)."""
         key = DecodeState.signature(sm, layers, capacity, slots, steps, masked_token, options)
         st = self.state
         if st is not None and st.key[:4] == key[:4] and st.key[5:] == key[5:] and (
                 st.capacity >= capacity):
             return st
         self.state = None
-        self.state = DecodeState(sm, layers, capacity, slots, steps, masked_token, options)
+        self.state = DecodeState(sm, layers, capacity, slots, steps, masked_token, options,
+                                 verify=verify)
         return self.state
 
     def clear(self) -> None:

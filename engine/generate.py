@@ -19,7 +19,9 @@ rows still decoding are always a prefix: compaction is a view, and the loop stop
 longest row (early exit). The next token is an argmax-only head (`kernels.argmax_head`) with
 the fused head's exact logits and the scorer's masked (EOS) token. On CUDA the step can be
 captured as CUDA graphs (`DecodeOptions(cuda_graphs=True)`), one per bucket size; the state
-that holds them lives in a `DecodeWorkspace` that outlives the batch.
+that holds them lives in a `DecodeWorkspace` that outlives the batch. Each graph's first replay
+is checked against the eager step, and the Triton heads against their torch twins, on first use
+(`verify=True`, the default; a mismatch falls back to the eager step / the twin with a warning).
 
 The first, "dynamic" loop (`_decode_loop`, still used for sliding-window caches and on request)
 keeps the pass's `DynamicCache` with per-row holes:
@@ -94,13 +96,14 @@ def _as_long(x, device, name: str, shape: tuple[int, ...]) -> torch.Tensor:
 
 @torch.inference_mode()
 def teacher_forced_greedy(sm, tokens: torch.Tensor, *, prefix_len: int, cont_len: int,
-                          masked_token: int | None, upto: int | None = None):
+                          masked_token: int | None, upto: int | None = None,
+                          verify: bool = True):
     """Teacher-forced argmax over the continuation, with the KV cache of the true prefix.
 
     tokens (B, P+C) int64. Runs the backbone over tokens[:, :P+upto] (default upto = C-1, the
     scorer's whole pass) and the head at positions P-1..P+upto-1.
     Returns (tf_argmax (B, upto+1) int64, match_len (B,) int64 counted within those upto+1
-    positions, cache of length P+upto).
+    positions, cache of length P+upto). verify: as for `resume_greedy`.
     """
     p, c = prefix_len, cont_len
     upto = c - 1 if upto is None else upto
@@ -108,7 +111,7 @@ def teacher_forced_greedy(sm, tokens: torch.Tensor, *, prefix_len: int, cont_len
     b, _, d = out.hidden.shape
     hid = out.hidden[:, p - 1 :].reshape(-1, d)
     tgt = tokens[:, p : p + upto + 1].reshape(-1)
-    argmax = sm.head(hid, tgt, masked_token=masked_token)[0].view(b, upto + 1)
+    argmax = sm.head(hid, tgt, masked_token=masked_token, verify=verify)[0].view(b, upto + 1)
     match_len = (argmax == tokens[:, p : p + upto + 1]).cumprod(dim=1).sum(dim=1)
     return argmax, match_len, out.past_key_values
 
@@ -170,6 +173,7 @@ class _Decoding(NamedTuple):
     masked_token: int | None
     options: DecodeOptions
     workspace: Any           # engine.decode_cache.DecodeWorkspace
+    verify: bool = True      # first-use checks of the Triton heads and the CUDA graphs
 
 
 @torch.inference_mode()
@@ -185,6 +189,7 @@ def resume_greedy(
     cache: Any = None,
     options: DecodeOptions | None = None,
     workspace=None,
+    verify: bool = True,
 ) -> torch.Tensor:
     """Free-running greedy continuations (B, C) int64 of tokens (B, P+C), resuming every row at
     its first mismatch.
@@ -198,7 +203,9 @@ def resume_greedy(
     options: `engine.options.DecodeOptions` (decode loop, step head, CUDA graphs, mask,
     compaction); default `DecodeOptions()`. workspace: an `engine.decode_cache.DecodeWorkspace`
     that holds the lean loop's reusable state (buffers, CUDA graphs) across calls; default a
-    fresh one for this call.
+    fresh one for this call. verify: check the Triton heads (`kernels.verify`) and each CUDA
+    graph's first replay (`engine.decode_cache.CheckedReplays`) against their eager twins,
+    falling back to those on a mismatch; False (benchmarks) trusts them unchecked.
     """
     from engine.decode_cache import DecodeWorkspace
 
@@ -208,7 +215,7 @@ def resume_greedy(
         raise ValueError(f"options must be an engine.options.DecodeOptions, got "
                          f"{type(options).__name__}")
     run = _Decoding(sm, int(prefix_len), int(cont_len), masked_token, options,
-                    DecodeWorkspace() if workspace is None else workspace)
+                    DecodeWorkspace() if workspace is None else workspace, bool(verify))
     b, c = tokens.shape[0], run.c
     tokens = tokens.to(device=sm.device, dtype=torch.int64)
     if b == 0:
@@ -267,10 +274,11 @@ def _resume_rebuilding(run: _Decoding, tokens, match_len, tf_argmax) -> torch.Te
     b = tokens.shape[0]
     if match_len is None:
         tf_argmax, m_all, cache = teacher_forced_greedy(sm, tokens, prefix_len=p, cont_len=c,
-                                                        masked_token=run.masked_token)
+                                                        masked_token=run.masked_token,
+                                                        verify=run.verify)
         return resume_greedy(sm, tokens, prefix_len=p, cont_len=c, masked_token=run.masked_token,
                              match_len=m_all, tf_argmax=tf_argmax, cache=cache,
-                             options=run.options, workspace=run.workspace)
+                             options=run.options, workspace=run.workspace, verify=run.verify)
     m_all = _match_len(match_len, tokens.device, b, c)
     greedy = tokens[:, p:].clone()
     if tf_argmax is not None:
@@ -285,7 +293,8 @@ def _resume_rebuilding(run: _Decoding, tokens, match_len, tf_argmax) -> torch.Te
     out = sm.backbone(tokens[need, : p + upto], use_cache=True)
     if tf_argmax is None:
         hid = out.hidden[torch.arange(need.numel(), device=tokens.device), p - 1 + m]
-        greedy[need, m] = sm.head(hid, tokens[need, p + m], masked_token=run.masked_token)[0]
+        greedy[need, m] = sm.head(hid, tokens[need, p + m], masked_token=run.masked_token,
+                                  verify=run.verify)[0]
     dec = m < c - 1
     if not bool(dec.any()):
         return greedy
@@ -329,7 +338,7 @@ def _lean_loop(run: _Decoding, greedy, rows, m, cache, src_rows, l0):
     n_steps = int(need[0])
     live = (need[None, :] > torch.arange(n_steps)[:, None]).sum(1).tolist()
     st = run.workspace.state_for(run.sm, layers, layers[0].keys.shape[0], p + c - 1, c - 1,
-                                 run.masked_token, run.options)
+                                 run.masked_token, run.options, verify=run.verify)
     order_d, m_d = order.to(dev), m_sorted.to(dev)
     rows_s = rows[order_d]
     n0 = rows_s.numel()
@@ -369,7 +378,7 @@ def _decode_loop(run: _Decoding, greedy, rows, m, cache, l0, compact_fraction):
         out = sm.backbone(cur[:, None], past_key_values=cache, use_cache=True,
                           attention_mask=attn[:, : l0 + s + 1], position_ids=(p + j)[:, None])
         cache = out.past_key_values
-        nxt = sm.head(out.hidden[:, -1], dummy, masked_token=masked_token)[0]
+        nxt = sm.head(out.hidden[:, -1], dummy, masked_token=masked_token, verify=run.verify)[0]
         j = j + 1
         # rows that finished earlier but were not compacted away must not write
         w = live.nonzero().flatten()
@@ -427,11 +436,11 @@ def generation_columns(greedy, truth, *, keep_tokens: bool = False) -> dict[str,
 def gen_columns(sm, tokens: torch.Tensor, *, prefix_len: int, cont_len: int,
                 masked_token: int | None, match_len=None, tf_argmax=None, cache=None,
                 keep_tokens: bool = False, options: DecodeOptions | None = None,
-                workspace=None) -> dict[str, np.ndarray]:
+                workspace=None, verify: bool = True) -> dict[str, np.ndarray]:
     """`mode="generate"` columns for one batch: resume greedy decoding at each row's first
     mismatch (reusing the scorer's tf_argmax and cache when given) and compare with the truth.
-    options / workspace: as for `resume_greedy`."""
+    options / workspace / verify: as for `resume_greedy`."""
     greedy = resume_greedy(sm, tokens, prefix_len=prefix_len, cont_len=cont_len,
                            masked_token=masked_token, match_len=match_len, tf_argmax=tf_argmax,
-                           cache=cache, options=options, workspace=workspace)
+                           cache=cache, options=options, workspace=workspace, verify=verify)
     return generation_columns(greedy, tokens[:, prefix_len:], keep_tokens=keep_tokens)

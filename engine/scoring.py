@@ -391,7 +391,7 @@ def _set_up(model, samples, *, prefix_len, cont_len, mode, dtype, device, out, r
         "prefix_len": prefix_len, "cont_len": cont_len, "mode": mode, "mask_eos": bool(mask_eos),
         "masked_token": -1 if masked is None else int(masked), "source": source.description,
         "n_samples": len(source), "shard_size": shard_size,
-        "sample_source": json.dumps(_sample_source(source, tokenizer)),
+        "sample_source": json.dumps(_sample_source(source)),
         "samples_sha256": fingerprint["check_sha256"],
         "samples_check_ids": json.dumps(fingerprint["check_ids"]),
     }
@@ -412,16 +412,11 @@ def _set_up(model, samples, *, prefix_len, cont_len, mode, dtype, device, out, r
     return _Run(sm, source, schema, score_rows, shard_size, folder, rank, world)
 
 
-def _sample_source(source: SampleSource, tokenizer) -> dict:
+def _sample_source(source: SampleSource) -> dict:
     """Where the samples came from, to open them again from anywhere (`memtax features`): the
-    source's selection (absolute path, range, checkpoint, stride, ...) and, for text, the
-    tokenizer's fingerprint. {"kind": "array"} for samples without a file."""
-    from engine.tokenizers import tokenizer_fingerprint
-
-    sel = source.selection() or {"kind": "array"}
-    if sel["kind"] == "text" and tokenizer is not None:
-        sel["tokenizer_sha256"] = tokenizer_fingerprint(tokenizer)
-    return sel
+    source's selection (absolute path, range, checkpoint, stride, tokenizer fingerprint, ...);
+    {"kind": "array"} for samples without a file."""
+    return source.selection() or {"kind": "array"}
 
 
 def _row_scorer(sm, *, prefix_len, cont_len, masked_token, mode, head_impl, labels_only,

@@ -83,13 +83,20 @@ def _from_folder(folder: Path, spec, trust_remote_code: bool):
         return _from_files((folder / "tokenizer.json",))
     if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
         return _from_files((folder / "vocab.json", folder / "merges.txt"))
-    if not (folder / "tokenizer_config.json").is_file() and not (folder / "config.json").is_file():
+    if not any((folder / name).is_file() for name in _SAVED_TOKENIZER_FILES):
+        # a model folder without tokenizer files would give transformers' empty tokenizer,
+        # which encodes every text to nothing
         raise FileNotFoundError(
-            f"tokenizer folder {str(folder)!r} holds neither tokenizer.json nor vocab.json + "
-            "merges.txt nor a saved transformers tokenizer"
+            f"folder {str(folder)!r} holds no tokenizer: neither tokenizer.json nor vocab.json "
+            f"+ merges.txt nor a saved transformers tokenizer ({', '.join(_SAVED_TOKENIZER_FILES)})"
+            "; pass a tokenizer (name, file or folder), e.g. --tokenizer gpt-neox"
         )
     return _auto_tokenizer(str(folder), spec, trust_remote_code=trust_remote_code,
                            local_files_only=True)
+
+
+# files of a tokenizer saved by transformers (save_pretrained) without tokenizer.json
+_SAVED_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.model", "spiece.model", "vocab.txt")
 
 
 def load_tokenizer(spec, *, trust_remote_code: bool = False):

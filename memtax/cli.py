@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(f"memtax.commands.{args.command}")
     try:
         return int(module.run(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
+    except (ValueError, OSError, KeyError) as exc:
+        # OSError: FileNotFoundError, FileExistsError, PermissionError, a full disk: the
+        # user's to fix, so one line naming the file rather than a traceback
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"memtax {args.command}: error: {msg}", file=sys.stderr)
         return 2

@@ -105,7 +105,18 @@ def run(args) -> int:
             label = f"{base} ({k})"
             k += 1
         tables[label] = table
-    index = report.build(
+    try:
+        index = _build(report, tables, args)
+    except ValueError as exc:
+        # the library names its own option; the command's user needs the flag
+        raise ValueError(str(exc).replace("pass nan_policy='drop'", "pass --drop-nonfinite")
+                         ) from None
+    print(index)
+    return 0
+
+
+def _build(report, tables, args):
+    return report.build(
         tables,
         args.out,
         primary=args.primary,
@@ -118,5 +129,3 @@ def run(args) -> int:
         force=args.force,
         progress=not args.no_progress,
     )
-    print(index)
-    return 0

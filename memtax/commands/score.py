@@ -72,6 +72,12 @@ def register(subparsers) -> None:
     p.add_argument("--tokenizer", default=None,
                    help="tokenizer for .jsonl/.txt data (default: the model's own)")
     p.add_argument("--stride", type=int, default=None, help="window stride for text data")
+    p.add_argument("--column", default=None,
+                   help="the token column of .parquet/.arrow data (default: tokens, input_ids, "
+                        "token_ids, or the only list column)")
+    p.add_argument("--allow-missing-weights", action="store_true",
+                   help="score a checkpoint whose weights leave parameters uninitialised "
+                        "(missing, unexpected or mis-shaped tensors; refused by default)")
     p.add_argument("--no-mask-eos", dest="mask_eos", action="store_false",
                    help="let the greedy argmax pick the EOS token (Pythia's eval forbade it)")
     p.add_argument("--no-resume", dest="resume", action="store_false",
@@ -103,9 +109,11 @@ def run(args) -> int:
     import engine
     from engine.data import open_samples
     from engine.models import load_tokenizer
+    from engine.output import check_writable
     from engine.scoring import DEFAULT_SHARD_SIZE
 
     decode = decode_options(args)
+    check_writable(args.out)  # before tokenizing the data or loading the model
 
     if args.quiet:
         import transformers
@@ -119,6 +127,7 @@ def run(args) -> int:
     source = open_samples(
         data, prefix_len=args.prefix_len, cont_len=args.cont_len, tokenizer=tokenizer,
         range=args.range, limit=args.limit, checkpoint=args.checkpoint, stride=args.stride,
+        column=args.column,
     )
     t0 = time.perf_counter()
     table = engine.score(
@@ -127,6 +136,7 @@ def run(args) -> int:
         resume=args.resume, progress=not args.quiet, mask_eos=args.mask_eos,
         shard_size=args.shard_size or DEFAULT_SHARD_SIZE, trust_remote_code=args.trust_remote_code,
         labels_only=args.labels_only, keep_tokens=args.keep_tokens, decode=decode,
+        tokenizer=tokenizer, allow_missing_weights=args.allow_missing_weights,
     )
     elapsed = time.perf_counter() - t0
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
