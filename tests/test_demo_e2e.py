@@ -1,7 +1,11 @@
-"""The real demo end to end (SmolLM2-135M GGUF over the stdlib + package docs), small --samples,
-run in-process through the `memtax` CLI with the network forbidden. Slow: minutes on 2 cores.
+"""The real demo end to end, run in-process through the `memtax` CLI with the network forbidden.
+Slow: minutes on 2 cores.
 
-Checks every output's schema and that each stage's rows join up on sample_id.
+1. `memtax demo --model smollm2` (SmolLM2-135M GGUF over the stdlib + package docs), small
+   --samples: every output's schema, each stage's rows joining up on sample_id, exit 0 and a
+   report whose sections that need memorized rows say how many there were.
+2. `memtax demo` (the default: a suite trained with `suite.DEMO_CONFIG` on the same text): exit 0,
+   the report with every figure, and what the demo is tuned to show.
 """
 
 from __future__ import annotations
@@ -20,17 +24,16 @@ pytestmark = pytest.mark.slow
 N = 64
 
 
-def test_real_demo_small(tmp_path, no_network, capsys):  # noqa: F811
+def test_real_demo_smollm2_small(tmp_path, no_network, capsys):  # noqa: F811
     from engine.output import read_scores
     from memtax import cli, demo
 
     out = tmp_path / "demo"
-    rc = cli.main(["demo", "--samples", str(N), "--out", str(out), "--seed", "5",
-                   "--n-boot", "50", "--quiet"])
+    rc = cli.main(["demo", "--model", "smollm2", "--samples", str(N), "--out", str(out),
+                   "--seed", "5", "--n-boot", "50", "--quiet"])
     printed = capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
-    # exit 0 with a report, or 1 without one when too few samples were memorized to fit models
-    assert rc == (0 if summary["report"] else 1)
+    assert rc == 0 and summary["report"] == "report/index.html"
     assert summary["produced_by"] == demo.MARKER and summary["model"] == demo.SMOLLM2_LABEL
 
     docs = pq.read_table(out / "documents.parquet")
@@ -74,9 +77,48 @@ def test_real_demo_small(tmp_path, no_network, capsys):  # noqa: F811
     assert set(cats.column("category").to_pylist()) <= {"recitation", "reconstruction",
                                                           "recollection"}
     assert f"{summary['memorized']:,} (" in printed and "stage" in printed
-    if summary["report"]:
-        page = (out / "report" / "index.html").read_text()
-        imgs = re.findall(r"<img src='([^']+)'", page)
-        assert imgs and all((out / "report" / p).is_file() for p in imgs)
-    else:
-        assert "not written" in printed and not (out / "report").exists()
+    # The 4-bit 135M model reproduces none of these windows (0 of the 2,000 of a full run; HF's
+    # own generate diverges within a few tokens on the license texts), so every section that
+    # needs memorized rows says so, with the count, and the rest of the report is there.
+    assert summary["memorized"] == int(exact.sum()) == 0
+    page = (out / "report" / "index.html").read_text()
+    imgs = re.findall(r"<img src='([^']+)'", page)
+    assert {"figures/shares.png", "figures/threshold.png"} <= set(imgs)
+    assert all((out / "report" / p).is_file() for p in imgs)
+    assert page.count(f"has 0 memorized and {N} other samples") == 3
+    assert len(summary["report_notes"]) == 4
+    assert all(note in printed for note in summary["report_notes"])
+
+
+def test_default_demo_on_the_suite(tmp_path, no_network, capsys):  # noqa: F811
+    """What `make demo` runs: exit 0, the report with every figure, at least 100 memorized
+    samples in the largest model's final checkpoint with recitation and one other category
+    holding 10 or more each, and memorization rising with training step and duplicates."""
+    import pandas as pd
+
+    from memtax import cli
+
+    out = tmp_path / "demo"
+    rc = cli.main(["demo", "--out", str(out), "--n-boot", "200", "--quiet"])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    page = (out / "report" / "index.html").read_text()
+    imgs = re.findall(r"<img src='([^']+)'", page)
+    for name in ("shares", "memorization_vs_duplicates", "memorized_by_checkpoint",
+                 "shares_by_checkpoint", "coefficients", "pr_curves", "calibration",
+                 "dependencies", "threshold"):
+        assert f"figures/{name}.png" in imgs, name
+    assert all((out / "report" / p).is_file() for p in imgs)
+    assert summary["report_notes"] == []
+
+    assert summary["memorized"] >= 100
+    cats = {c["category"]: c["memorized"] for c in summary["categories"]}
+    assert cats["recitation"] >= 10 and max(cats["reconstruction"], cats["recollection"]) >= 10
+    for model in {c["model"] for c in summary["checkpoints"]}:
+        counts = [c["memorized"] for c in summary["checkpoints"] if c["model"] == model]
+        assert counts[0] == 0 and counts[-1] == max(counts) > 0  # step 0 .. final
+    dup = pd.read_csv(out / "report" / "tables" / "memorization_vs_duplicates.csv")
+    final = dup[dup.run == dup.run.iloc[-1]]
+    assert final["rate"].iloc[-1] > final["rate"].iloc[0]  # most duplicated bin vs least
+    assert "memorized per checkpoint" in printed and summary["suite"]["models"]
