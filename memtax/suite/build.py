@@ -5,6 +5,7 @@ from its last checkpoint)."""
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -38,7 +39,6 @@ def _start_manifest(out: Path, ident: dict) -> dict:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{str(out)!r} exists and is not a suite folder (no {MANIFEST}); "
                          f"refusing to write into it")
-    out.mkdir(parents=True, exist_ok=True)
     return {"identity": ident, "complete": False, "models": {}, "timings": {},
             "versions": versions()}
 
@@ -137,10 +137,11 @@ def build_suite(corpus, out: str | os.PathLike, *, config: SuiteConfig | None = 
 
     corpus: a list of text documents, a .txt/.jsonl file (one JSON object with "text" per
     line), a folder of such files, or a list of paths. config: a SuiteConfig (default:
-    SuiteConfig()). stop_after: stop every model's training after its first checkpoint at or
-    beyond this step, leaving the build unfinished and resumable (time-boxed runs, tests).
+    SuiteConfig()). stop_after: stop the build after the first checkpoint at or beyond this
+    step, as if killed there: unfinished and resumable (time-boxed runs, tests).
     Raises ValueError for an empty corpus, one smaller than one sequence (or batch), sizes
-    that do not parse, or an `out` holding another suite or other files.
+    that do not parse, or an `out` holding another suite or other files; a new build that
+    fails before its stream is written leaves no folder behind.
     """
     config = config if config is not None else SuiteConfig()
     if not isinstance(config, SuiteConfig):
@@ -150,15 +151,34 @@ def build_suite(corpus, out: str | os.PathLike, *, config: SuiteConfig | None = 
     manifest = _start_manifest(out, identity(config.to_dict(), corpus_checksum(docs)))
     if manifest.get("complete"):
         return Suite(out, manifest)
-    manifest["autocast_bf16"] = use_bf16(config.autocast)
     used = choose_share(docs, config.corpus_share, config.seed)
+    if not (out / MANIFEST).is_file():
+        _prepare_new(out, manifest, used, config, progress)
     _tokenizer_stage(out, manifest, used, config, progress)
     _stream_stage(out, manifest, used, config)
     finished = True
     for name in config.sizes:
-        finished = _train_stage(out, manifest, name, config, progress, stop_after) and finished
+        finished = _train_stage(out, manifest, name, config, progress, stop_after)
+        if not finished:
+            break
     manifest["complete"] = finished
     write_manifest(out, manifest)
     return Suite(out, manifest)
 
 
+def _prepare_new(out: Path, manifest: dict, docs: list[str], config: SuiteConfig,
+                 progress: bool) -> None:
+    """Tokenizer and stream of a new suite, made in a sibling folder renamed to `out` when both
+    are done, so that a corpus too small (or any failure) leaves nothing behind."""
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        manifest["autocast_bf16"] = use_bf16(config.autocast)
+        _tokenizer_stage(tmp, manifest, docs, config, progress)
+        _stream_stage(tmp, manifest, docs, config)
+        if out.is_dir():
+            out.rmdir()  # empty: _start_manifest refused anything else
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from engine.indexed_dataset import IndexedDataset
 from memtax.suite.config import SuiteConfig
@@ -130,11 +129,8 @@ def _save_checkpoint(model, folder: Path, tokenizer_dir: Path) -> None:
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tmp.mkdir(parents=True)
-        # what save_pretrained writes, without its per-save progress bar
-        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()},
-                  str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        model.config.save_pretrained(tmp)
+        with _no_hf_progress():
+            model.save_pretrained(tmp)
         for f in sorted(tokenizer_dir.iterdir()):
             if f.is_file():
                 shutil.copyfile(f, tmp / f.name)
@@ -142,6 +138,21 @@ def _save_checkpoint(model, folder: Path, tokenizer_dir: Path) -> None:
         os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _no_hf_progress():
+    """Transformers' own progress bars off for one call (it draws one per saved file), restored
+    after."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def _save_resume(model_dir: Path, state: dict) -> None:
@@ -159,7 +170,8 @@ def _load_start(model_dir: Path, make: Callable, config: SuiteConfig, total: int
     if resume.is_file():
         state = torch.load(resume, weights_only=False)
         step = int(state["step"])
-        model = GPTNeoXForCausalLM.from_pretrained(checkpoint_dir(model_dir, step)).float()
+        with _no_hf_progress():
+            model = GPTNeoXForCausalLM.from_pretrained(checkpoint_dir(model_dir, step)).float()
         opt, sched = make_optimizer(model, config, total)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
