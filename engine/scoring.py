@@ -85,7 +85,8 @@ def score_batch(sm: ScoringModel, tokens: torch.Tensor, *, prefix_len: int, cont
 
 
 def _score_batch(sm: ScoringModel, tokens: torch.Tensor, *, prefix_len: int, cont_len: int,
-                 masked_token: int | None, impl: str = "auto", keep_cache: bool = False):
+                 masked_token: int | None, impl: str = "auto", keep_cache: bool = False,
+                 verify: bool = True):
     """(columns, tf_argmax (B, C) int64, KV cache over tokens[:, :L-1] or None)."""
     b, L = tokens.shape
     p, c = prefix_len, cont_len
@@ -94,7 +95,7 @@ def _score_batch(sm: ScoringModel, tokens: torch.Tensor, *, prefix_len: int, con
     d = hidden.shape[-1]
     targets = tokens[:, 1:]                                                   # (B, L-1)
     argmax, _, lp = sm.head(hidden.reshape(-1, d), targets.reshape(-1), masked_token=masked_token,
-                            impl=impl, cpu_block_rows=CPU_HEAD_ROWS)
+                            impl=impl, cpu_block_rows=CPU_HEAD_ROWS, verify=verify)
     argmax, lp = argmax.view(b, L - 1), lp.view(b, L - 1).double()
     tf_argmax = argmax[:, p - 1 :]                                            # (B, C)
     correct = tf_argmax == tokens[:, p:]
@@ -216,6 +217,11 @@ class _Run:
     folder: ScoreFolder | None
     rank: int
     world: int
+    # which implementations have scored so far (kernels.verify), as schema metadata
+    impl_notes: Callable[[], dict[bytes, bytes]] = dict
+
+    def noted(self, schema: pa.Schema) -> pa.Schema:
+        return schema.with_metadata({**(schema.metadata or {}), **self.impl_notes()})
 
     @property
     def n_shards(self) -> int:
@@ -256,6 +262,7 @@ def score(
     decode: DecodeOptions | None = None,
     decode_workspace=None,
     allow_missing_weights: bool = False,
+    verify: bool = True,
 ) -> pa.Table:
     """Score every sample for memorization; one row per sample, in sample order.
 
@@ -285,6 +292,10 @@ def score(
         graphs); they change speed, never results. decode_workspace: an
         `engine.decode_cache.DecodeWorkspace` to keep the decoder's state (and CUDA graphs)
         across runs; by default each run has its own. Nothing is stored on the model.
+    verify: check the Triton heads against their torch twins and each CUDA graph's first
+        replay against the eager step on first use, falling back to those on a mismatch
+        (`kernels.verify`); the metadata's `head_impl` (and `decode_head_impl` in generate
+        mode) says which implementation scored. False (benchmarks) skips the checks.
 
     Columns: see `SCORE_SCHEMA` (+ `gen_score` in generate mode); run metadata (model,
     revision, dtype, lengths, versions) is in the schema metadata.
@@ -299,7 +310,8 @@ def score(
             range=range, limit=limit, checkpoint=checkpoint, shard_size=shard_size,
             trust_remote_code=trust_remote_code, head_impl=head_impl, labels_only=labels_only,
             keep_tokens=keep_tokens, decode=decode, decode_workspace=decode_workspace,
-            allow_missing_weights=allow_missing_weights), batch_size, progress, on_batch)
+            allow_missing_weights=allow_missing_weights, verify=verify), batch_size, progress,
+            on_batch)
 
 
 class _modes_kept:
@@ -366,7 +378,7 @@ def _check_arguments(mode, batch_size, shard_size, labels_only, keep_tokens, dec
 def _set_up(model, samples, *, prefix_len, cont_len, mode, dtype, device, out, resume,
             mask_eos, revision, tokenizer, range, limit, checkpoint, shard_size,
             trust_remote_code, head_impl, labels_only, keep_tokens, decode,
-            decode_workspace, allow_missing_weights) -> _Run:
+            decode_workspace, allow_missing_weights, verify=True) -> _Run:
     """Open the samples, join the ranks, load the model, describe the run and its output."""
     dev = resolve_device(device)
     resolve_dtype(dtype, dev)  # validate before any loading
@@ -402,14 +414,15 @@ def _set_up(model, samples, *, prefix_len, cont_len, mode, dtype, device, out, r
     score_rows, fields = _row_scorer(
         sm, prefix_len=prefix_len, cont_len=cont_len, masked_token=masked, mode=mode,
         head_impl=head_impl, labels_only=labels_only, keep_tokens=keep_tokens, decode=decode,
-        decode_workspace=decode_workspace)
+        decode_workspace=decode_workspace, verify=verify)
     schema = pa.schema([SCORE_SCHEMA.field("sample_id"), *fields]).with_metadata(
         _run_metadata(sm, desc))
     def shard_rows_sha256(k: int) -> str:
         return rows_sha256(source, k * shard_size, min(len(source), (k + 1) * shard_size))
 
     folder = _open_folder(out, desc, resume, rank, shard_rows_sha256)
-    return _Run(sm, source, schema, score_rows, shard_size, folder, rank, world)
+    return _Run(sm, source, schema, score_rows, shard_size, folder, rank, world,
+                _impl_notes(sm, head_impl, mode))
 
 
 def _sample_source(source: SampleSource) -> dict:
@@ -420,18 +433,19 @@ def _sample_source(source: SampleSource) -> dict:
 
 
 def _row_scorer(sm, *, prefix_len, cont_len, masked_token, mode, head_impl, labels_only,
-                keep_tokens, decode, decode_workspace):
+                keep_tokens, decode, decode_workspace, verify=True):
     """(score_rows, fields): `score_rows(tokens)` -> the columns (all but sample_id) of one
     batch of token rows (B, L) on the model's device; `fields` their schema, in order."""
     lengths = dict(prefix_len=prefix_len, cont_len=cont_len, masked_token=masked_token)
     if labels_only:
         from engine.cascade import LABEL_FIELDS, label_columns
 
-        return functools.partial(label_columns, sm, impl=head_impl, **lengths), LABEL_FIELDS
+        return (functools.partial(label_columns, sm, impl=head_impl, verify=verify, **lengths),
+                LABEL_FIELDS)
     exact_fields = [f for f in SCORE_SCHEMA if f.name != "sample_id"]
     if mode == "exact":
         def exact(tokens):
-            return _score_batch(sm, tokens, impl=head_impl, **lengths)[0]
+            return _score_batch(sm, tokens, impl=head_impl, verify=verify, **lengths)[0]
 
         return exact, exact_fields
     from engine.decode_cache import DecodeWorkspace
@@ -441,13 +455,29 @@ def _row_scorer(sm, *, prefix_len, cont_len, masked_token, mode, head_impl, labe
 
     def generate(tokens):
         cols, tf_argmax, cache = _score_batch(sm, tokens, impl=head_impl, keep_cache=True,
-                                              **lengths)
+                                              verify=verify, **lengths)
         cols.update(gen_columns(sm, tokens, match_len=cols["match_len"], tf_argmax=tf_argmax,
                                 cache=cache, keep_tokens=keep_tokens, options=decode,
-                                workspace=workspace, **lengths))
+                                workspace=workspace, verify=verify, **lengths))
         return cols
 
     return generate, exact_fields + gen_fields(keep_tokens)
+
+
+def _impl_notes(sm, head_impl: str, mode: str) -> Callable[[], dict[bytes, bytes]]:
+    """Which implementation has scored so far (`kernels.verify.implementation_note`): the
+    fused head's as `head_impl`, and in generate mode the decode step's argmax head's as
+    `decode_head_impl` ("triton (unverified)" where it was not checked or did not run)."""
+    from kernels.verify import ARGMAX_HEAD, FUSED_HEAD, implementation_note
+
+    def notes() -> dict[bytes, bytes]:
+        dev, dt = sm.weight.device, sm.weight.dtype
+        out = {"head_impl": implementation_note(FUSED_HEAD, head_impl, dev, dt)}
+        if mode == "generate":
+            out["decode_head_impl"] = implementation_note(ARGMAX_HEAD, "auto", dev, dt)
+        return {k.encode(): v.encode() for k, v in out.items()}
+
+    return notes
 
 
 def _open_folder(out, desc: dict, resume: bool, rank: int, rows_sha256) -> ScoreFolder | None:
@@ -489,7 +519,7 @@ def _score_shards(run: _Run, todo: list[int], bs: int, bar: _Progress, on_batch)
                     on_batch(len(ids))
             table = pa.Table.from_pydict(
                 {f.name: np.concatenate([p[f.name] for p in parts]) for f in run.schema},
-                schema=run.schema,
+                schema=run.noted(run.schema),
             )
             if run.folder is not None:
                 run.folder.write_shard(k, table, start=start, stop=stop,
@@ -533,7 +563,8 @@ def _back_off(sm: ScoringModel, bs: int) -> int:
 
 def _collect(run: _Run, tables: dict[int, pa.Table], *, elapsed: float, done: int) -> pa.Table:
     """The whole table, in sample order: gathered from every rank's memory, or (with a folder)
-    read back once rank 0 has finished the manifest. Adds `elapsed_s` and `scored_here`."""
+    read back once rank 0 has finished the manifest. Adds `elapsed_s`, `scored_here` and, if
+    this call scored anything, the implementation notes as they stand at the end."""
     if run.folder is None:
         gathered: dict[int, pa.Table] = {}
         for part in dist.all_gather_object(tables):
@@ -545,6 +576,7 @@ def _collect(run: _Run, tables: dict[int, pa.Table], *, elapsed: float, done: in
             run.folder.finish(run.n_shards, run.bounds)
         dist.barrier()
         result = run.folder.read(run.n_shards)
+    notes = run.impl_notes() if done else {}    # a fully resumed run keeps its shards' notes
     return result.replace_schema_metadata(
-        {**(result.schema.metadata or {}), b"elapsed_s": f"{elapsed:.3f}".encode(),
+        {**(result.schema.metadata or {}), **notes, b"elapsed_s": f"{elapsed:.3f}".encode(),
          b"scored_here": str(done).encode()})
