@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # memtax GPU check: one script, run from anywhere on a machine with one CUDA GPU.
 #
-#   bash benchmarks/gpu_check.sh                          # every section (kernels, decoding, bench)
+#   bash benchmarks/gpu_check.sh                          # every section (kernels, decoding, verify, bench)
 #   MEMTAX_GPU_SECTIONS="kernels decoding" bash benchmarks/gpu_check.sh  # some sections by name
 #   MEMTAX_BENCH_SWEEP=1 bash benchmarks/gpu_check.sh      # also sweep the kernel's block sizes
 #
@@ -14,8 +14,8 @@
 #
 # On a lent device (the `device` tool; 15 minutes of device time per task, 10 per command), from
 # the development machine: `bash benchmarks/gpu_wheels.sh`, then two calls (each well inside
-# 10 minutes: kernels + decoding about 5, bench at most 8 by its own timeout):
-#   command: PYTHONUNBUFFERED=1 MEMTAX_GPU_SECTIONS="kernels decoding" bash benchmarks/gpu_check.sh 2>&1 | tee $OUT/gpu_check_kernels_decoding.log
+# 10 minutes: kernels + decoding + verify about 6, bench at most 8 by its own timeout):
+#   command: PYTHONUNBUFFERED=1 MEMTAX_GPU_SECTIONS="kernels decoding verify" bash benchmarks/gpu_check.sh 2>&1 | tee $OUT/gpu_check_kernels_decoding.log
 #   command: PYTHONUNBUFFERED=1 MEMTAX_GPU_SECTIONS=bench bash benchmarks/gpu_check.sh 2>&1 | tee $OUT/gpu_check_bench.log
 #   carry: [".whl"], timeout_s: 580
 #
@@ -38,7 +38,7 @@ done
 RESULTS="$ROOT/benchmarks/results"
 mkdir -p "$RESULTS"
 STAMP="$(mktemp)"  # results newer than this were written by this run (copied to $OUT at the end)
-SECTIONS="${MEMTAX_GPU_SECTIONS:-kernels decoding bench}"
+SECTIONS="${MEMTAX_GPU_SECTIONS:-kernels decoding verify bench}"
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 # This checkout's packages for every step, installed or not (benchmarks/*.py run as scripts too).
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
@@ -123,6 +123,23 @@ if want bench; then
         "$PY" -m pytest tests/test_bench_run.py -m gpu -q -p no:cacheprovider
     run_step "bench: memtax bench --quick (160m/410m/12b, bf16)" \
         timeout 480 "$PY" -m memtax bench --device cuda --quick --out "$RESULTS"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# verify: verification on first use (kernels/verify.py, engine/decode_cache.py CheckedReplays;
+#         docs/notes/kernels.md "Verification on first use"), about 1 minute
+#   tests: both Triton heads pass their first-use check against the torch twins in
+#          fp32/fp16/bf16 (split and single-program launches); real CUDA graphs pass their
+#          first-replay check and a corrupted one falls back to eager (HF generate's tokens);
+#          engine.score in generate mode records head_impl = decode_head_impl = "triton"
+#   check: one scoring run with the check on (the default) whose metadata must say triton
+# ---------------------------------------------------------------------------------------------
+if want verify; then
+    run_step "verify: first-use checks of the Triton heads and CUDA graphs" \
+        "$PY" -m pytest tests/test_verify_kernels.py tests/test_verify_graphs.py \
+        tests/test_verify_engine.py -m gpu -q -p no:cacheprovider
+    run_step "verify: engine.score with verify on records head_impl = triton (bf16)" \
+        "$PY" -c 'import numpy as np, engine, memtax.testing as mt; t = engine.score(mt.tiny_model("gpt_neox", vocab_size=50304, hidden=256), np.random.default_rng(0).integers(1, 50304, (512, 64)), device="cuda", dtype="bf16", verify=True, progress=False); h = t.schema.metadata[b"head_impl"].decode(); print("head_impl:", h); assert h == "triton", h'
 fi
 
 # ---------------------------------------------------------------------------------------------
