@@ -22,10 +22,12 @@ def register(subparsers) -> None:
     p.add_argument(
         "--features",
         nargs="+",
-        required=True,
+        default=[],
         metavar="DIR",
         help="feature table(s): a folder of parquet files or one .parquet each",
     )
+    p.add_argument("--sweep", default=None, metavar="DIR",
+                   help="a sweep folder (memtax sweep): adds the memorization dynamics section")
     p.add_argument("--out", required=True, metavar="REPORT", help="report folder to write")
     p.add_argument(
         "--primary",
@@ -97,6 +99,10 @@ def load_features(path) -> tuple[str, object]:
 def run(args) -> int:
     from analysis import report
 
+    if args.sweep:
+        return _with_sweep(args)
+    if not args.features:
+        raise ValueError("give --features DIR [DIR ...], --sweep DIR, or both")
     tables = {}
     for p in args.features:
         label, table = load_features(p)
@@ -129,3 +135,21 @@ def _build(report, tables, args):
         force=args.force,
         progress=not args.no_progress,
     )
+
+
+def _with_sweep(args) -> int:
+    """The report of the feature tables (if any) with the dynamics section of the sweep; the
+    primary feature table's categories give the taxonomy over time."""
+    from analysis.dynamics_report import report_sweep
+
+    sweep, args.sweep = args.sweep, None
+    features = None
+    if args.features:
+        run(args)
+        chosen = [t for p in args.features for label, t in [load_features(p)]
+                  if args.primary in (None, label)]
+        features = chosen[-1] if chosen else None
+    print(report_sweep(sweep, args.out, features=features,
+                       recitation_threshold=args.recitation_threshold, n_boot=args.n_boot,
+                       seed=args.seed, force=args.force))
+    return 0
