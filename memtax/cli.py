@@ -14,7 +14,7 @@ import sys
 
 from memtax import __version__
 
-SUBCOMMANDS = ["score", "index", "features", "analyze", "bench", "suite", "demo"]
+SUBCOMMANDS = ["score", "sweep", "index", "features", "analyze", "bench", "suite", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
