@@ -44,7 +44,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-__all__ = ["label_table", "from_sweep", "per_sample", "transitions",
+from analysis.taxonomy import CATEGORIES
+
+__all__ = ["label_table", "mark_seen", "from_sweep", "per_sample", "transitions",
            "predictability_over_steps", "predictability_over_sizes", "categories_over_steps",
            "category_movement", "analyze", "Dynamics", "NeedsTwoCheckpoints", "STATES",
            "NOT_MEMORIZED", "UNSEEN"]
@@ -109,6 +111,14 @@ def _check_same_ids(df: pd.DataFrame, what: str) -> None:
                 f"sample ids differ between the checkpoints of {what}: step {s} has "
                 f"{ids.size} samples, step {steps[0]} {first.size} (in {s} only: {extra}; "
                 f"missing there: {lacking}); every checkpoint must score the same samples")
+
+
+def mark_seen(labels, sequences_per_step: int) -> pd.DataFrame:
+    """The label table with `seen` = sample_id < step * sequences_per_step: for samples whose
+    ids are training-stream sequence indices (Pythia's and a suite's samples)."""
+    df = pd.DataFrame(labels).copy()
+    df["seen"] = df["sample_id"].to_numpy() < df["step"].to_numpy() * int(sequences_per_step)
+    return df
 
 
 def from_sweep(sweep) -> pd.DataFrame:
@@ -349,7 +359,9 @@ def categories_over_steps(labels, categories=None, *, restrict_to_seen: bool = T
     seen = df["seen"].fillna(True).to_numpy(dtype=bool) if restrict_to_seen else np.ones(
         len(df), bool)
     df = df[seen]
-    names = sorted(c for c in df["category"].dropna().unique())
+    found = set(df["category"].dropna().unique())
+    names = [c for c in CATEGORIES if c in found or found <= set(CATEGORIES)] + sorted(
+        found - set(CATEGORIES))
     rows = []
     for (model, step), g in df.groupby(["model", "step"], observed=True, sort=True):
         n_mem = int(g["memorized"].sum())

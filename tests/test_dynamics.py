@@ -140,12 +140,19 @@ def test_categories_over_steps_and_movement():
                              for st in STEPS for i in range(6)])
     small = _table()[lambda d: d.model == "small"]
     c40 = dynamics.categories_over_steps(small, per_step).query("step == 40")
-    assert c40.set_index("category")["memorized"].to_dict() == {"recitation": 1,
-                                                                "recollection": 3}
+    assert c40.set_index("category")["memorized"].to_dict() == {
+        "recitation": 1, "reconstruction": 0, "recollection": 3}
     mv = dynamics.category_movement(small, per_step).query("step_from == 30")
     got = {(a, b): k for a, b, k in zip(mv.from_state, mv.to_state, mv.samples)}
     # 30 -> 40: 0 recollection -> recitation; 1, 3, 5 not -> recollection; 2, 4 stay not
     assert got == {("recollection", "recitation"): 1, (nm, "recollection"): 3, (nm, nm): 2}
+
+
+def test_mark_seen_from_the_stream_definition():
+    df = pd.DataFrame({"model": "m", "step": [0, 1, 1, 3], "sample_id": [0, 3, 4, 11],
+                       "memorized": False})
+    # step c has seen sequences [0, 4c)
+    assert dynamics.mark_seen(df, 4)["seen"].tolist() == [False, True, False, True]
 
 
 def test_bad_inputs():

@@ -8,6 +8,7 @@ import json
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 from helpers import assert_same_scores, make_hf_cache, save_tiny
 
@@ -207,3 +208,42 @@ def test_labels_need_a_finished_checkpoint(tmp_path):
         "format": "memtax-sweep", "version": 1, "run": {}, "checkpoints": [], "complete": False}))
     with pytest.raises(ValueError, match="no finished checkpoint"):
         engine.open_sweep(tmp_path).labels()
+
+
+def test_cli_sweep_then_analyze(micro, tmp_path, capsys):
+    from analysis import dynamics
+    from memtax.cli import main
+
+    s, ids, rows = micro
+    np.save(tmp_path / "rows.npy", rows)  # row i is training sequence i
+    steps = s.models["a"]
+    revs = ",".join(f"step{k}" for k in steps[1:])
+    out = tmp_path / "sw"
+    args = ["sweep", "--model", *_models(s), "--revisions", revs, "--data",
+            str(tmp_path / "rows.npy"), "--out", str(out), "--sequences-per-step", "8",
+            "--ids-are-positions", "--quiet", "--batch-size", "64"]
+    assert main(args) == 0
+    assert f"{2 * (len(steps) - 1)} checkpoints x {len(ids)} samples" in capsys.readouterr().out
+    labels = engine.open_sweep(out).labels().to_pandas()
+    np.testing.assert_array_equal(labels.seen, labels.sample_id < labels.step * 8)
+    assert main(["analyze", "--sweep", str(out), "--out", str(tmp_path / "rep"),
+                 "--n-boot", "20"]) == 0
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "Memorization dynamics" in page and "dynamics_transitions.png" in page
+    tr = pd.read_csv(tmp_path / "rep" / "tables" / "dynamics_transitions.csv")
+    # the first pair of model a by hand from the sweep's labels: not -> memorized among samples
+    # seen at both checkpoints
+    a = labels[labels.model == "a"]
+    x, y = (a[a.step == k].set_index("sample_id") for k in steps[1:3])
+    both = x.seen & y.seen
+    row = tr[(tr.model == "a") & (tr.step_from == steps[1])].iloc[0]
+    assert row.samples == both.sum()
+    assert row.not_to_mem == (both & ~x.exact_match & y.exact_match).sum()
+    assert row.mem_to_not == (both & x.exact_match & ~y.exact_match).sum()
+    assert len(dynamics.from_sweep(out)) == len(labels)
+    # bad revisions: exit 2, one line naming them, nothing written
+    assert main(["sweep", "--model", _models(s)[0], "--revisions", "step5,step123456",
+                 "--data", str(tmp_path / "rows.npy"), "--out", str(tmp_path / "bad"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "step123456" in err and "step5" in err and not (tmp_path / "bad").exists()
