@@ -204,7 +204,7 @@ def _memtax_generate(sm, tokens: np.ndarray, decoder: str, graphs: bool = False,
     long run; one ScoringModel per loop variant keeps their states apart."""
     decode = DecodeOptions(decoder=decoder, cuda_graphs=graphs, screened_head=screen)
     return engine.score(sm, tokens, mode="generate", batch_size=BATCH, progress=False,
-                        decode=decode, decode_workspace=_WORKSPACES.setdefault(id(sm),
+                        verify=False, decode=decode, decode_workspace=_WORKSPACES.setdefault(id(sm),
                                                                                DecodeWorkspace()))
 
 
@@ -219,10 +219,10 @@ def test_cascade_vs_full_pass(benchmark, shape):
                           memorized_fraction=0.01)
     methods = {
         "full pass (every column)": lambda: engine.score(model, tokens, batch_size=BATCH,
-                                                        progress=False),
+                                                        progress=False, verify=False),
         "labels, one stage": lambda: _labels_one_stage(sm, tokens),
         "cascade (labels_only=True)": lambda: engine.score(
-            model, tokens, labels_only=True, batch_size=BATCH, progress=False),
+            model, tokens, labels_only=True, batch_size=BATCH, progress=False, verify=False),
     }
     res = benchmark.pedantic(_interleaved, args=(methods, ROUNDS), rounds=1, iterations=1)
     out = res["outputs"]
@@ -311,7 +311,7 @@ def test_generate_vs_hf(benchmark, shape, mem):
                for k, v in variants.items()}
     methods.update({
         "memtax exact (one pass)": lambda: engine.score(model, tokens, batch_size=BATCH,
-                                                       progress=False),
+                                                       progress=False, verify=False),
         "HF generate, cache": lambda: _hf_generate(model, tokens, use_cache=True),
         "HF generate, no cache (1 batch)": lambda: _hf_generate(model, first, use_cache=False),
     })
