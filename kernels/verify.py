@@ -33,8 +33,9 @@ implementation ran ("triton", "torch", "torch (triton failed verification: ...)"
 metadata. Later launches of a verified variant are not compared again (they run at full speed);
 an exception from them still falls back the same way.
 
-While a CUDA graph is being captured nothing is compared (that needs a host sync); the decode
-loop's warm-up steps, run eagerly before capture, are its first launches.
+While a CUDA graph is being captured nothing is compared (that needs a host sync) and nothing
+is caught (a failure there is the capture's: the decode loop then decodes without graphs); the
+decode loop's warm-up steps, run eagerly before capture, are its first launches.
 
 The check is on by default; `verify=False` on the dispatchers (`kernels.fused_head`,
 `kernels.argmax_head`) skips it -- for benchmarks, which time the kernel itself.
@@ -178,7 +179,9 @@ def checked_launch(kernel: HeadKernel, args: tuple, options: dict):
     if key in _VERDICTS.failed:
         return kernel.twin(*args, **options)
     kernel.check_inputs(args, options, on_device=False)
-    if hidden.shape[0] == 0 or _capturing(hidden):
+    if _capturing(hidden):   # no comparison, and a failure belongs to the capture, not the kernel
+        return kernel.triton()(*args, **options)
+    if hidden.shape[0] == 0:
         return _launch(kernel, key, args, options)
     variant = _variant(hidden, args[1], options)
     if (key, variant) in _VERDICTS.passed:
