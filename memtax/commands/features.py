@@ -4,8 +4,11 @@
 
 Writes `OUT/features.parquet` (score columns + features, keyed by sample_id; definitions and
 versions in the schema metadata). The samples behind the scores are read from `--samples`, or
-else from the source path the score run recorded. Without --index or --tokenizer the features
-that need them are skipped with a warning.
+else from the source the score run recorded (an absolute path and its selection: range,
+checkpoint, stride), from any working directory. Scores, samples and index are checked against
+each other first: the samples' fingerprint, the windowing (lengths, text stride), the
+vocabulary and the tokenizer; a mismatch is refused naming both values. Without --index or
+--tokenizer the features that need them are skipped with a warning.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ def register(subparsers) -> None:
                    help="MiniLM precision: float32 (default, reference), bfloat16 (~1.6-2x "
                    "faster on CPUs with native bf16, may flip a few pairs at the 0.8 "
                    "threshold), auto (bfloat16 where native)")
+    p.add_argument("--stride", type=int, default=None,
+                   help="window stride of text samples (default: the score run's)")
     p.add_argument("--prefix-len", type=int, default=None)
     p.add_argument("--cont-len", type=int, default=None)
     p.add_argument("--chunk-size", type=int, default=8192)
@@ -54,19 +59,11 @@ def run(args) -> int:
     if target.exists() and not args.overwrite:
         raise FileExistsError(f"{str(target)!r} exists; pass --overwrite to replace it")
     table = read_table(args.scores) if args.scores is not None else None
-    samples = args.samples
-    if samples is None:
-        recorded = (table.schema.metadata or {}).get(b"source", b"").decode()
-        if not recorded or not (Path(recorded).exists() or Path(recorded + ".idx").exists()):
-            raise ValueError(
-                f"the score run recorded samples {recorded!r}, which is not a file here; pass "
-                "--samples"
-            )
-        samples = recorded
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = _show
-        feats = compute(table, samples, index=args.index, tokenizer=args.tokenizer,
+        tok, samples, index = _checked_inputs(args, table)
+        feats = compute(table, samples, index=index, tokenizer=tok,
                         reference=args.reference, semantic=not args.no_semantic,
                         prefix_len=args.prefix_len, cont_len=args.cont_len,
                         chunk_size=args.chunk_size, workers=args.workers,
@@ -76,6 +73,45 @@ def run(args) -> int:
     write_parquet_atomic(feats, target)
     print(f"wrote {feats.num_rows} rows x {feats.num_columns} columns to {target}")
     return 0
+
+
+def _lengths(args, meta: dict) -> tuple[int, int]:
+    """The score run's lengths (given ones must agree with them), else the given ones, else 32
+    and 32."""
+    out = []
+    for name in ("prefix_len", "cont_len"):
+        given = getattr(args, name)
+        recorded = meta.get(name.encode())
+        if given is not None and recorded is not None and int(recorded) != given:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} {given} differs from the score run's {name}="
+                             f"{int(recorded)}: the samples would be windowed differently")
+        out.append(int(given if given is not None else recorded if recorded is not None else 32))
+    return out[0], out[1]
+
+
+def _checked_inputs(args, table):
+    """(tokenizer, samples, index) with the scores, samples and index checked against each
+    other (`features.provenance`)."""
+    from features.tokenizers import load_tokenizer
+
+    tok = load_tokenizer(args.tokenizer)
+    index = args.index
+    if table is None:
+        if args.stride is not None:
+            raise ValueError("--stride applies to text samples of a score run; give --scores")
+        return tok, args.samples, index
+    from features.index import CorpusIndex
+    from features.provenance import check_index, scored_samples
+
+    meta = table.schema.metadata or {}
+    prefix_len, cont_len = _lengths(args, meta)
+    samples = scored_samples(meta, args.samples, tokenizer=tok, stride=args.stride,
+                             prefix_len=prefix_len, cont_len=cont_len)
+    if index is not None:
+        index = CorpusIndex.open(index)
+        check_index(meta, index, tokenizer=tok)
+    return tok, samples, index
 
 
 def _show(message, category, filename, lineno, file=None, line=None):

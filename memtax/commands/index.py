@@ -40,7 +40,9 @@ def register(subparsers) -> None:
     )
     b.add_argument("--dtype", choices=["uint16", "uint32"], default=None)
     b.add_argument("--vocab-size", type=int, default=None)
-    b.add_argument("--tokenizer", default=None, help="name recorded with the index")
+    b.add_argument("--tokenizer", default=None,
+                   help="the corpus's tokenizer (name such as gpt-neox, file or folder): the "
+                        "fingerprint of its vocabulary is recorded and checked by features")
     b.add_argument("--overwrite", action="store_true")
     b.add_argument("--key-batches", type=int, default=None,
                    help="batches of the suffix sort's initial key buffer (N/K x 8 bytes; "
@@ -110,13 +112,17 @@ def run(args: argparse.Namespace) -> int:
         corpus = Path(args.corpus)
         if not corpus.exists() and not Path(str(corpus) + ".bin").exists():
             raise FileNotFoundError(f"corpus {str(corpus)!r} not found")
+        # the tokenizer itself, not its name: the index records its vocabulary's fingerprint,
+        # which is what `memtax features --tokenizer` compares
+        from engine.tokenizers import load_tokenizer
+
         idx = CorpusIndex.build(
             corpus,
             args.out,
             dtype=args.dtype,
             sequence_length=args.sequence_length,
             vocab_size=args.vocab_size,
-            tokenizer=args.tokenizer,
+            tokenizer=load_tokenizer(args.tokenizer),
             shard_tokens=args.shard_tokens,
             workers=args.workers,
             use_ray=args.ray,
