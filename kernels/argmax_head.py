@@ -30,8 +30,9 @@ import torch
 
 from kernels.fused_head import tile_logits
 from kernels.validation import check_argmax_inputs, resolve_impl
+from kernels.verify import HeadKernel, checked_launch
 
-__all__ = ["argmax_head", "argmax_head_torch", "argmax_head_triton"]
+__all__ = ["argmax_head", "argmax_head_torch", "argmax_head_triton", "ARGMAX_HEAD"]
 
 DEFAULT_CHUNK = 4096
 
@@ -77,6 +78,18 @@ def argmax_head_triton(hidden: torch.Tensor, weight: torch.Tensor, **kwargs) -> 
     return impl(hidden, weight, **kwargs)
 
 
+def _check_argmax(args: tuple, options: dict, on_device: bool) -> None:
+    hidden, weight = args
+    check_argmax_inputs(hidden, weight, options["bias"], options["logit_scale"],
+                        options["softcap"], options["masked_token"])
+
+
+# The argmax head as `kernels.verify` checks it on first use.
+ARGMAX_HEAD = HeadKernel("argmax_head", "kernels.argmax_head_triton.argmax_head_triton",
+                         argmax_head_torch, tile_logits, _check_argmax, ("argmax",),
+                         row_args=(0,))
+
+
 def argmax_head(hidden: torch.Tensor, weight: torch.Tensor, *, bias: torch.Tensor | None = None,
                 logit_scale: float = 1.0, softcap: float | None = None,
                 masked_token: int | None = None, impl: str = "auto",
@@ -91,7 +104,5 @@ def argmax_head(hidden: torch.Tensor, weight: torch.Tensor, *, bias: torch.Tenso
     if resolve_impl(impl, hidden) == "torch":
         return argmax_head_torch(hidden, weight, **options)
     if verify:
-        from kernels.verify import ARGMAX_HEAD, checked_launch
-
         return checked_launch(ARGMAX_HEAD, (hidden, weight), options)
     return argmax_head_triton(hidden, weight, **options)

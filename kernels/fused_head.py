@@ -21,8 +21,10 @@ from __future__ import annotations
 import torch
 
 from kernels.validation import check_head_inputs, check_targets, resolve_impl
+from kernels.verify import HeadKernel, checked_launch
 
-__all__ = ["fused_head", "fused_head_torch", "tile_logits", "DEFAULT_CHUNK", "DEFAULT_ROW_BLOCK"]
+__all__ = ["fused_head", "fused_head_torch", "tile_logits", "FUSED_HEAD", "DEFAULT_CHUNK",
+           "DEFAULT_ROW_BLOCK"]
 
 # The torch twin reduces one (ROW_BLOCK, CHUNK) fp32 tile of logits at a time, so its peak
 # extra memory is one tile (plus one fp32 copy of a weight chunk for 16-bit inputs), never
@@ -125,6 +127,20 @@ def fused_head_torch(
     return best_idx, lse, tgt_logit - lse
 
 
+def _check_fused(args: tuple, options: dict, on_device: bool) -> None:
+    hidden, weight, targets = args
+    check_head_inputs(hidden, weight, options["bias"], options["logit_scale"],
+                      options["softcap"], options["masked_token"])
+    if on_device:
+        check_targets(targets, hidden.shape[0], weight.shape[0])
+
+
+# The fused head as `kernels.verify` checks it on first use.
+FUSED_HEAD = HeadKernel("fused_head", "kernels.fused_head_triton.fused_head_triton",
+                        fused_head_torch, tile_logits, _check_fused,
+                        ("argmax", "lse", "target_logprob"), row_args=(0, 2))
+
+
 def fused_head(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -149,8 +165,6 @@ def fused_head(
     if resolve_impl(impl, hidden) == "torch":
         return fused_head_torch(hidden, weight, targets, **options)
     if verify:
-        from kernels.verify import FUSED_HEAD, checked_launch
-
         return checked_launch(FUSED_HEAD, (hidden, weight, targets), options)
     from kernels.fused_head_triton import fused_head_triton  # imported lazily: Triton is heavy
 

@@ -53,13 +53,10 @@ from collections.abc import Callable
 
 import torch
 
-from kernels.argmax_head import argmax_head_torch
-from kernels.fused_head import fused_head_torch, tile_logits
-from kernels.validation import check_argmax_inputs, check_head_inputs, check_targets, resolve_impl
+from kernels.validation import resolve_impl
 
-__all__ = ["Tolerance", "TOLERANCES", "SAMPLE_ROWS", "HeadKernel", "FUSED_HEAD", "ARGMAX_HEAD",
-           "KernelVerificationWarning", "checked_launch", "implementation_note",
-           "reset_verification"]
+__all__ = ["Tolerance", "TOLERANCES", "SAMPLE_ROWS", "HeadKernel", "KernelVerificationWarning",
+           "checked_launch", "implementation_note", "reset_verification", "sample_rows"]
 
 SAMPLE_ROWS = 16
 
@@ -85,42 +82,33 @@ class KernelVerificationWarning(RuntimeWarning):
 
 @dataclasses.dataclass(frozen=True)
 class HeadKernel:
-    """One LM head op as the check sees it: the Triton host function (looked up at call time,
-    `module.attr`), its torch twin, the input checks, and the names of its outputs (argmax
-    first; the rest are compared as floats)."""
+    """One LM head op as the check sees it (each dispatcher module defines its own:
+    `kernels.fused_head.FUSED_HEAD`, `kernels.argmax_head.ARGMAX_HEAD`).
+
+    name: the kernel's name in warnings and notes. triton_path: "module.function" of the Triton
+    host function, looked up at call time. twin: the torch twin (same signature). tile_logits:
+    the heads' torch logit function (`kernels.fused_head.tile_logits`), for near-ties.
+    check(args, options, on_device): the twin's input checks (on_device: also those that read
+    the device, e.g. the target ids' range; first use only). outputs: the output names, argmax
+    first (the rest are compared as floats). row_args: the positional arguments indexed by
+    row (hidden, targets).
+    """
 
     name: str
     triton_path: str
     twin: Callable
+    tile_logits: Callable
+    check: Callable[[tuple, dict, bool], None]
     outputs: tuple[str, ...]
-    row_args: tuple[int, ...]           # positional arguments indexed by row (hidden, targets)
+    row_args: tuple[int, ...]
 
     def triton(self) -> Callable:
         module, attr = self.triton_path.rsplit(".", 1)
         return getattr(importlib.import_module(module), attr)
 
-    def check_inputs(self, args: tuple, options: dict, *, on_device: bool) -> None:
-        """The twin's own input checks; on_device: also the range of the target ids (one
-        device sync; the first use only)."""
-        hidden, weight = args[0], args[1]
-        head = dict(logit_scale=options.get("logit_scale", 1.0),
-                    softcap=options.get("softcap"), masked_token=options.get("masked_token"))
-        if self.name == "argmax_head":
-            check_argmax_inputs(hidden, weight, options.get("bias"), **head)
-            return
-        check_head_inputs(hidden, weight, options.get("bias"), **head)
-        if on_device:
-            check_targets(args[2], hidden.shape[0], weight.shape[0])
-
     def take_rows(self, args: tuple, rows: torch.Tensor) -> tuple:
         return tuple(a[rows.to(a.device)] if i in self.row_args else a
                      for i, a in enumerate(args))
-
-
-FUSED_HEAD = HeadKernel("fused_head", "kernels.fused_head_triton.fused_head_triton",
-                        fused_head_torch, ("argmax", "lse", "target_logprob"), (0, 2))
-ARGMAX_HEAD = HeadKernel("argmax_head", "kernels.argmax_head_triton.argmax_head_triton",
-                         argmax_head_torch, ("argmax",), (0,))
 
 
 @dataclasses.dataclass
@@ -149,17 +137,18 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _key(kernel: HeadKernel, device, dtype: torch.dtype) -> tuple:
-    return kernel.name, _device_name(device), dtype
+def _key(kernel_name: str, device, dtype: torch.dtype) -> tuple:
+    return kernel_name, _device_name(device), dtype
 
 
-def implementation_note(kernel: HeadKernel, impl: str, device, dtype: torch.dtype) -> str:
-    """Which implementation `impl` ("auto"|"triton"|"torch") ran for `kernel` on `device` and
+def implementation_note(kernel_name: str, impl: str, device, dtype: torch.dtype) -> str:
+    """Which implementation `impl` ("auto"|"triton"|"torch") ran for the kernel named
+    `kernel_name` ("fused_head", "argmax_head") on `device` and
     `dtype` in this process: "torch"; "triton" (checked); "triton (unverified)" (no checked
     launch, e.g. verify=False); or "torch (triton failed verification: <why>)"."""
     if resolve_impl(impl, torch.device(device)) == "torch":
         return "torch"
-    key = _key(kernel, device, dtype)
+    key = _key(kernel_name, device, dtype)
     if key in _VERDICTS.failed:
         return f"torch (triton failed verification: {_VERDICTS.failed[key]})"
     if any(k == key for k, _ in _VERDICTS.passed):
@@ -175,10 +164,10 @@ def checked_launch(kernel: HeadKernel, args: tuple, options: dict):
     """`kernel`'s Triton launch on `args` / `options`, checked against the twin on first use
     (module docstring); the twin's results once the kernel has failed on this device/dtype."""
     hidden = args[0]
-    key = _key(kernel, hidden.device, hidden.dtype)
+    key = _key(kernel.name, hidden.device, hidden.dtype)
     if key in _VERDICTS.failed:
         return kernel.twin(*args, **options)
-    kernel.check_inputs(args, options, on_device=False)
+    kernel.check(args, options, False)
     if _capturing(hidden):   # no comparison, and a failure belongs to the capture, not the kernel
         return kernel.triton()(*args, **options)
     if hidden.shape[0] == 0:
@@ -186,7 +175,7 @@ def checked_launch(kernel: HeadKernel, args: tuple, options: dict):
     variant = _variant(hidden, args[1], options)
     if (key, variant) in _VERDICTS.passed:
         return _launch(kernel, key, args, options)
-    kernel.check_inputs(args, options, on_device=True)
+    kernel.check(args, options, True)
     try:
         out = kernel.triton()(*args, **options)
     except Exception as exc:  # noqa: BLE001 - any failure of the Triton path falls back
@@ -263,13 +252,14 @@ def _compare(kernel: HeadKernel, out, args: tuple, options: dict) -> str | None:
     want = want if isinstance(want, tuple) else (want,)
     got = tuple(o[rows.to(o.device)] for o in outs)
     tol = TOLERANCES[args[0].dtype]
-    problem = _argmax_problem(got[0], want[0], sub[0], sub[1], options, tol)
+    problem = _argmax_problem(kernel, got[0], want[0], sub[0], sub[1], options, tol)
     for name, g, w in zip(kernel.outputs[1:], got[1:], want[1:]):
         problem = problem or _value_problem(name, g, w, tol)
     return None if problem is None else f"{problem} (on {rows.numel()} sampled rows)"
 
 
-def _argmax_problem(got, want, hidden, weight, options: dict, tol: Tolerance) -> str | None:
+def _argmax_problem(kernel: HeadKernel, got, want, hidden, weight, options: dict,
+                    tol: Tolerance) -> str | None:
     v = weight.shape[0]
     masked = options.get("masked_token")
     invalid = (got < 0) | (got >= v)
@@ -285,7 +275,7 @@ def _argmax_problem(got, want, hidden, weight, options: dict, tol: Tolerance) ->
     for r in differ.tolist():
         pair = torch.stack([want[r], got[r]])
         bias = options.get("bias")
-        logits = tile_logits(
+        logits = kernel.tile_logits(
             hidden[r : r + 1].float(), weight[pair].float(),
             bias[pair].float() if bias is not None else None, options.get("logit_scale", 1.0),
             options.get("softcap"), out=torch.empty((1, 2), device=hidden.device))[0]

@@ -8,6 +8,8 @@ import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before any kernel import: run Triton on the CPU
 
+import dataclasses  # noqa: E402
+import importlib  # noqa: E402
 import warnings  # noqa: E402
 
 import pytest  # noqa: E402
@@ -20,6 +22,8 @@ import kernels.fused_head_triton as fused_triton  # noqa: E402
 from kernels import fused_head  # noqa: E402
 from kernels import verify as kv  # noqa: E402
 from kernels.argmax_head import argmax_head  # noqa: E402
+
+fused_module = importlib.import_module("kernels.fused_head")  # `kernels.fused_head` is the function
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 pytestmark = pytest.mark.skipif(not INTERPRET and not torch.cuda.is_available(),
@@ -96,8 +100,9 @@ class Spy:
 def test_a_correct_kernel_is_kept_and_checked_once(monkeypatch):
     hidden, weight, targets = make()
     unchecked = fused_head(hidden, weight, targets, masked_token=0, impl="triton", verify=False)
-    twin = Spy(kv.FUSED_HEAD.twin)
-    monkeypatch.setattr(kv, "FUSED_HEAD", kv.dataclasses.replace(kv.FUSED_HEAD, twin=twin))
+    twin = Spy(fused_module.FUSED_HEAD.twin)
+    monkeypatch.setattr(fused_module, "FUSED_HEAD",
+                        dataclasses.replace(fused_module.FUSED_HEAD, twin=twin))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         first = fused_head(hidden, weight, targets, masked_token=0, impl="triton")
@@ -106,7 +111,7 @@ def test_a_correct_kernel_is_kept_and_checked_once(monkeypatch):
     assert twin.calls == 1                       # checked once, then trusted
     assert_same(first, unchecked)                # the kernel's own results are returned
     assert_same(second, unchecked)
-    assert kv.implementation_note(kv.FUSED_HEAD, "triton", DEVICE, torch.float32) == "triton"
+    assert kv.implementation_note("fused_head", "triton", DEVICE, torch.float32) == "triton"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -126,10 +131,10 @@ def test_a_kernel_that_fails_to_compile_falls_back_once(monkeypatch, dtype):
         again = fused_head(hidden, weight, targets, masked_token=0, impl="triton")
     assert_same(again, want)
     assert launches.calls == 0                   # the rest of the process uses the twin
-    note = kv.implementation_note(kv.FUSED_HEAD, "triton", DEVICE, dtype)
+    note = kv.implementation_note("fused_head", "triton", DEVICE, dtype)
     assert note.startswith("torch (triton failed verification: the Triton launch raised")
     # another dtype is another key: still checked, still the kernel's
-    assert kv.implementation_note(kv.FUSED_HEAD, "triton", DEVICE, torch.bfloat16) == (
+    assert kv.implementation_note("fused_head", "triton", DEVICE, torch.bfloat16) == (
         "triton (unverified)")
 
 
@@ -146,7 +151,7 @@ def test_a_kernel_with_wrong_values_falls_back(monkeypatch, shift_lse, shift_arg
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert_same(fused_head(hidden, weight, targets, impl="triton"), want)
-    assert what in kv.implementation_note(kv.FUSED_HEAD, "auto" if DEVICE == "cuda" else
+    assert what in kv.implementation_note("fused_head", "auto" if DEVICE == "cuda" else
                                           "triton", DEVICE, torch.float32)
 
 
@@ -157,7 +162,7 @@ def test_a_lse_error_within_tolerance_is_accepted(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fused_head(hidden, weight, targets, impl="triton")
-    assert kv.implementation_note(kv.FUSED_HEAD, "triton", DEVICE, torch.float32) == "triton"
+    assert kv.implementation_note("fused_head", "triton", DEVICE, torch.float32) == "triton"
 
 
 def test_a_near_tie_is_not_a_failure_but_a_clear_gap_is(monkeypatch):
@@ -218,7 +223,7 @@ def test_argmax_head_falls_back_on_a_broken_kernel(monkeypatch, dtype):
         warnings.simplefilter("error")
         assert torch.equal(argmax_head(hidden, weight, masked_token=3, impl="triton"), want)
     # the fused head on the same device and dtype is a different kernel: not affected
-    assert kv.implementation_note(kv.FUSED_HEAD, "triton", DEVICE, dtype) == "triton (unverified)"
+    assert kv.implementation_note("fused_head", "triton", DEVICE, dtype) == "triton (unverified)"
 
 
 def test_argmax_head_falls_back_on_wrong_tokens(monkeypatch):
@@ -243,7 +248,7 @@ def test_verify_off_skips_the_comparison(monkeypatch):
         got = fused_head(hidden, weight, targets, impl="triton", verify=False)
     assert compare.calls == 0                    # the wrong values came through unchecked
     assert torch.allclose(got[1], fused_head(hidden, weight, targets, impl="torch")[1] + 1.0)
-    assert kv.implementation_note(kv.FUSED_HEAD, "triton", DEVICE, torch.float32) == (
+    assert kv.implementation_note("fused_head", "triton", DEVICE, torch.float32) == (
         "triton (unverified)")
     with pytest.warns(kv.KernelVerificationWarning, match="lse differs"):
         fused_head(hidden, weight, targets, impl="triton", verify=True)
@@ -257,7 +262,7 @@ def test_bad_input_is_a_value_error_not_a_fallback():
         fused_head(hidden, weight, targets, impl="triton")
     with pytest.raises(ValueError, match="hidden and weight must share one dtype"):
         argmax_head(hidden, weight.half(), impl="triton")
-    assert kv.implementation_note(kv.FUSED_HEAD, "triton", DEVICE, torch.float32) == (
+    assert kv.implementation_note("fused_head", "triton", DEVICE, torch.float32) == (
         "triton (unverified)")
 
 
@@ -270,13 +275,13 @@ def test_out_of_memory_is_raised_not_a_fallback(monkeypatch):
     monkeypatch.setattr(fused_triton, "fused_head_triton", oom)
     with pytest.raises(torch.OutOfMemoryError):
         fused_head(hidden, weight, targets, impl="triton")
-    assert kv.implementation_note(kv.FUSED_HEAD, "triton", DEVICE, torch.float32) == (
+    assert kv.implementation_note("fused_head", "triton", DEVICE, torch.float32) == (
         "triton (unverified)")
 
 
 def test_implementation_note_for_the_twin():
-    assert kv.implementation_note(kv.FUSED_HEAD, "torch", "cuda:0", torch.bfloat16) == "torch"
-    assert kv.implementation_note(kv.ARGMAX_HEAD, "auto", "cpu", torch.float32) == "torch"
+    assert kv.implementation_note("fused_head", "torch", "cuda:0", torch.bfloat16) == "torch"
+    assert kv.implementation_note("argmax_head", "auto", "cpu", torch.float32) == "torch"
 
 
 def test_sample_rows_cover_the_batch():
@@ -306,7 +311,7 @@ def test_gpu_kernels_pass_their_first_use_check(dtype, n):
         warnings.simplefilter("error", kv.KernelVerificationWarning)
         fused_head(hidden, weight, targets, masked_token=0)
         argmax_head(hidden, weight, masked_token=0)
-    for kernel in (kv.FUSED_HEAD, kv.ARGMAX_HEAD):
+    for kernel in ("fused_head", "argmax_head"):
         assert kv.implementation_note(kernel, "auto", "cuda", dtype) == "triton"
 
 
