@@ -108,9 +108,16 @@ class CorpusIndex:
         header = fmt.read_header(path)
         if header["kind"] == "single":
             return cls(path, header, [Shard(path, verify=verify, header=header)])
-        names = header.get("shards")
-        if not isinstance(names, list) or not names:
-            raise ValueError(f"sharded corpus index {str(path)!r} lists no shards")
+        names = header["shards"]  # validated by read_header
+        digests = header.get("shard_headers") or [None] * len(names)
+        for name, digest in zip(names, digests):
+            if digest is not None and (path / name / fmt.HEADER).is_file() and (
+                    fmt.header_sha256(path / name) != digest):
+                raise ValueError(
+                    f"shard {str(path / name)!r} of corpus index {str(path)!r} is not the one "
+                    "the index was built with (its header's sha256 differs: copied over or "
+                    "rebuilt?); rebuild the index"
+                )
         shards = [Shard(path / str(s), verify=verify) for s in names]
         total = sum(s.n_tokens for s in shards)
         if total != header["meta"].get("n_tokens"):
@@ -318,6 +325,7 @@ def _build_sharded(tmp: Path, c, meta: dict, plan, *, workers: int, use_ray: boo
         "format_version": fmt.FORMAT_VERSION,
         "kind": "sharded",
         "shards": [Path(f).name for f in folders],
+        "shard_headers": [fmt.header_sha256(f) for f in folders],
         "meta": dict(meta, n_tokens=int(c.tokens.shape[0]),
                      n_docs=int(c.doc_offsets.shape[0] - 1)),
     }

@@ -11,13 +11,19 @@ A single index is a folder:
     unigram_counts.bin  (V',) int64              their counts
 
 A sharded index is a folder with an `index.json` of kind "sharded" listing shard folders, each a
-single index. Arrays are memory-mapped on open; sizes are checked against the header and, unless
-`verify=False`, every array's CRC-32 too. Anything else (no header, another magic, a newer
-version, a wrong size or checksum) is refused with a ValueError/FileNotFoundError.
+single index, and the sha256 of each shard's `index.json` (`shard_headers`): a shard copied over
+another, or rebuilt, is refused. Every header carries the sha256 of its own contents
+(`checksum`), so a hand-edited header is refused too; its values are validated (types, ranges,
+and their consistency with the arrays) before use. Arrays are memory-mapped on open; sizes are
+checked against the header and, unless `verify=False`, every array's CRC-32 too. Anything else
+(no header, another magic, a newer version, a wrong size or checksum) is refused with a
+ValueError/FileNotFoundError. Headers written before `checksum`/`shard_headers` existed are
+validated but cannot be checked for edits.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -83,7 +89,18 @@ def array_entry(folder: Path, name: str, dtype: np.dtype, shape: tuple[int, ...]
     }
 
 
+def _contents_sha256(header: dict) -> str:
+    body = {k: v for k, v in header.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def header_sha256(folder: str | os.PathLike) -> str:
+    """sha256 of a folder's index.json file (what a sharded header records per shard)."""
+    return hashlib.sha256((Path(folder) / HEADER).read_bytes()).hexdigest()
+
+
 def write_header(folder: Path, header: dict) -> None:
+    header = dict(header, checksum=_contents_sha256(header))
     tmp = folder / (HEADER + ".tmp")
     tmp.write_text(json.dumps(header, indent=1, sort_keys=True))
     os.replace(tmp, folder / HEADER)
@@ -118,7 +135,75 @@ def read_header(folder: str | os.PathLike) -> dict:
         )
     if header.get("kind") not in ("single", "sharded"):
         raise ValueError(f"{str(path)!r}: unknown index kind {header.get('kind')!r}")
+    if "checksum" in header and header["checksum"] != _contents_sha256(header):
+        raise ValueError(f"{str(path)!r} was edited after the index was built: its checksum does "
+                         "not match its contents; rebuild the index")
+    validate_header(header, path)
     return header
+
+
+def _bad(path, what: str, value, expected: str) -> ValueError:
+    return ValueError(f"{str(path)!r}: {what} is {value!r}, expected {expected}")
+
+
+def _int(value, path, what: str, *, low: int = 0, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise _bad(path, what, value, f"an integer >= {low}" + (" or null" if optional else ""))
+
+
+def validate_header(header: dict, path) -> None:
+    """The header's values, each of the right type and range, and consistent with each other
+    (ValueError naming the value and what was expected)."""
+    meta = header.get("meta")
+    if not isinstance(meta, dict):
+        raise _bad(path, "meta", meta, "an object")
+    if meta.get("token_dtype") not in ("<u2", "<u4"):
+        raise _bad(path, "meta.token_dtype", meta.get("token_dtype"), "'<u2' or '<u4'")
+    _int(meta.get("vocab_size"), path, "meta.vocab_size", low=1)
+    if not isinstance(meta.get("vocab_size_declared", False), bool):
+        raise _bad(path, "meta.vocab_size_declared", meta["vocab_size_declared"], "true or false")
+    if not isinstance(meta.get("tokenizer"), (str, type(None))):
+        raise _bad(path, "meta.tokenizer", meta["tokenizer"], "a string or null")
+    _int(meta.get("sequence_length"), path, "meta.sequence_length", low=1, optional=True)
+    for key in ("n_tokens", "n_docs"):
+        _int(meta.get(key), path, f"meta.{key}", optional=header["kind"] == "single")
+    if header["kind"] == "sharded":
+        _validate_sharded(header, path)
+        return
+    _int(meta.get("max_token"), path, "meta.max_token", optional=True)
+    if meta.get("max_token") is not None and meta["max_token"] >= meta["vocab_size"]:
+        raise _bad(path, "meta.max_token", meta["max_token"],
+                   f"below meta.vocab_size = {meta['vocab_size']}")
+    arrays = header.get("arrays")
+    if not isinstance(arrays, dict) or not all(isinstance(e, dict) for e in arrays.values()):
+        raise _bad(path, "arrays", arrays, "an object of array entries")
+    for name, entry in arrays.items():
+        file = entry.get("file")
+        if not isinstance(file, str) or Path(file).name != file or file in ("", ".", ".."):
+            raise _bad(path, f"arrays.{name}.file", file, "a file name inside the index folder")
+        shape = entry.get("shape")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise _bad(path, f"arrays.{name}.shape", shape, "a list of non-negative integers")
+    tokens = arrays.get("tokens", {})
+    if "dtype" in tokens and tokens["dtype"] != meta["token_dtype"]:
+        raise _bad(path, "arrays.tokens.dtype", tokens["dtype"],
+                   f"meta.token_dtype = {meta['token_dtype']!r}")
+    for key, arr, extra in (("n_tokens", "tokens", 0), ("n_docs", "doc_offsets", 1)):
+        shape = arrays.get(arr, {}).get("shape")
+        if meta.get(key) is not None and shape and meta[key] + extra != shape[0]:
+            raise _bad(path, f"meta.{key}", meta[key], f"{shape[0] - extra} (the {arr} array)")
+
+
+def _validate_sharded(header: dict, path) -> None:
+    names = header.get("shards")
+    if not isinstance(names, list) or not names or not all(
+            isinstance(n, str) and n and Path(n).name == n and n not in (".", "..") for n in names):
+        raise _bad(path, "shards", names, "a non-empty list of shard folder names")
+    digests = header.get("shard_headers")
+    if digests is not None and (not isinstance(digests, list) or len(digests) != len(names)):
+        raise _bad(path, "shard_headers", digests, f"one sha256 per shard ({len(names)})")
 
 
 def open_array(folder: Path, entry: dict, *, verify: bool) -> np.ndarray:

@@ -145,6 +145,7 @@ class Shard:
                 f"corpus index {str(self.folder)!r} is inconsistent: array sizes or "
                 f"dtypes disagree with each other"
             )
+        self._check_meta(n)
         self.docs = DocTable(np.asarray(self.offsets), n)
         hi = int(self.values[-1])
         self.dense = hi < DENSE_LIMIT
@@ -156,6 +157,20 @@ class Shard:
             self.bucket_starts = np.r_[0, np.cumsum(self.counts)].astype(np.int64)
         self.bucket_values = np.ascontiguousarray(self.values)
         self._sampled = None
+
+    def _check_meta(self, n: int) -> None:
+        """The header's numbers must describe these arrays (an edited header is refused)."""
+        top = int(self.values[-1]) if self.values.shape[0] else -1
+        checks = [("n_tokens", self.meta.get("n_tokens"), n),
+                  ("n_docs", self.meta.get("n_docs"), int(self.offsets.shape[0]) - 1),
+                  ("max_token", self.meta.get("max_token"), top)]
+        for key, recorded, actual in checks:
+            if recorded is not None and recorded != actual:
+                raise ValueError(f"corpus index {str(self.folder)!r}: header says {key} = "
+                                 f"{recorded}, its arrays hold {actual}")
+        if top >= int(self.meta["vocab_size"]):
+            raise ValueError(f"corpus index {str(self.folder)!r}: header says vocab_size = "
+                             f"{self.meta['vocab_size']}, but the corpus holds token id {top}")
 
     @property
     def n_tokens(self) -> int:
