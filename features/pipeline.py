@@ -37,6 +37,7 @@ from features import duplicates as _dups
 from features import semantic as _sem
 from features import templating as _tmpl
 from features import token_stats as _tstats
+from features.provenance import check_index, scored_samples
 from features.tokenizers import as_encoder, decode_batch, load_tokenizer, vocab_size
 
 __all__ = ["compute", "FEATURES", "text_features", "read_table"]
@@ -162,7 +163,15 @@ def _index_tokenizer(index, tok):
     from features.index import tokenizer_fingerprint
 
     mine = tokenizer_fingerprint(tok)
-    if mine != recorded:
+    built = recorded
+    if not recorded.startswith("sha256:"):
+        # an index that recorded a tokenizer's name (as `memtax index build` once did): compare
+        # the vocabulary that name stands for
+        try:
+            built = tokenizer_fingerprint(load_tokenizer(recorded))
+        except (ValueError, OSError):
+            return recorded
+    if mine != built:
         raise ValueError(
             f"the tokenizer's vocabulary ({mine[:20]}...) differs from the one the corpus index "
             f"was built with ({recorded[:20]}...)"
@@ -190,7 +199,8 @@ def _select(ids: np.ndarray, tokens: np.ndarray, wanted_sorted: np.ndarray | Non
 
 
 def compute(table, samples, *, index=None, tokenizer=None, reference=None,
-            prefix_len: int | None = None, cont_len: int | None = None, semantic: bool = True,
+            prefix_len: int | None = None, cont_len: int | None = None, stride: int | None = None,
+            semantic: bool = True,
             chunk_size: int = 8192, workers: int = 2, embed_device: str = "cpu",
             embed_dtype: str = "float32", progress: bool = True) -> pa.Table:
     """Feature table for the samples behind a score table.
@@ -198,7 +208,11 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
     table: the score table (pyarrow.Table, .parquet path or score folder) or None for features
         of the samples alone. Its `sample_id`s must all be present in `samples`.
     samples: as for `engine.score`: a 2-D integer array (sample_id = row), a path (.npy,
-        .bin/.idx, .parquet, .jsonl/.txt) or a sample source.
+        .bin/.idx, .parquet, .jsonl/.txt) or a sample source; None = the source the score run
+        recorded (absolute path and selection). With a score table, the samples must be those
+        scored (`features.provenance`: their fingerprint, the text stride and tokenizer), and
+        the index's vocabulary must fit the scoring model's; mismatches are refused.
+    stride: window stride of text samples (default: the score run's, which it must equal).
     index: a `CorpusIndex` (or its folder) for duplicates and token frequencies.
     tokenizer: a name ("gpt-neox", "gpt2"), a tokenizer file/folder or object, for the text
         features.
@@ -222,8 +236,15 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
     prefix_len, cont_len = _lengths(table, prefix_len, cont_len)
     tok = load_tokenizer(tokenizer)
     index = _open_index(index)
-    source = open_samples(samples, prefix_len=prefix_len, cont_len=cont_len,
-                          tokenizer=as_encoder(tok))
+    if table is not None:  # scores, samples and index checked against each other first
+        meta = table.schema.metadata or {}
+        source = scored_samples(meta, samples, tokenizer=tok, stride=stride,
+                                prefix_len=prefix_len, cont_len=cont_len)
+        if index is not None:
+            check_index(meta, index)
+    else:
+        source = open_samples(samples, prefix_len=prefix_len, cont_len=cont_len,
+                              tokenizer=as_encoder(tok), stride=stride)
     table_ids = _table_ids(table) if table is not None else None
     skipped = _skipped_columns(index, tok, semantic)
     do_sem = tok is not None and semantic

@@ -110,8 +110,10 @@ def scored_samples(meta: dict, samples=None, *, tokenizer=None, stride: int | No
     recorded = {"check_ids": json.loads(_text(meta, "samples_check_ids") or "null"),
                 "check_sha256": _text(meta, "samples_sha256")}
     if recorded["check_ids"] is None or not recorded["check_sha256"]:
-        warnings.warn("the score run records no sample fingerprint (an older memtax): the "
-                      "samples cannot be checked against the scores", stacklevel=2)
+        if _text(meta, "model") is not None:  # a score run of an older memtax, not a bare table
+            warnings.warn("features: the score run records no sample fingerprint (an older "
+                          "memtax): the samples cannot be checked against the scores",
+                          stacklevel=2)
     else:
         check_samples(source, recorded, what="the score run")
     return source

@@ -63,7 +63,7 @@ def run(args) -> int:
         warnings.simplefilter("always")
         warnings.showwarning = _show
         tok, samples, index = _checked_inputs(args, table)
-        feats = compute(table, samples, index=index, tokenizer=tok,
+        feats = compute(table, samples, index=index, tokenizer=tok, stride=args.stride,
                         reference=args.reference, semantic=not args.no_semantic,
                         prefix_len=args.prefix_len, cont_len=args.cont_len,
                         chunk_size=args.chunk_size, workers=args.workers,
@@ -91,27 +91,15 @@ def _lengths(args, meta: dict) -> tuple[int, int]:
 
 
 def _checked_inputs(args, table):
-    """(tokenizer, samples, index) with the scores, samples and index checked against each
-    other (`features.provenance`)."""
+    """(tokenizer, samples, index): the lengths checked here (to name the flags), the rest by
+    `features.compute` (`features.provenance`)."""
     from features.tokenizers import load_tokenizer
 
-    tok = load_tokenizer(args.tokenizer)
-    index = args.index
-    if table is None:
-        if args.stride is not None:
-            raise ValueError("--stride applies to text samples of a score run; give --scores")
-        return tok, args.samples, index
-    from features.index import CorpusIndex
-    from features.provenance import check_index, scored_samples
-
-    meta = table.schema.metadata or {}
-    prefix_len, cont_len = _lengths(args, meta)
-    samples = scored_samples(meta, args.samples, tokenizer=tok, stride=args.stride,
-                             prefix_len=prefix_len, cont_len=cont_len)
-    if index is not None:
-        index = CorpusIndex.open(index)
-        check_index(meta, index, tokenizer=tok)
-    return tok, samples, index
+    if table is None and args.stride is not None and args.samples is None:
+        raise ValueError("--stride applies to text samples; give --scores or --samples")
+    if table is not None:
+        _lengths(args, table.schema.metadata or {})
+    return load_tokenizer(args.tokenizer), args.samples, args.index
 
 
 def _show(message, category, filename, lineno, file=None, line=None):
