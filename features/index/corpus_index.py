@@ -191,10 +191,18 @@ class CorpusIndex:
                 )
         return np.ascontiguousarray(q, dtype=self.dtype)
 
-    def count(self, queries, *, tokenizer=None) -> np.ndarray:
+    def count(self, queries, *, tokenizer=None, cluster: str | None = None,
+              ray_address: str | None = None, **ray_options) -> np.ndarray:
         """Occurrences (Q,) int64 of each row of `queries` (Q, n) inside documents. A 1-D query
-        is treated as one row. `tokenizer` (name or object), when given, must match the index's."""
+        is treated as one row. `tokenizer` (name or object), when given, must match the index's.
+        cluster="ray": Ray tasks per (shard, block of queries) on the cluster at `ray_address`
+        (or this process's, or a new local one); `ray_options` go to
+        `features.index.distributed.count_on_ray` (block_rows, num_cpus, max_retries, ...)."""
         q = self._queries(queries, tokenizer)
+        if _cluster(cluster, ray_address, ray_options):
+            from features.index.distributed import count_on_ray
+
+            return count_on_ray(self, q, address=ray_address, **ray_options)
         out = np.zeros(q.shape[0], dtype=np.int64)
         for s in self.shards:
             out += s.count(q)
@@ -218,12 +226,18 @@ class CorpusIndex:
             found.append(np.asarray(s.sa[a:b], dtype=np.int64) + base)
         return np.sort(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
 
-    def window_counts(self, n: int) -> np.ndarray:
+    def window_counts(self, n: int, *, cluster: str | None = None,
+                      ray_address: str | None = None, **ray_options) -> np.ndarray:
         """(N,) int64: count in the whole corpus of the n-gram starting at each position (0
         where it would cross its document's end). Sharded: each shard's local counts, then one
-        k-way merge of the shards' suffix arrays sums equal n-grams (`shard_merge`)."""
+        k-way merge of the shards' suffix arrays sums equal n-grams (`shard_merge`).
+        cluster="ray": the shards' local counts as Ray tasks (see `count`), the merge here."""
         if not isinstance(n, int | np.integer) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
+        if _cluster(cluster, ray_address, ray_options):
+            from features.index.distributed import window_counts_on_ray
+
+            return window_counts_on_ray(self, int(n), address=ray_address, **ray_options)
         out = np.empty(self.n_tokens, dtype=np.int64)
         for s, base in zip(self.shards, self.shard_starts[:-1]):
             out[base : base + s.n_tokens] = s.window_counts(int(n))
@@ -271,6 +285,16 @@ class CorpusIndex:
             f"CorpusIndex({str(self.path)!r}, tokens={self.n_tokens}, docs={self.n_docs}, "
             f"shards={len(self.shards)}, dtype={self.dtype})"
         )
+
+
+def _cluster(cluster: str | None, ray_address: str | None, ray_options: dict) -> bool:
+    """True for cluster="ray"; ValueError for another value, or Ray options without it."""
+    if cluster not in (None, "ray"):
+        raise ValueError(f"cluster must be None or 'ray', got {cluster!r}")
+    if cluster is None and (ray_address is not None or ray_options):
+        raise ValueError(f"Ray options {sorted(ray_options) or ['ray_address']} need "
+                         "cluster='ray'")
+    return cluster == "ray"
 
 
 def _index_meta(c, vocab_size, tokenizer, sequence_length) -> dict:

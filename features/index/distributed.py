@@ -1,0 +1,213 @@
+"""Corpus counts on a Ray cluster: one task per (shard, block of queries).
+
+    counts = idx.count(queries, cluster="ray")                  # a local cluster, or the one
+    counts = idx.count(queries, cluster="ray", ray_address="auto")   # ray.init already joined
+    wc = idx.window_counts(32, cluster="ray")
+
+Each task opens its shard where it lies (the index folder must be on a file system every worker
+mounts at the same path), counts one block of queries in it and returns the block's partial
+counts; the driver sums the partials of a block in shard order, so the result is the
+single-process one exactly. A task holds one shard (memory-mapped) and one block (`block_rows`
+queries) at a time; at most `in_flight` tasks are queued, so the driver's and the object store's
+memory stay bounded too. A task whose worker process dies is retried by Ray (`max_retries`); a
+worker that cannot see a shard's files fails the run with FileNotFoundError naming the path.
+
+Window counts: one task per shard computes that shard's local counts; the k-way merge that sums
+equal n-grams across shards (`shard_merge`) then runs in the driver, over every shard at once.
+
+Ray starts only when a function here is called (`connect`): never at import.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["connect", "count_on_ray", "window_counts_on_ray", "run_tasks", "BLOCK_ROWS"]
+
+BLOCK_ROWS = 1 << 16  # queries per task: (65,536 x n) tokens in, 512 KiB of counts out
+
+
+def connect(address: str | None = None, num_cpus: int | None = None):
+    """The `ray` module, joined to a cluster: the one this process already joined, else the
+    cluster at `address` ("auto", "ray://host:10001", "host:6379"), else a new local one with
+    `num_cpus` CPUs (all when None). A local cluster stays up for later calls; `ray.shutdown()`
+    ends it."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise ValueError("cluster='ray' needs Ray: pip install 'memtax[ray]'") from exc
+    if ray.is_initialized():
+        return ray
+    if address is not None:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        if num_cpus is not None and (not isinstance(num_cpus, int) or num_cpus < 1):
+            raise ValueError(f"num_cpus must be a positive integer or None, got {num_cpus!r}")
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    return ray
+
+
+def run_tasks(ray, submit: Iterator, on_result: Callable, *, total: int, in_flight: int,
+              desc: str, progress: bool) -> None:
+    """Submit the (key, ObjectRef) pairs `submit` yields, at most `in_flight` unfinished at a
+    time, and call `on_result(key, value)` as each finishes (in completion order), with a tqdm
+    bar over the `total` tasks. A task's exception is raised here (the rest are cancelled)."""
+    from tqdm.auto import tqdm
+
+    pending: dict = {}
+    bar = tqdm(total=total, desc=desc, unit="task", disable=not progress, leave=False)
+    try:
+        for key, ref in submit:
+            pending[ref] = key
+            while len(pending) >= in_flight:
+                _finish_one(ray, pending, on_result, bar)
+        while pending:
+            _finish_one(ray, pending, on_result, bar)
+    finally:
+        bar.close()
+        for ref in pending:
+            ray.cancel(ref, force=False)
+
+
+def _finish_one(ray, pending: dict, on_result: Callable, bar) -> None:
+    done, _ = ray.wait(list(pending), num_returns=1)
+    key = pending.pop(done[0])
+    on_result(key, _get(ray, done[0]))
+    bar.update(1)
+
+
+def _get(ray, ref):
+    """ray.get, with a worker's FileNotFoundError raised as itself (not Ray's wrapper)."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause if hasattr(exc, "cause") else None
+        if isinstance(cause, FileNotFoundError):
+            raise FileNotFoundError(str(cause)) from None
+        raise
+
+
+# ------------------------------------------------------------------ worker side
+def visible_folder(folder: str) -> Path:
+    """`folder` as a Path when this process sees its header; FileNotFoundError naming the path
+    and the host otherwise (a worker without the shared file system)."""
+    from features.index import format as fmt
+
+    path = Path(folder)
+    if not (path / fmt.HEADER).is_file():
+        raise FileNotFoundError(
+            f"Ray worker on host {socket.gethostname()!r} (pid {os.getpid()}) cannot see the "
+            f"corpus index files at {str(path / fmt.HEADER)!r}: the index must lie on a file "
+            "system every worker mounts at the same path"
+        )
+    return path
+
+
+@functools.lru_cache(maxsize=8)
+def _open_shard(folder: str, digest: str | None):
+    """A worker's opened shard, kept for its later tasks (the sampled keys a big count builds
+    are reused); a shard rebuilt since (another header sha256) is refused."""
+    from features.index import format as fmt
+    from features.index.single import Shard
+
+    if digest is not None and fmt.header_sha256(folder) != digest:
+        raise ValueError(f"shard {folder!r} is not the one the index was built with (its "
+                         "header's sha256 differs on this worker)")
+    return Shard(folder, verify=False)
+
+
+def _threads(threads: int) -> None:
+    import numba
+
+    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+
+
+def count_task(folder: str, digest: str | None, queries: np.ndarray, threads: int = 1):
+    """(Q,) int64 counts of `queries` in the shard at `folder` (run on a worker)."""
+    visible_folder(folder)
+    _threads(threads)
+    return _open_shard(folder, digest).count(queries)
+
+
+def window_task(folder: str, digest: str | None, n: int, threads: int = 1):
+    """The shard's local window counts (run on a worker)."""
+    visible_folder(folder)
+    _threads(threads)
+    return _open_shard(folder, digest).window_counts(int(n))
+
+
+# ------------------------------------------------------------------ driver side
+def _shard_refs(index) -> list[tuple[str, str | None]]:
+    """(absolute folder, header sha256 or None) of every shard, in shard order."""
+    digests = index.header.get("shard_headers") or [None] * len(index.shards)
+    return [(str(Path(s.folder).resolve()), d) for s, d in zip(index.shards, digests)]
+
+
+def count_on_ray(index, queries: np.ndarray, *, address: str | None = None,
+                 num_cpus: int | None = None, block_rows: int = BLOCK_ROWS,
+                 threads: int = 1, max_retries: int = 3, in_flight: int | None = None,
+                 progress: bool = False, task_fn: Callable | None = None) -> np.ndarray:
+    """(Q,) int64: `index.count(queries)` computed by Ray tasks per (shard, block of
+    `block_rows` queries). `queries`: (Q, n) in the index's token dtype (already checked by
+    `CorpusIndex.count`). `threads`: Numba threads per task. `task_fn`: the function run per
+    task (default `count_task`; same arguments), an instrumentation hook."""
+    for name, value in (("block_rows", block_rows), ("threads", threads)):
+        if not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    ray = connect(address, num_cpus)
+    remote = ray.remote(num_cpus=1, max_retries=int(max_retries))(task_fn or count_task)
+    shards = _shard_refs(index)
+    starts = list(range(0, queries.shape[0], int(block_rows)))
+    out = np.zeros(queries.shape[0], dtype=np.int64)
+    partial: dict[int, dict[int, np.ndarray]] = {}
+
+    def submit():
+        for b, a in enumerate(starts):
+            block = ray.put(np.ascontiguousarray(queries[a : a + block_rows]))
+            for s, (folder, digest) in enumerate(shards):
+                yield (b, s), remote.remote(folder, digest, block, threads)
+
+    def on_result(key, counts):
+        b, s = key
+        partial.setdefault(b, {})[s] = np.asarray(counts, dtype=np.int64)
+        if len(partial[b]) == len(shards):  # a whole block: sum in shard order, then drop it
+            a = starts[b]
+            for k in range(len(shards)):
+                out[a : a + block_rows] += partial[b][k]
+            del partial[b]
+
+    limit = in_flight or 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+    run_tasks(ray, submit(), on_result, total=len(starts) * len(shards), in_flight=limit,
+              desc="index count (ray)", progress=progress)
+    return out
+
+
+def window_counts_on_ray(index, n: int, *, address: str | None = None,
+                         num_cpus: int | None = None, threads: int = 1, max_retries: int = 3,
+                         progress: bool = False) -> np.ndarray:
+    """(N,) int64: `index.window_counts(n)`, each shard's local counts computed by a Ray task,
+    then the cross-shard merge here (which holds every shard's tokens and SA at once)."""
+    ray = connect(address, num_cpus)
+    remote = ray.remote(num_cpus=1, max_retries=int(max_retries))(window_task)
+    out = np.empty(index.n_tokens, dtype=np.int64)
+    bases = index.shard_starts
+
+    def on_result(s, local):
+        out[bases[s] : bases[s + 1]] = local
+
+    refs = ((s, remote.remote(f, d, int(n), threads)) for s, (f, d) in enumerate(_shard_refs(index)))
+    limit = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+    run_tasks(ray, refs, on_result, total=len(index.shards), in_flight=limit,
+              desc="index window counts (ray)", progress=progress)
+    if len(index.shards) > 1:
+        from features.index.shard_merge import merge_window_counts
+
+        bits = max(int(s.values[-1]) for s in index.shards).bit_length()
+        merge_window_counts(index.shards, out, int(n), bits)
+    return out

@@ -1,0 +1,124 @@
+"""Corpus counts on a local Ray cluster (2 worker processes) equal the single-process ones
+exactly; a worker killed mid-count is retried; a worker that cannot see a shard is refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import brute_count, sample_queries
+
+from features import CorpusIndex
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local Ray cluster for the module (starting one costs seconds)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def _random_docs(rng, n_docs, alphabet, dtype):
+    return [rng.integers(0, alphabet, size=int(rng.integers(50, 400))).astype(dtype)
+            for _ in range(n_docs)]
+
+
+def _repetitive_docs(rng, n_docs):
+    """Every document a short motif repeated, some documents copies of others: deep ties."""
+    motifs = [rng.integers(0, 4, size=k) for k in (1, 3, 7)]
+    docs = []
+    for i in range(n_docs):
+        m = motifs[i % 3]
+        docs.append(np.tile(m, 300 // len(m) + 1)[: int(rng.integers(100, 300))].astype(np.uint16))
+    return docs + docs[:5]
+
+
+def _queries(docs, rng, n, alphabet):
+    qs = sample_queries(docs, n, 300, alphabet, rng)
+    return np.concatenate([qs, qs[:50]])  # repeated rows too
+
+
+@pytest.fixture(scope="module")
+def indexes(tmp_path_factory):
+    rng = np.random.default_rng(7)
+    root = tmp_path_factory.mktemp("ray-idx")
+    corpora = {
+        "random": (_random_docs(rng, 40, 5, np.uint16), 5),
+        "repetitive": (_repetitive_docs(rng, 30), 4),
+        "uint32": (_random_docs(rng, 30, 70_000, np.uint32), 70_000),
+    }
+    out = {}
+    for name, (docs, alphabet) in corpora.items():
+        idx = CorpusIndex.build(docs, root / name, shard_tokens=1500, progress=False)
+        assert len(idx.shards) >= 3
+        out[name] = (idx, docs, alphabet)
+    return out
+
+
+@pytest.mark.parametrize("name", ["random", "repetitive", "uint32"])
+def test_counts_equal_single_process(cluster, indexes, name):
+    idx, docs, alphabet = indexes[name]
+    rng = np.random.default_rng(11)
+    for n in (1, 3, 8):
+        qs = _queries(docs, rng, n, alphabet)
+        single = idx.count(qs)
+        # blocks of 64 queries: several blocks per shard, partial sums in shard order
+        distributed = idx.count(qs, cluster="ray", block_rows=64)
+        assert distributed.dtype == np.int64
+        np.testing.assert_array_equal(distributed, single)
+        # and both equal brute force on a sample
+        for q, c in list(zip(qs, distributed))[::37]:
+            assert c == brute_count(docs, q)
+    assert idx.window_counts(5, cluster="ray").tolist() == idx.window_counts(5).tolist()
+
+
+def _kill_once(marker: str):
+    """A count task that kills its own worker process on its first attempt (the marker file
+    records the attempt), then counts normally on Ray's retry."""
+    def task(folder, digest, queries, threads):
+        import os
+        import signal
+
+        from features.index.distributed import count_task
+
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return count_task(folder, digest, queries, threads)
+        os.close(fd)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    return task
+
+
+def test_worker_killed_mid_count_is_retried(cluster, indexes, tmp_path):
+    from features.index.distributed import count_on_ray
+
+    idx, docs, alphabet = indexes["random"]
+    qs = idx._queries(_queries(docs, np.random.default_rng(3), 4, alphabet), None)
+    marker = tmp_path / "killed"
+    got = count_on_ray(idx, qs, block_rows=100, max_retries=3, task_fn=_kill_once(str(marker)))
+    assert marker.exists()  # a worker process did die
+    np.testing.assert_array_equal(got, idx.count(qs))
+
+
+def test_worker_without_the_shard_files_is_refused(cluster, tmp_path):
+    rng = np.random.default_rng(5)
+    docs = _random_docs(rng, 20, 6, np.uint16)
+    idx = CorpusIndex.build(docs, tmp_path / "idx", shard_tokens=1500, progress=False)
+    qs = sample_queries(docs, 3, 20, 6, rng)
+    gone = idx.shards[1].folder
+    # the driver keeps its memory maps; the workers look for the path and find nothing
+    gone.rename(tmp_path / "moved")
+    with pytest.raises(FileNotFoundError, match=str(gone / "index.json")):
+        idx.count(qs, cluster="ray")
+
+
+def test_cluster_argument_is_checked(indexes):
+    idx = indexes["random"][0]
+    with pytest.raises(ValueError, match="cluster must be None or 'ray'"):
+        idx.count([[1, 2]], cluster="dask")
+    with pytest.raises(ValueError, match="need cluster='ray'"):
+        idx.count([[1, 2]], block_rows=4)
