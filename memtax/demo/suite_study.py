@@ -63,24 +63,28 @@ def _ordered_models(s) -> list[str]:
 
 
 def _model_entries(s) -> list[dict]:
-    """Per model: name, parameters, steps, tokens_per_s (training), final_loss (manifest)."""
+    """Per model: name, parameters, steps, train_s, tokens_per_s (training), final_loss (from
+    the manifest)."""
     timings = s.manifest.get("timings", {}).get("models", {})
     out = []
     for name, steps in s.models.items():
         m = s.manifest["models"][name]
         out.append({"name": name, "parameters": int(m["parameters"]), "steps": list(steps),
+                    "train_s": timings.get(name, {}).get("train_s"),
                     "tokens_per_s": timings.get(name, {}).get("tokens_per_s"),
                     "final_loss": m.get("final_loss")})
     return out
 
 
-def suite_info(s, n_sequences: int) -> dict:
+def suite_info(s) -> dict:
     """What the summary says about a suite: its folder, stream, and each model."""
     stream = s.manifest["stream"]
-    return {"root": str(s.root), "sequences": int(n_sequences),
+    return {"root": str(s.root), "sequences": int(stream["sequences"]),
             "unique_sequences": int(stream["unique_sequences"]),
             "documents": int(s.manifest["tokenizer"]["documents"]),
-            "epochs": s.config.epochs, "seq_len": s.seq_len,
+            "corpus_share": s.config.corpus_share, "epochs": s.config.epochs,
+            "seq_len": s.seq_len, "tokenizer_s": s.manifest.get("timings", {}).get("tokenizer_s"),
+            "stream_s": s.manifest.get("timings", {}).get("stream_s"),
             "batch_size": s.batch_size, "vocab_size": s.vocab_size,
             "models": sorted(_model_entries(s), key=lambda m: (m["parameters"], m["name"]))}
 
@@ -98,6 +102,30 @@ def _pythia_samples(s, n: int | None, seed: int, length: int):
         raise ValueError(f"prefix_len + cont_len = {length} exceeds the suite's sequences of "
                          f"{s.seq_len} tokens")
     return s.training_samples(length, limit=n, seed=seed)
+
+
+def _sample_stage(s, samples, seed, length, tok, root: Path, clock: StageClock):
+    """(ids, rows, sample source) of Pythia's samples, written to samples.parquet."""
+    from engine.data import ArraySource
+
+    with clock("sample", "samples") as t:
+        ids, rows = _pythia_samples(s, samples, seed, length)
+        t.amount = len(ids)
+    _write_samples(ids, rows, tok, root / "samples.parquet")
+    return ids, rows, ArraySource(rows, rows.shape[1], sample_ids=ids,
+                                  description="memtax demo: training sequences")
+
+
+def _index_stage(s, tok, path: Path, clock: StageClock, progress):
+    """The corpus index over the exact training stream, each sequence its own document."""
+    import features
+
+    with clock("index", "tokens") as t:
+        idx = features.CorpusIndex.build(s.stream_prefix, path, sequence_length=s.seq_len,
+                                         tokenizer=tok, vocab_size=s.vocab_size,
+                                         progress=progress)
+        t.amount = int(s.manifest["stream"]["tokens"])
+    return idx
 
 
 def _write_samples(ids, rows, tok, path: Path) -> None:
@@ -191,12 +219,13 @@ def run_suite_study(documents: Sequence, out, *, config, samples: int | None = N
     """Build (or reuse) a suite from `documents` in `out/suite` and run the whole study on it
     (see the module docstring). documents: as for `run_pipeline` (`.name`, `.part`, and `.text`
     or `.path`). config: a `memtax.suite.SuiteConfig`. workers: processes scoring checkpoints
-    (one core each). Raises as `run_pipeline` does; a failed
-    run leaves an earlier output as it was, and a suite being built stays resumable."""
+    (one core each). Raises as `run_pipeline` does; a failed run leaves an earlier output as it
+    was, and a suite being built stays resumable."""
     import engine
-    from engine.data import ArraySource
     from engine.models import load_tokenizer
 
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
     out = Path(out)
     clock = StageClock()
     with staging(out, keep=(SUITE_DIR,)) as root:
@@ -206,20 +235,9 @@ def run_suite_study(documents: Sequence, out, *, config, samples: int | None = N
         s = _suite([d.text for d in docs], out / SUITE_DIR, config, clock, progress)
         tok = load_tokenizer(str(s.tokenizer_dir))
         models = _ordered_models(s)
-        with clock("sample", "samples") as t:
-            ids, rows = _pythia_samples(s, samples, seed, prefix_len + cont_len)
-            n_stream = int(s.manifest["stream"]["sequences"])
-            t.amount = len(ids)
-        _write_samples(ids, rows, tok, root / "samples.parquet")
-        source = ArraySource(rows, rows.shape[1], sample_ids=ids,
-                             description="memtax demo: training sequences")
-        with clock("index", "tokens") as t:
-            import features
-
-            idx = features.CorpusIndex.build(s.stream_prefix, root / "index",
-                                             sequence_length=s.seq_len, tokenizer=tok,
-                                             vocab_size=s.vocab_size, progress=progress)
-            t.amount = n_stream * s.seq_len
+        ids, rows, source = _sample_stage(s, samples, seed, prefix_len + cont_len, tok, root,
+                                          clock)
+        idx = _index_stage(s, tok, root / "index", clock, progress)
         tables = _score_all(s, models, ids, rows, root, clock, workers=workers,
                             progress=progress, prefix_len=prefix_len, cont_len=cont_len,
                             batch_size=batch_size, dtype=dtype)
@@ -241,7 +259,7 @@ def run_suite_study(documents: Sequence, out, *, config, samples: int | None = N
             examples=category_examples(study.cats, study.memorized, study.sample_ids,
                                        _describer(ids, rows, tok, prefix_len)),
             stages=clock.stages, checks=checks, lengths=(prefix_len, cont_len), model=label,
-            suite=suite_info(s, n_stream), checkpoints=counts,
+            suite=suite_info(s), checkpoints=counts,
             report_notes=report_notes(root / "report"))
         write_summary(result, root, {"seed": seed, "samples": samples,
                                      "prefix_len": prefix_len, "cont_len": cont_len,

@@ -131,17 +131,22 @@ def _corpus_lines(result: DemoResult) -> list[str]:
 
 def _suite_lines(result: DemoResult) -> list[str]:
     s = result.suite
-    lines = ["", f"suite         {s['root']}: {s['documents']:,} documents -> "
-             f"{s['unique_sequences']:,} sequences of {s['seq_len']} tokens, {s['epochs']:g} "
-             f"epochs = {s['sequences']:,} training sequences, batch {s['batch_size']}, "
-             f"vocabulary {s['vocab_size']:,}",
-             "model       parameters  steps                  train tokens/s  final loss"]
+    lines = ["", f"suite         {s['root']}",
+             f"              trained on {s['documents']:,} documents (a seeded "
+             f"{s['corpus_share']:.0%} of the corpus) -> {s['unique_sequences']:,} sequences of "
+             f"{s['seq_len']} tokens; {s['epochs']:g} epochs = {s['sequences']:,} training "
+             f"sequences, batch {s['batch_size']}, vocabulary {s['vocab_size']:,}",
+             "model       parameters  training  tokens/s  final loss  checkpoint steps"]
     for m in s["models"]:
         steps = ", ".join(str(x) for x in m["steps"])
         rate = _fmt_count(m["tokens_per_s"]) if m.get("tokens_per_s") else "n/a"
+        took = f"{m['train_s']:.1f} s" if m.get("train_s") is not None else "n/a"
         loss = f"{m['final_loss']:.3f}" if m.get("final_loss") is not None else "n/a"
-        lines.append(f"{m['name']:<11} {_fmt_count(m['parameters']):>10}  {steps:<22} "
-                     f"{rate:>14}  {loss:>10}")
+        lines.append(f"{m['name']:<11} {_fmt_count(m['parameters']):>10}  {took:>8}  "
+                     f"{rate:>8}  {loss:>10}  {steps}")
+    if s.get("tokenizer_s") is not None and s.get("stream_s") is not None:
+        lines.append(f"(tokenizer trained in {s['tokenizer_s']:.1f} s, stream written in "
+                     f"{s['stream_s']:.1f} s)")
     return lines
 
 
