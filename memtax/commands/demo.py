@@ -45,7 +45,7 @@ def register(subparsers) -> None:
                    f"with --model, {DEFAULT_SAMPLES} windows)")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help=f"output folder (default {DEFAULT_OUT}/; an earlier demo output there is "
-                   "replaced)")
+                   "replaced, its trained suite/ kept and reused)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="S",
                    help=f"seed of the window draw and the models' splits (default {DEFAULT_SEED})")
     p.add_argument("--model", default=None,
