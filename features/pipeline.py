@@ -202,7 +202,8 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
             prefix_len: int | None = None, cont_len: int | None = None, stride: int | None = None,
             semantic: bool = True,
             chunk_size: int = 8192, workers: int = 2, embed_device: str = "cpu",
-            embed_dtype: str = "float32", progress: bool = True) -> pa.Table:
+            embed_dtype: str = "float32", progress: bool = True, cluster: str | None = None,
+            cluster_options: dict | None = None) -> pa.Table:
     """Feature table for the samples behind a score table.
 
     table: the score table (pyarrow.Table, .parquet path or score folder) or None for features
@@ -224,6 +225,9 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
         embed_dtype: "float32" (default), "bfloat16" (faster where native, may flip pairs at
         the 0.8 threshold) or "auto"; see `features.semantic`.
     chunk_size, workers: samples per streamed chunk; processes for the text features.
+    cluster: "ray" computes each chunk's features in a Ray task, keeping finished chunks as
+        parts so a rerun resumes (`features.distributed`); cluster_options: ray_address,
+        num_cpus (of a local cluster), parts_dir (default: a temporary folder), max_retries.
     Returns a pyarrow.Table (see the module docstring). Raises ValueError for ids missing from
     the samples, vocabularies that do not match, or an empty selection.
     """
@@ -250,7 +254,16 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
     do_sem = tok is not None and semantic
     embed_dtype = _sem.resolve_dtype(embed_dtype, embed_device)  # bad value: fail before work
 
-    stream = _FeatureStream(index, tok, prefix_len=prefix_len, workers=workers, keep_text=do_sem)
+    if cluster not in (None, "ray"):
+        raise ValueError(f"cluster must be None or 'ray', got {cluster!r}")
+    if cluster == "ray":
+        from features.distributed import RayFeatureStream
+
+        stream = RayFeatureStream(index, tok, prefix_len=prefix_len, cont_len=cont_len,
+                                  keep_text=do_sem, options=cluster_options)
+    else:
+        stream = _FeatureStream(index, tok, prefix_len=prefix_len, workers=workers,
+                                keep_text=do_sem)
     stream.run(source, table_ids, chunk_size, progress)
     order_ids, cols, take = _in_output_order(stream.parts, table_ids, source.description)
     if do_sem:

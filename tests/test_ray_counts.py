@@ -122,3 +122,14 @@ def test_cluster_argument_is_checked(indexes):
         idx.count([[1, 2]], cluster="dask")
     with pytest.raises(ValueError, match="need cluster='ray'"):
         idx.count([[1, 2]], block_rows=4)
+
+
+def test_cli_index_count_ray(cluster, indexes, tmp_path):
+    from memtax.cli import main
+
+    idx, docs, alphabet = indexes["repetitive"]
+    qs = _queries(docs, np.random.default_rng(9), 6, alphabet)
+    np.save(tmp_path / "q.npy", qs)
+    args = ["index", "count", "--index", str(idx.path), "--queries", str(tmp_path / "q.npy")]
+    assert main(args + ["--out", str(tmp_path / "ray.npy"), "--ray"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "ray.npy"), idx.count(qs))

@@ -4,6 +4,7 @@
                        [--sequence-length 2049] [--dtype uint16|uint32] [--vocab-size V]
                        [--key-batches K]
     memtax index count --index DIR --queries FILE [--out COUNTS.npy]
+                       [--ray [--ray-cpus K] | --ray-address ADDRESS]
     memtax index stats DIR
 
 SRC: a .npy token array (1-D: one document, 2-D: one per row) or a GPT-NeoX .bin/.idx dataset.
@@ -53,6 +54,15 @@ def register(subparsers) -> None:
     c.add_argument("--queries", required=True, help=".npy (Q, n) or text, one query per line")
     c.add_argument("--out", default=None, help="write counts (Q,) int64 to this .npy")
     c.add_argument("--no-verify", action="store_true", help="skip checksums on open")
+    c.add_argument("--ray", action="store_true",
+                   help="count as Ray tasks per (shard, block of queries); the index must lie "
+                        "on a file system every worker mounts")
+    c.add_argument("--ray-address", default=None,
+                   help="join this Ray cluster (e.g. auto, host:6379) instead of starting a "
+                        "local one; implies --ray")
+    c.add_argument("--ray-cpus", type=int, default=None,
+                   help="CPUs of the local Ray cluster started without --ray-address "
+                        "(default: all)")
 
     s = sub.add_parser("stats", help="print an index's statistics as JSON")
     s.add_argument("index")
@@ -92,9 +102,14 @@ def _count(args: argparse.Namespace) -> int:
     queries = _read_queries(Path(args.queries))
     counts = np.zeros(len(queries), dtype=np.int64)
     lengths = np.array([q.shape[0] for q in queries], dtype=np.int64)
+    ray = {}
+    if args.ray or args.ray_address is not None:
+        ray = {"cluster": "ray", "ray_address": args.ray_address, "progress": True}
+        if args.ray_address is None:
+            ray["num_cpus"] = args.ray_cpus
     for n in tqdm(np.unique(lengths), desc="index count", leave=False):
         rows = np.flatnonzero(lengths == n)
-        counts[rows] = idx.count(np.stack([queries[r] for r in rows]))
+        counts[rows] = idx.count(np.stack([queries[r] for r in rows]), **ray)
     if args.out:
         out = Path(args.out)
         tmp = out.with_name(out.name + ".tmp.npy")
