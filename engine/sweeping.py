@@ -310,7 +310,7 @@ def sweep(models, samples, *, revisions=None, out, prefix_len: int = 32, cont_le
           shard_size: int | None = None,
           sequences_per_step: int = PYTHIA_BATCH_SEQUENCES, ids_are_positions: bool | None = None,
           allow_network: bool = False, cache_dir=None, labels_only: bool = False,
-          trust_remote_code: bool = False) -> Sweep:
+          trust_remote_code: bool = False, workers: int = 1) -> Sweep:
     """Score `samples` under every checkpoint of `models` into `out` (see the module docstring).
 
     models: a model spec or a list of them, smallest first (hub id or local folder; may end in
@@ -325,34 +325,41 @@ def sweep(models, samples, *, revisions=None, out, prefix_len: int = 32, cont_le
     ids_are_positions: sample ids are positions in the training stream (default: True for
         .bin/.idx sources), so `labels()` can mark samples a checkpoint has not seen.
     allow_network: let checkpoints missing locally come from the Hugging Face hub.
+    workers: score this many checkpoints at once in worker processes of one torch thread each
+        (small models on a CPU with several cores; the samples are shared with them).
     Returns the `Sweep` (read it with `labels()`, `scores(...)`).
     """
     from engine.scoring import DEFAULT_SHARD_SIZE
 
-    _check_sweep_arguments(sequences_per_step, ids_are_positions)
+    _check_sweep_arguments(sequences_per_step, ids_are_positions, workers)
     plan = plan_checkpoints(models, revisions, cache_dir=cache_dir, allow_network=allow_network)
     source = samples_once(samples, prefix_len=prefix_len, cont_len=cont_len,
                           tokenizer=tokenizer, range=range, limit=limit)
     options = dict(prefix_len=prefix_len, cont_len=cont_len, mode=mode, batch_size=batch_size,
                    progress=progress, mask_eos=mask_eos, labels_only=labels_only,
                    shard_size=shard_size or DEFAULT_SHARD_SIZE)
-    folder = _SweepFolder(out, _run_description(source, options, dtype, device,
-                                                sequences_per_step, ids_are_positions))
+    run = _run_description(source, options, dtype, device, sequences_per_step,
+                           ids_are_positions)
+    if workers > 1 and run["device"] == "cuda":
+        raise ValueError(f"workers={workers} scores on CPU cores in forked processes; on a GPU "
+                         f"sweep with workers=1")
+    run.pop("device")
+    folder = _SweepFolder(out, run)
     folder.prepare(plan, sequences_per_step)
     loading = dict(dtype=dtype, device=device, allow_network=allow_network,
                    cache_dir=cache_dir, trust_remote_code=trust_remote_code)
+    todo = [c for c in plan if not (resume and folder.done(c))]
     try:
-        for c in _progress(plan, progress):
-            if resume and folder.done(c):
-                continue
-            _score_checkpoint(c, source, folder, options, loading, resume)
+        _score_all(todo, source, folder, options, loading, resume, workers, progress)
     except (ValueError, FileNotFoundError):
         folder.cleanup_after_error()
         raise
     return Sweep(folder.path)
 
 
-def _check_sweep_arguments(sequences_per_step, ids_are_positions) -> None:
+def _check_sweep_arguments(sequences_per_step, ids_are_positions, workers) -> None:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
     if isinstance(sequences_per_step, bool) or not isinstance(sequences_per_step, int) \
             or sequences_per_step < 1:
         raise ValueError(f"sequences_per_step must be a positive integer (Pythia: 1024), got "
@@ -368,26 +375,29 @@ def _run_description(source, options, dtype, device, sequences_per_step, ids_are
     from engine.models import resolve_device, resolve_dtype
 
     positions = _is_indexed(source) if ids_are_positions is None else ids_are_positions
-    return {"prefix_len": options["prefix_len"], "cont_len": options["cont_len"],
+    dev = resolve_device(device)
+    return {"device": dev.type, "prefix_len": options["prefix_len"], "cont_len": options["cont_len"],
             "mode": options["mode"], "mask_eos": bool(options["mask_eos"]),
             "labels_only": bool(options["labels_only"]), "shard_size": options["shard_size"],
-            "dtype": dtype_name(resolve_dtype(dtype, resolve_device(device))),
+            "dtype": dtype_name(resolve_dtype(dtype, dev)),
             "source": source.description, "n_samples": len(source),
             "sequences_per_step": sequences_per_step,
             "positions": "sample_id" if positions else None}
 
 
-def _progress(plan, enabled: bool):
-    if not enabled or len(plan) < 2:
-        return plan
+def _progress(items, enabled: bool, total: int | None = None):
+    total = len(items) if total is None else total
+    if not enabled or total < 2:
+        return items
     from tqdm.auto import tqdm
 
-    return tqdm(plan, desc="sweep", unit="checkpoint", dynamic_ncols=True)
+    return tqdm(items, total=total, desc="sweep", unit="checkpoint", dynamic_ncols=True)
 
 
-def _score_checkpoint(c: Checkpoint, source, folder: _SweepFolder, options: dict,
-                      loading: dict, resume: bool) -> None:
-    """Load checkpoint `c`, check its vocabulary, score the samples into its folder, record it."""
+def _score_checkpoint(c: Checkpoint, source, out: Path, options: dict, loading: dict,
+                      resume: bool, known: list) -> dict:
+    """Load checkpoint `c`, check its vocabulary against the `known` (name, Vocabulary) ones,
+    score the samples into `out / c.folder`; returns the manifest fields it learned."""
     import torch
 
     from engine.models import load_model
@@ -398,18 +408,50 @@ def _score_checkpoint(c: Checkpoint, source, folder: _SweepFolder, options: dict
                     device=loading["device"], trust_remote_code=loading["trust_remote_code"],
                     local_files_only=not loading["allow_network"], cache_dir=loading["cache_dir"])
     if c.vocab is None:  # fetched from the hub: its vocabulary is known only now
-        known = [(f"{e['model']}@{e['revision']}", Vocabulary(e["vocab_size"], e["tokenizer"]))
-                 for e in folder.entries.values() if e["vocab_size"] is not None]
         check_vocabularies(known + [(f"{c.model}@{c.revision}", Vocabulary(sm.vocab_size, None))])
-    folder.mark(c, vocab_size=c.vocab.size if c.vocab else sm.vocab_size,
-                parameters=int(sum(p.numel() for p in sm.model.parameters())))
-    score(sm, source, out=folder.path / c.folder, resume=resume, dtype=loading["dtype"],
+    fields = {"vocab_size": c.vocab.size if c.vocab else sm.vocab_size,
+              "parameters": int(sum(p.numel() for p in sm.model.parameters()))}
+    score(sm, source, out=out / c.folder, resume=resume, dtype=loading["dtype"],
           device=loading["device"], **options)
-    folder.mark(c, complete=True, elapsed_s=round(time.perf_counter() - t0, 3))
     del sm
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    return {**fields, "elapsed_s": round(time.perf_counter() - t0, 3), "complete": True}
+
+
+def _score_all(todo: list[Checkpoint], source, folder: _SweepFolder, options: dict,
+               loading: dict, resume: bool, workers: int, progress: bool) -> None:
+    """Score the checkpoints `todo` in order, or `workers` at a time in worker processes (one
+    torch thread each), recording each in the manifest as it finishes."""
+    known = [(f"{e['model']}@{e['revision']}", Vocabulary(e["vocab_size"], e["tokenizer"]))
+             for e in folder.entries.values() if e["vocab_size"] is not None]
+    if workers <= 1 or len(todo) < 2:
+        for c in _progress(todo, progress):
+            folder.mark(c, **_score_checkpoint(c, source, folder.path, options, loading, resume,
+                                               known))
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # fork shares the samples read once with the workers (copy-on-write) and does not re-import
+    # the caller's main script; spawn where fork is missing
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    quiet = {**options, "progress": False}
+    with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx,
+                             initializer=_one_thread) as pool:
+        futures = {pool.submit(_score_checkpoint, c, source, folder.path, quiet, loading, resume,
+                               known): c for c in todo}
+        for f in _progress(as_completed(futures), progress, total=len(todo)):
+            folder.mark(futures[f], **f.result())
+
+
+def _one_thread() -> None:
+    # A worker scores on one core: torch's intra-op threads would only contend with the other
+    # workers (and spin-wait); one thread also keeps torch safe in a forked child.
+    import torch
+
+    torch.set_num_threads(1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -247,3 +247,18 @@ def test_cli_sweep_then_analyze(micro, tmp_path, capsys):
                  "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "step123456" in err and "step5" in err and not (tmp_path / "bad").exists()
+
+
+def test_workers_score_checkpoints_in_parallel_processes(micro, tmp_path):
+    s, ids, rows = micro
+    final = s.models["a"][-1]
+    sw = engine.sweep(_models(s), rows, revisions=[f"step{final}", "step0"], out=tmp_path / "sw",
+                      workers=2, progress=False, batch_size=64)
+    assert sw.complete and len(sw.checkpoints) == 4
+    for m in ("a", "b"):
+        for step in (0, final):
+            alone = engine.score(s.spec(m, step), rows, progress=False)
+            assert_same_scores(sw.scores(m, f"step{step}"), alone)
+    assert all(e["parameters"] > 0 and e["elapsed_s"] > 0 for e in sw.checkpoints)
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        engine.sweep(_models(s), rows, revisions="step0", out=tmp_path / "x", workers=0)
