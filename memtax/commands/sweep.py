@@ -59,6 +59,8 @@ def register(subparsers) -> None:
     p.add_argument("--no-mask-eos", dest="mask_eos", action="store_false")
     p.add_argument("--no-resume", dest="resume", action="store_false")
     p.add_argument("--shard-size", type=int, default=None)
+    p.add_argument("--workers", type=int, default=1,
+                   help="score this many checkpoints at once, one CPU core each (CPU only)")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -100,7 +102,8 @@ def run(args) -> int:
         range=args.range, limit=args.limit, shard_size=args.shard_size,
         sequences_per_step=args.sequences_per_step, ids_are_positions=args.ids_are_positions,
         allow_network=args.allow_network, cache_dir=args.cache_dir,
-        labels_only=args.labels_only, trust_remote_code=args.trust_remote_code)
+        labels_only=args.labels_only, trust_remote_code=args.trust_remote_code,
+        workers=args.workers)
     labels = sw.labels(columns=("exact_match",)).to_pandas()
     counts = labels.groupby(["model", "revision"], sort=False)["exact_match"].sum()
     print(f"memtax sweep: {len(counts)} checkpoints x {sw.run['n_samples']} samples, "
