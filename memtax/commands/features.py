@@ -46,6 +46,15 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder (features.parquet inside)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing features.parquet")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--ray", action="store_true",
+                   help="compute the chunks as Ray tasks; finished chunks are kept in "
+                        "OUT/features.parquet.parts/ so a rerun resumes (index and OUT on a "
+                        "file system every worker mounts)")
+    p.add_argument("--ray-address", default=None,
+                   help="join this Ray cluster (e.g. auto, host:6379) instead of starting a "
+                        "local one; implies --ray")
+    p.add_argument("--ray-cpus", type=int, default=None,
+                   help="CPUs of the local Ray cluster started without --ray-address")
 
 
 def run(args) -> int:
@@ -68,11 +77,29 @@ def run(args) -> int:
                         prefix_len=args.prefix_len, cont_len=args.cont_len,
                         chunk_size=args.chunk_size, workers=args.workers,
                         embed_device=args.embed_device, embed_dtype=args.embed_dtype,
-                        progress=not args.quiet)
+                        progress=not args.quiet, **_cluster(args, target))
     out.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(feats, target)
+    if args.ray or args.ray_address is not None:  # the parts were kept for a resume only
+        import shutil
+
+        shutil.rmtree(_parts_dir(target), ignore_errors=True)
     print(f"wrote {feats.num_rows} rows x {feats.num_columns} columns to {target}")
     return 0
+
+
+def _parts_dir(target: Path) -> Path:
+    return target.with_name(target.name + ".parts")
+
+
+def _cluster(args, target: Path) -> dict:
+    """compute's cluster arguments for --ray / --ray-address (none without them)."""
+    if not args.ray and args.ray_address is None:
+        return {}
+    options = {"parts_dir": str(_parts_dir(target)), "ray_address": args.ray_address}
+    if args.ray_address is None:
+        options["num_cpus"] = args.ray_cpus
+    return {"cluster": "ray", "cluster_options": options}
 
 
 def _lengths(args, meta: dict) -> tuple[int, int]:
