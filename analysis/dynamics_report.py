@@ -157,9 +157,12 @@ def plot_movement(df: pd.DataFrame, path) -> None:
                   if s in tab.index or s in tab.columns]
         states += sorted((set(tab.index) | set(tab.columns)) - set(states))
         tab = tab.reindex(index=states, columns=states, fill_value=0)
-        ax.imshow(np.log1p(tab.to_numpy(float)), cmap="magma_r")
+        shade = np.log1p(tab.to_numpy(float))
+        ax.imshow(shade, cmap="magma_r")
         for (i, j), v in np.ndenumerate(tab.to_numpy()):
-            ax.text(j, i, str(int(v)), ha="center", va="center", fontsize=7)
+            dark = shade[i, j] > 0.6 * shade.max()
+            ax.text(j, i, str(int(v)), ha="center", va="center", fontsize=7,
+                    color="w" if dark else "k")
         ax.set_xticks(range(len(states)), states, rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(len(states)), states, fontsize=8)
         ax.set_xlabel("state at the next checkpoint")
