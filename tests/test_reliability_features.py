@@ -173,3 +173,37 @@ def test_index_of_a_larger_vocabulary_is_refused(project, tmp_path, capsys, decl
     size = 50000 if declared else int(corpus.max()) + 1
     assert f"vocabulary ({size}," in err and f"than the scoring model's ({V})" in err
     assert not (tmp_path / "f").exists()
+
+
+def test_compute_checks_and_finds_the_samples_itself(project):
+    """The library does what the command does: samples=None opens the recorded source; other
+    samples are refused."""
+    import features
+    from engine.output import read_scores
+
+    root, rows = project
+    table = read_scores(root / "A" / "runs" / "npy" / "scores")
+    feats = features.compute(table, None, semantic=False, progress=False)
+    np.testing.assert_array_equal(feats.column("sample_id").to_numpy(), np.arange(4, 16))
+    other = np.random.default_rng(9).integers(1, V, size=rows.shape)
+    with pytest.raises(ValueError, match="are not those of the score run"):
+        features.compute(table, other, semantic=False, progress=False)
+
+
+def test_an_index_that_recorded_a_tokenizer_name(project, tmp_path):
+    """Indexes built when `index build --tokenizer` recorded the name: compared by the
+    vocabulary the name stands for."""
+    import features
+    from engine.output import read_scores
+
+    root, rows = project
+    table = read_scores(root / "A" / "runs" / "bin" / "scores")
+    idx = features.CorpusIndex.build(list(rows), tmp_path / "i", tokenizer="gpt-neox",
+                                     progress=False)
+    assert idx.tokenizer == "gpt-neox"
+    feats = features.compute(table, None, index=idx, tokenizer="gpt-neox", semantic=False,
+                             progress=False)
+    assert feats.num_rows == 20
+    with pytest.raises(ValueError, match="differs from the one the corpus index was built with"):
+        features.compute(table, None, index=idx, tokenizer="gpt2", semantic=False,
+                         progress=False)
