@@ -151,7 +151,7 @@ def build_suite(corpus, out: str | os.PathLike, *, config: SuiteConfig | None = 
     manifest = _start_manifest(out, identity(config.to_dict(), corpus_checksum(docs)))
     if manifest.get("complete"):
         return Suite(out, manifest)
-    used = choose_share(docs, config.corpus_share, config.seed)
+    used = choose_share(docs, config.corpus_share, config.seed, config.max_doc_chars)
     if not (out / MANIFEST).is_file():
         _prepare_new(out, manifest, used, config, progress)
     _tokenizer_stage(out, manifest, used, config, progress)

@@ -99,7 +99,8 @@ class SuiteConfig:
     batch_size: sequences per step; epochs: passes over the unique sequences (Pythia deduped
     ~1.5; each pass in its own seeded order); lr, min_lr_ratio, warmup (share of steps),
     decay ("cosine" or "linear"), weight_decay, betas, grad_clip: the AdamW recipe;
-    corpus_share: the seeded share of documents used; max_sequences: cap on unique sequences;
+    corpus_share: the seeded share of documents used; max_doc_chars: keep only each document's
+    first characters (None: whole documents); max_sequences: cap on unique sequences;
     checkpoints: evenly spaced checkpoints (the last is the final step); log_checkpoints: also
     steps 1, 2, 4, ... below the first evenly spaced one (step 0 is always saved);
     autocast: "auto" (bf16 where the CPU multiplies bf16 natively), "bf16" or "off".
@@ -119,6 +120,7 @@ class SuiteConfig:
     grad_clip: float = 1.0
     seed: int = 1234
     corpus_share: float = 1.0
+    max_doc_chars: int | None = None
     max_sequences: int | None = None
     checkpoints: int = 4
     log_checkpoints: bool = True
@@ -142,9 +144,10 @@ class SuiteConfig:
                 raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
         if self.vocab_size > 65535:
             raise ValueError(f"vocab_size must fit uint16 tokens (<= 65535), got {self.vocab_size}")
-        m = self.max_sequences
-        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
-            raise ValueError(f"max_sequences must be None or a positive integer, got {m!r}")
+        for name in ("max_sequences", "max_doc_chars"):
+            m = getattr(self, name)
+            if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
+                raise ValueError(f"{name} must be None or a positive integer, got {m!r}")
 
     def _check_floats(self):
         checks = {

@@ -80,11 +80,12 @@ def corpus_checksum(docs: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def choose_share(docs: list[str], share: float, seed: int) -> list[str]:
+def choose_share(docs: list[str], share: float, seed: int,
+                 max_chars: int | None = None) -> list[str]:
     """A seeded `share` of the documents (numpy default_rng([seed, 1])), kept in corpus order
-    (all of them for share 1)."""
-    if share >= 1.0:
-        return list(docs)
-    n = max(1, round(len(docs) * share))
-    keep = np.sort(np.random.default_rng([seed, 1]).choice(len(docs), size=n, replace=False))
-    return [docs[i] for i in keep]
+    (all of them for share 1), each cut to its first `max_chars` characters when given."""
+    if share < 1.0:
+        n = max(1, round(len(docs) * share))
+        keep = np.sort(np.random.default_rng([seed, 1]).choice(len(docs), size=n, replace=False))
+        docs = [docs[i] for i in keep]
+    return [d[:max_chars] for d in docs] if max_chars is not None else list(docs)
