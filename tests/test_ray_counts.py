@@ -64,8 +64,8 @@ def test_counts_equal_single_process(cluster, indexes, name):
     for n in (1, 3, 8):
         qs = _queries(docs, rng, n, alphabet)
         single = idx.count(qs)
-        # blocks of 64 queries: several blocks per shard, partial sums in shard order
-        distributed = idx.count(qs, cluster="ray", block_rows=64)
+        # blocks of 64 queries in groups of two: several blocks and groups per shard
+        distributed = idx.count(qs, cluster="ray", block_rows=64, group_rows=128)
         assert distributed.dtype == np.int64
         np.testing.assert_array_equal(distributed, single)
         # and both equal brute force on a sample

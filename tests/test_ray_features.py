@@ -88,6 +88,7 @@ def test_ray_features_resume_after_a_crash(cluster, setup, tmp_path):
                          cluster_options={"parts_dir": str(parts)})
 
 
+@pytest.mark.slow  # two whole feature runs; the module's other tests cover the same path
 def test_cli_features_ray(cluster, setup, tmp_path, capsys):
     import pyarrow.parquet as pq
 

@@ -1,16 +1,17 @@
 """Corpus counts on a Ray cluster: one task per (shard, block of queries).
 
-    counts = idx.count(queries, cluster="ray")                  # a local cluster, or the one
-    counts = idx.count(queries, cluster="ray", ray_address="auto")   # ray.init already joined
+    counts = idx.count(queries, cluster="ray")    # the cluster this process joined, else a local one
+    counts = idx.count(queries, cluster="ray", ray_address="auto")   # a running cluster
     wc = idx.window_counts(32, cluster="ray")
 
 Each task opens its shard where it lies (the index folder must be on a file system every worker
 mounts at the same path), counts one block of queries in it and returns the block's partial
-counts; the driver sums the partials of a block in shard order, so the result is the
+counts; the driver adds the partials of a block in shard order, so the result is the
 single-process one exactly. A task holds one shard (memory-mapped) and one block (`block_rows`
-queries) at a time; at most `in_flight` tasks are queued, so the driver's and the object store's
-memory stay bounded too. A task whose worker process dies is retried by Ray (`max_retries`); a
-worker that cannot see a shard's files fails the run with FileNotFoundError naming the path.
+queries) at a time; at most `in_flight` tasks are queued and about one group of blocks
+(`group_rows` queries) is in the object store, so the driver's and the object store's memory
+stay bounded too. A task whose worker process dies is retried by Ray (`max_retries`); a worker
+that cannot see a shard's files fails the run with FileNotFoundError naming the path.
 
 Window counts: one task per shard computes that shard's local counts; the k-way merge that sums
 equal n-grams across shards (`shard_merge`) then runs in the driver, over every shard at once.
@@ -31,6 +32,7 @@ import numpy as np
 __all__ = ["connect", "count_on_ray", "window_counts_on_ray", "run_tasks", "BLOCK_ROWS"]
 
 BLOCK_ROWS = 1 << 16  # queries per task: (65,536 x n) tokens in, 512 KiB of counts out
+GROUP_ROWS = 1 << 22  # queries in the object store at once (256 MiB at n = 32, uint16)
 
 
 def connect(address: str | None = None, num_cpus: int | None = None):
@@ -151,41 +153,57 @@ def _shard_refs(index) -> list[tuple[str, str | None]]:
 
 def count_on_ray(index, queries: np.ndarray, *, address: str | None = None,
                  num_cpus: int | None = None, block_rows: int = BLOCK_ROWS,
-                 threads: int = 1, max_retries: int = 3, in_flight: int | None = None,
-                 progress: bool = False, task_fn: Callable | None = None) -> np.ndarray:
+                 group_rows: int = GROUP_ROWS, threads: int = 1, max_retries: int = 3,
+                 in_flight: int | None = None, progress: bool = False,
+                 task_fn: Callable | None = None) -> np.ndarray:
     """(Q,) int64: `index.count(queries)` computed by Ray tasks per (shard, block of
     `block_rows` queries). `queries`: (Q, n) in the index's token dtype (already checked by
-    `CorpusIndex.count`). `threads`: Numba threads per task. `task_fn`: the function run per
+    `CorpusIndex.count`). Blocks go out in groups of about `group_rows` queries (what the
+    object store holds at once), shard by shard within a group, so a worker mostly meets the
+    shard it opened last. `threads`: Numba threads per task. `task_fn`: the function run per
     task (default `count_task`; same arguments), an instrumentation hook."""
-    for name, value in (("block_rows", block_rows), ("threads", threads)):
+    for name, value in (("block_rows", block_rows), ("group_rows", group_rows),
+                        ("threads", threads)):
         if not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     ray = connect(address, num_cpus)
     remote = ray.remote(num_cpus=1, max_retries=int(max_retries))(task_fn or count_task)
     shards = _shard_refs(index)
     starts = list(range(0, queries.shape[0], int(block_rows)))
-    out = np.zeros(queries.shape[0], dtype=np.int64)
-    partial: dict[int, dict[int, np.ndarray]] = {}
+    per_group = max(1, int(group_rows) // int(block_rows))
+    summed = _ShardOrderSum(queries.shape[0], starts, int(block_rows), len(shards))
 
     def submit():
-        for b, a in enumerate(starts):
-            block = ray.put(np.ascontiguousarray(queries[a : a + block_rows]))
+        for g in range(0, len(starts), per_group):
+            blocks = {b: ray.put(np.ascontiguousarray(queries[a : a + block_rows]))
+                      for b, a in enumerate(starts[g : g + per_group], start=g)}
             for s, (folder, digest) in enumerate(shards):
-                yield (b, s), remote.remote(folder, digest, block, threads)
-
-    def on_result(key, counts):
-        b, s = key
-        partial.setdefault(b, {})[s] = np.asarray(counts, dtype=np.int64)
-        if len(partial[b]) == len(shards):  # a whole block: sum in shard order, then drop it
-            a = starts[b]
-            for k in range(len(shards)):
-                out[a : a + block_rows] += partial[b][k]
-            del partial[b]
+                for b, ref in blocks.items():
+                    yield (b, s), remote.remote(folder, digest, ref, threads)
 
     limit = in_flight or 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-    run_tasks(ray, submit(), on_result, total=len(starts) * len(shards), in_flight=limit,
+    run_tasks(ray, submit(), summed.add, total=len(starts) * len(shards), in_flight=limit,
               desc="index count (ray)", progress=progress)
-    return out
+    return summed.out
+
+
+class _ShardOrderSum:
+    """Partial counts added into `out` block by block, each block's shards in shard order
+    (a partial that arrives early waits for the shards before it)."""
+
+    def __init__(self, n: int, starts: list[int], block_rows: int, n_shards: int):
+        self.out = np.zeros(n, dtype=np.int64)
+        self.starts, self.block_rows, self.n_shards = starts, block_rows, n_shards
+        self.next_shard = [0] * len(starts)
+        self.waiting: dict[tuple[int, int], np.ndarray] = {}
+
+    def add(self, key: tuple[int, int], counts) -> None:
+        self.waiting[key] = np.asarray(counts, dtype=np.int64)
+        b = key[0]
+        while (b, self.next_shard[b]) in self.waiting:
+            a = self.starts[b]
+            self.out[a : a + self.block_rows] += self.waiting.pop((b, self.next_shard[b]))
+            self.next_shard[b] += 1
 
 
 def window_counts_on_ray(index, n: int, *, address: str | None = None,
