@@ -1,0 +1,198 @@
+"""Corpus counts past one process: per-shard build and count figures, then single-process
+against Ray tasks per (shard, block of queries), all in one run.
+
+    .venv/bin/python benchmarks/bench_ray.py            # or through pytest (make bench)
+    MEMTAX_BENCH_RAY_SCALE=1e7,1e8 MEMTAX_BENCH_RAY_SHARDS=16 .venv/bin/python benchmarks/bench_ray.py
+
+1. Scale (one shard of N tokens, for N in MEMTAX_BENCH_RAY_SCALE, default 1e7 and 1e8): a child
+   process generates a Zipf corpus (uint16, 50,000 ids, 2049-token sequences), builds one index
+   and counts 1e6 queries of n = 32 with one Numba thread; it reports build seconds, peak RSS of
+   the build and of the count above its baseline (VmHWM, reset through /proc/self/clear_refs)
+   and disk bytes.
+2. Distribution: MEMTAX_BENCH_RAY_SHARDS (16) shards of MEMTAX_BENCH_RAY_SHARD_TOKENS (1e7)
+   tokens, MEMTAX_BENCH_RAY_QUERIES (1e6) queries of n = 32 (90% windows of the corpus, 10%
+   random). Single process with one Numba thread (one worker's share) and with every thread,
+   against a local Ray cluster of 2 worker processes (one thread each), warm (workers started
+   and shards opened by a first call, whose time is reported too). Ray overhead per task:
+   (Ray wall - single 1-thread wall / 2) / tasks, and the wall per task of a run of empty tasks.
+The machine's load average is recorded around every phase: on a shared machine the ratios are
+only as good as the load allows. Results: benchmarks/results/bench_ray.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+VOCAB, SEQ, N_GRAM = 50_000, 2049, 32
+SCALE = [int(float(x)) for x in os.environ.get("MEMTAX_BENCH_RAY_SCALE", "1e7,1e8").split(",")]
+SHARDS = int(os.environ.get("MEMTAX_BENCH_RAY_SHARDS", "16"))
+SHARD_TOKENS = int(float(os.environ.get("MEMTAX_BENCH_RAY_SHARD_TOKENS", "1e7")))
+QUERIES = int(float(os.environ.get("MEMTAX_BENCH_RAY_QUERIES", "1e6")))
+OUT = Path(__file__).parent / "results" / "bench_ray.json"
+RESULTS: dict = {"machine_cpus": os.cpu_count(), "scale": {}, "distributed": {}}
+
+
+def _save() -> None:
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(RESULTS, indent=1, default=float))
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def zipf_tokens(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, VOCAB + 1)
+    p /= p.sum()
+    perm = rng.permutation(VOCAB).astype(np.uint16)
+    out = np.empty(n, dtype=np.uint16)
+    for s in range(0, n, 10_000_000):
+        out[s : s + 10_000_000] = perm[rng.choice(VOCAB, size=min(10_000_000, n - s), p=p)]
+    return out
+
+
+def make_queries(tokens: np.ndarray, q: int, seed: int) -> np.ndarray:
+    """q queries of N_GRAM tokens: 90% windows of the corpus, 10% random ids."""
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, tokens.shape[0] - N_GRAM, size=q)
+    out = tokens[starts[:, None] + np.arange(N_GRAM)]
+    k = q // 10
+    out[:k] = rng.integers(0, VOCAB, size=(k, N_GRAM)).astype(tokens.dtype)
+    return np.ascontiguousarray(out)
+
+
+# ----------------------------------------------------------------- 1. one shard, in a child
+_CHILD = r"""
+import json, sys, time
+sys.path.insert(0, {bench!r})
+import numba, numpy as np
+from bench_ray import zipf_tokens, make_queries, SEQ, QUERIES
+from features import CorpusIndex
+
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) * 1024
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) * 1024
+def reset():
+    open("/proc/self/clear_refs", "w").write("5")
+
+n, folder = {n}, {folder!r}
+toks = zipf_tokens(n, 1)
+qs = make_queries(toks, QUERIES, 2)
+reset(); base = rss(); t0 = time.perf_counter()
+idx = CorpusIndex.build(toks, folder, sequence_length=SEQ, progress=False)
+build = time.perf_counter() - t0; build_peak = hwm() - base
+del idx, toks
+idx = CorpusIndex.open(folder, verify=False)
+numba.set_num_threads(1)
+idx.count(qs[:2000])  # compile / load the jit caches
+reset(); base = rss(); t0 = time.perf_counter()
+c1 = idx.count(qs)
+first = time.perf_counter() - t0; count_peak = hwm() - base
+t0 = time.perf_counter(); idx.count(qs); second = time.perf_counter() - t0
+st = idx.stats()
+print(json.dumps(dict(tokens=n, build_s=build, sa_build_s=st["sa_build_seconds"],
+      build_peak_bytes=build_peak, build_bytes_per_token=build_peak / n,
+      disk_bytes=st["disk_bytes"], count_first_s=first, count_warm_s=second,
+      queries_per_s_1thread=QUERIES / second, count_peak_bytes_above_open=count_peak)))
+"""
+
+
+def scale_point(n: int, tmp: Path) -> dict:
+    code = _CHILD.format(bench=str(Path(__file__).parent), n=n, folder=str(tmp / f"one-{n}"))
+    load0 = _load()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out["load_before_after"] = [load0, _load()]
+    return out
+
+
+# ----------------------------------------------------------------- 2. single vs Ray
+def _timed(fn) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - t0, value
+
+
+def distributed(tmp: Path) -> dict:
+    import numba
+    import ray
+
+    from features import CorpusIndex
+
+    res: dict = {"shards": SHARDS, "shard_tokens": SHARD_TOKENS, "queries": QUERIES,
+                 "n": N_GRAM, "load_start": _load()}
+    per_shard = SHARD_TOKENS // SEQ * SEQ  # whole sequences: exactly SHARDS shards
+    toks = zipf_tokens(SHARDS * per_shard, 3)
+    qs = make_queries(toks, QUERIES, 4)
+    t0 = time.perf_counter()
+    idx = CorpusIndex.build(toks, tmp / "sharded", sequence_length=SEQ, shard_tokens=per_shard,
+                            workers=2, progress=False)
+    res["build_wall_s_2_workers"] = time.perf_counter() - t0
+    res["sa_build_s_per_shard"] = [s.meta["sa_build_seconds"] for s in idx.shards]
+    res["shards"] = len(idx.shards)
+    del toks
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    idx.count(qs[:2000])  # jit caches loaded, outside the timing
+    res["single_1thread_first_s"], single = _timed(lambda: idx.count(qs))
+    res["single_1thread_s"], _ = _timed(lambda: idx.count(qs))
+    numba.set_num_threads(threads)
+    res["single_all_threads_s"], _ = _timed(lambda: idx.count(qs))
+    res["load_after_single"] = _load()
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        res["ray_first_call_s"], _ = _timed(lambda: idx.count(qs, cluster="ray"))
+        res["ray_s"], got = _timed(lambda: idx.count(qs, cluster="ray"))
+        res["identical"] = bool(np.array_equal(got, single))
+        blocks = -(-QUERIES // (1 << 16))
+        res["ray_tasks"] = blocks * len(idx.shards)
+        res["speedup_vs_single_1thread"] = res["single_1thread_s"] / res["ray_s"]
+        res["speedup_vs_single_all_threads"] = res["single_all_threads_s"] / res["ray_s"]
+        res["overhead_per_task_s"] = (res["ray_s"] - res["single_1thread_s"] / 2) / res["ray_tasks"]
+        tiny = qs[:256]
+        empty_s, _ = _timed(lambda: idx.count(tiny, cluster="ray", block_rows=16))
+        res["empty_tasks"] = 16 * len(idx.shards)
+        res["wall_per_empty_task_s"] = empty_s / res["empty_tasks"]
+    finally:
+        ray.shutdown()
+    res["load_end"] = _load()
+    return res
+
+
+def main() -> dict:
+    RESULTS["load_start"] = _load()
+    with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
+        for n in SCALE:
+            RESULTS["scale"][str(n)] = scale_point(n, Path(tmp))
+            _save()
+            print(json.dumps(RESULTS["scale"][str(n)]), flush=True)
+        RESULTS["distributed"] = distributed(Path(tmp))
+    RESULTS["load_end"] = _load()
+    _save()
+    print(json.dumps(RESULTS["distributed"], indent=1), flush=True)
+    return RESULTS
+
+
+def test_bench_ray():
+    out = main()
+    assert out["distributed"]["identical"]
+
+
+if __name__ == "__main__":
+    main()
