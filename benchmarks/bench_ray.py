@@ -16,7 +16,10 @@ against Ray tasks per (shard, block of queries), all in one run.
    and shards opened by a first call, whose time is reported too). Ray overhead per task:
    (Ray wall - single 1-thread wall / 2) / tasks, and the wall per task of a run of empty tasks.
 The machine's load average is recorded around every phase: on a shared machine the ratios are
-only as good as the load allows. Results: benchmarks/results/bench_ray.json.
+only as good as the load allows.
+3. The Pile plan (with both 1e7 and 1e8 measured): shards, disk, memory, node-hours and wall
+   time on 8 and 64 nodes, from these figures and the assumptions in `PILE`.
+Results: benchmarks/results/bench_ray.json.
 """
 
 from __future__ import annotations
@@ -175,6 +178,48 @@ def distributed(tmp: Path) -> dict:
     return res
 
 
+# ----------------------------------------------------------------- 3. the Pile, from the above
+PILE = {"tokens": 207e9, "sequences": 146e6, "queries": 440e6, "shard_tokens": 1e9,
+        "node_cores": 32, "node_ram_gb": 256, "text_feature_core_s_per_sample": 138e-6,
+        "block_rows": 1 << 16}
+
+
+def pile_plan(res: dict) -> dict:
+    """Shards, disk, memory, node-hours and wall time for the Pile from this run's figures.
+    Assumptions (named in PILE and docs/notes/index.md): a server core does what one core of
+    this machine does; build and count time grow from 1e8 to 1e9 tokens a shard by the factor
+    measured from 1e7 to 1e8; builds use a node's cores with the parallel efficiency measured
+    here (core-seconds = wall x 2 on this 2-core machine); text features at the measured
+    138 us of CPU a sample."""
+    small, big = res["scale"][str(int(1e7))], res["scale"][str(int(1e8))]
+    shards = int(np.ceil(PILE["tokens"] / PILE["shard_tokens"]))
+    build_growth = big["build_s"] / (10 * small["build_s"])
+    build_core_s = big["build_s"] * 2 * 10 * build_growth  # one 1e9 shard, in core-seconds
+    rate_growth = big["queries_per_s_1thread"] / small["queries_per_s_1thread"]
+    rate_1e9 = big["queries_per_s_1thread"] * rate_growth  # one thread, one 1e9 shard
+    tasks = int(np.ceil(PILE["queries"] / PILE["block_rows"])) * shards
+    overhead = max(0.0, res["distributed"]["overhead_per_task_s"])
+    count_core_s = PILE["queries"] * shards / rate_1e9 + tasks * overhead
+    text_core_s = PILE["sequences"] * PILE["text_feature_core_s_per_sample"]
+    cores = PILE["node_cores"]
+    stages = {"build": build_core_s * shards, "count": count_core_s, "text features": text_core_s}
+    plan = {"assumptions": PILE, "shards": shards,
+            "disk_tb": PILE["tokens"] * big["disk_bytes"] / big["tokens"] / 1e12,
+            "build_peak_gb_per_shard": big["build_bytes_per_token"] * PILE["shard_tokens"] / 1e9,
+            "count_peak_gb_per_worker_above_maps": big["count_peak_bytes_above_open"] * 10 / 1e9,
+            "shard_map_gb": big["disk_bytes"] / big["tokens"] * PILE["shard_tokens"] / 1e9,
+            "build_core_s_per_shard": build_core_s, "count_q_per_s_1thread_1e9": rate_1e9,
+            "count_tasks": tasks, "node_hours": {}, "wall_h": {}}
+    for stage, core_s in stages.items():
+        plan["node_hours"][stage] = core_s / cores / 3600
+        for nodes in (8, 64):
+            # builds: whole shards per node, one after another, on all its cores
+            wall = (np.ceil(shards / nodes) * build_core_s / cores if stage == "build"
+                    else core_s / (cores * nodes))
+            plan["wall_h"][f"{stage}@{nodes}"] = wall / 3600
+    return plan
+
+
 def main() -> dict:
     RESULTS["load_start"] = _load()
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
@@ -184,6 +229,8 @@ def main() -> dict:
             print(json.dumps(RESULTS["scale"][str(n)]), flush=True)
         RESULTS["distributed"] = distributed(Path(tmp))
     RESULTS["load_end"] = _load()
+    if {str(int(1e7)), str(int(1e8))} <= set(RESULTS["scale"]):
+        RESULTS["pile_plan"] = pile_plan(RESULTS)
     _save()
     print(json.dumps(RESULTS["distributed"], indent=1), flush=True)
     return RESULTS
