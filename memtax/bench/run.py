@@ -151,8 +151,8 @@ def _plan(st: _Settings, shapes: list[Shape]) -> list[tuple[Shape, str, int, tor
 class _ShapeRun:
     """The runs of one shape: one model per dtype (built on first need), one set of samples."""
 
-    def __init__(self, st: _Settings, shape: Shape, loaded, peak: float | None):
-        self.st, self.shape, self.loaded, self.peak = st, shape, loaded, peak
+    def __init__(self, st: _Settings, shape: Shape, loaded):
+        self.st, self.shape, self.loaded = st, shape, loaded
         self.ctx: Context | None = None
         self.ctx_dtype: torch.dtype | None = None
         self.tokens = None
@@ -209,7 +209,7 @@ def _run_shape(st: _Settings, shape: Shape, todo: list, loaded, peak, results: l
     """Every planned run of one shape, appending to `results` / `skipped`."""
     # the recipe in another dtype runs last, on a model of its own
     todo = sorted(todo, key=lambda x: x[3] != st.dtype)
-    runner = _ShapeRun(st, shape, loaded, peak)
+    runner = _ShapeRun(st, shape, loaded)
     for _, m, b, mdt in todo:
         entry = {"shape": shape.name, "method": m, "batch": b, "dtype": dtype_name(mdt),
                  "params": shape.matmul_params}
