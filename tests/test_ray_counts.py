@@ -133,3 +133,13 @@ def test_cli_index_count_ray(cluster, indexes, tmp_path):
     args = ["index", "count", "--index", str(idx.path), "--queries", str(tmp_path / "q.npy")]
     assert main(args + ["--out", str(tmp_path / "ray.npy"), "--ray"]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "ray.npy"), idx.count(qs))
+
+
+def test_importing_starts_no_ray():
+    import subprocess
+    import sys
+
+    code = ("import features.distributed, features.index.distributed, features.pipeline, ray; "
+            "print(ray.is_initialized())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
