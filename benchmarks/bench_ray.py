@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from features.index.distributed import BLOCK_ROWS
+
 VOCAB, SEQ, N_GRAM = 50_000, 2049, 32
 SCALE = [int(float(x)) for x in os.environ.get("MEMTAX_BENCH_RAY_SCALE", "1e7,1e8").split(",")]
 SHARDS = int(os.environ.get("MEMTAX_BENCH_RAY_SHARDS", "16"))
@@ -163,7 +165,7 @@ def distributed(tmp: Path) -> dict:
         res["ray_first_call_s"], _ = _timed(lambda: idx.count(qs, cluster="ray"))
         res["ray_s"], got = _timed(lambda: idx.count(qs, cluster="ray"))
         res["identical"] = bool(np.array_equal(got, single))
-        blocks = -(-QUERIES // (1 << 16))
+        blocks = -(-QUERIES // BLOCK_ROWS)
         res["ray_tasks"] = blocks * len(idx.shards)
         res["speedup_vs_single_1thread"] = res["single_1thread_s"] / res["ray_s"]
         res["speedup_vs_single_all_threads"] = res["single_all_threads_s"] / res["ray_s"]
@@ -181,7 +183,7 @@ def distributed(tmp: Path) -> dict:
 # ----------------------------------------------------------------- 3. the Pile, from the above
 PILE = {"tokens": 207e9, "sequences": 146e6, "queries": 440e6, "shard_tokens": 1e9,
         "node_cores": 32, "node_ram_gb": 256, "text_feature_core_s_per_sample": 138e-6,
-        "block_rows": 1 << 16}
+        "block_rows": BLOCK_ROWS}
 
 
 def pile_plan(res: dict) -> dict:

@@ -31,7 +31,7 @@ import numpy as np
 
 __all__ = ["connect", "count_on_ray", "window_counts_on_ray", "run_tasks", "BLOCK_ROWS"]
 
-BLOCK_ROWS = 1 << 16  # queries per task: (65,536 x n) tokens in, 512 KiB of counts out
+BLOCK_ROWS = 1 << 18  # queries per task: (262,144 x n) tokens in, 2 MiB of counts out
 GROUP_ROWS = 1 << 22  # queries in the object store at once (256 MiB at n = 32, uint16)
 
 
