@@ -111,7 +111,7 @@ def visible_folder(folder: str) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=2)
 def _open_shard(folder: str, digest: str | None):
     """A worker's opened shard, kept for its later tasks (the sampled keys a big count builds
     are reused); a shard rebuilt since (another header sha256) is refused."""
