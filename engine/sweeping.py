@@ -131,7 +131,13 @@ def plan_checkpoints(models, revisions=None, *, cache_dir=None, allow_network: b
     string, "all" (every revision found locally), or None (each model as given, which may end
     in @revision). FileNotFoundError naming every missing checkpoint; ValueError for mixed
     vocabularies, repeated models, or a model named with and without revisions."""
-    specs = [models] if isinstance(models, (str, os.PathLike)) else [str(m) for m in models]
+    if isinstance(models, (str, os.PathLike)):
+        models = [models]
+    if not isinstance(models, (list, tuple)) or not all(
+            isinstance(m, (str, os.PathLike)) for m in models):
+        raise ValueError(f"models must be a model id or folder, or a list of them (a sweep loads "
+                         f"each checkpoint itself), got {type(models).__name__}")
+    specs = [str(m) for m in models]
     if not specs:
         raise ValueError("models must name at least one model")
     revisions = _revision_list(revisions)

@@ -9,6 +9,8 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from helpers import assert_same_scores, make_hf_cache, save_tiny
 
@@ -45,7 +47,7 @@ def micro(tmp_path_factory, one_torch_thread):
     root = tmp_path_factory.mktemp("suite") / "s"
     s = suite.build_suite(_corpus(), root, config=CONFIG, progress=False)
     ids, rows = s.training_samples(64)
-    return s, ids, rows
+    return s, ids[::3], rows[::3]  # every third training sequence: ids spread over the stream
 
 
 def _models(s):
@@ -96,9 +98,9 @@ def test_resume_after_a_kill_gives_the_same_tables(micro, tmp_path, monkeypatch)
     s, ids, rows = micro
     revs = [f"step{k}" for k in s.models["a"][-2:]]
     kw = dict(revisions=revs, sequences_per_step=8, ids_are_positions=True, progress=False,
-              batch_size=16, shard_size=40)
+              batch_size=16, shard_size=16)
     whole = engine.sweep(_models(s)[:1], rows, out=tmp_path / "whole", **kw).labels()
-    shards_per = -(-len(ids) // 40)
+    shards_per = -(-len(ids) // 16)
     written = []
     real = ScoreFolder.write_shard
 
@@ -215,12 +217,13 @@ def test_cli_sweep_then_analyze(micro, tmp_path, capsys):
     from memtax.cli import main
 
     s, ids, rows = micro
-    np.save(tmp_path / "rows.npy", rows)  # row i is training sequence i
+    data = str(tmp_path / "rows.parquet")
+    pq.write_table(pa.table({"sample_id": ids, "tokens": list(rows)}), data)
     steps = s.models["a"]
     revs = ",".join(f"step{k}" for k in steps[1:])
     out = tmp_path / "sw"
-    args = ["sweep", "--model", *_models(s), "--revisions", revs, "--data",
-            str(tmp_path / "rows.npy"), "--out", str(out), "--sequences-per-step", "8",
+    args = ["sweep", "--model", *_models(s), "--revisions", revs, "--data", data,
+            "--out", str(out), "--sequences-per-step", "8",
             "--ids-are-positions", "--quiet", "--batch-size", "64"]
     assert main(args) == 0
     assert f"{2 * (len(steps) - 1)} checkpoints x {len(ids)} samples" in capsys.readouterr().out
@@ -243,7 +246,7 @@ def test_cli_sweep_then_analyze(micro, tmp_path, capsys):
     assert len(dynamics.from_sweep(out)) == len(labels)
     # bad revisions: exit 2, one line naming them, nothing written
     assert main(["sweep", "--model", _models(s)[0], "--revisions", "step5,step123456",
-                 "--data", str(tmp_path / "rows.npy"), "--out", str(tmp_path / "bad"),
+                 "--data", data, "--out", str(tmp_path / "bad"),
                  "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "step123456" in err and "step5" in err and not (tmp_path / "bad").exists()
