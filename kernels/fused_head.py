@@ -156,12 +156,16 @@ def fused_head(
     """Argmax, log-sum-exp and target log-prob of `hidden @ weight.T` without the logits.
 
     impl: "auto" (Triton on CUDA, torch elsewhere), "triton" (anywhere Triton runs, including
-    its CPU interpreter under TRITON_INTERPRET=1) or "torch".
+    its CPU interpreter under TRITON_INTERPRET=1), "torch", or "bf16x2": bf16 inputs on a CPU
+    with bf16 dot products through two bf16 GEMMs (`kernels.fused_head_bf16_cpu`; other inputs
+    go to the torch twin).
     verify: check the Triton kernel against the torch twin on first use and fall back to the
     twin if it fails (`kernels.verify`); False (benchmarks) launches it unchecked.
     """
     options = dict(bias=bias, logit_scale=logit_scale, softcap=softcap,
                    masked_token=masked_token)
+    if impl == "bf16x2":
+        return _bf16x2(hidden, weight, targets, options, verify)
     if resolve_impl(impl, hidden) == "torch":
         return fused_head_torch(hidden, weight, targets, **options)
     if verify:
@@ -169,3 +173,15 @@ def fused_head(
     from kernels.fused_head_triton import fused_head_triton  # imported lazily: Triton is heavy
 
     return fused_head_triton(hidden, weight, targets, **options)
+
+
+def _bf16x2(hidden, weight, targets, options: dict, verify: bool):
+    """The bf16x2 head where it applies (checked on first use unless verify=False), else the
+    twin."""
+    from kernels import fused_head_bf16_cpu as bf16x2
+
+    if not bf16x2.bf16x2_applies(hidden, weight):
+        return fused_head_torch(hidden, weight, targets, **options)
+    if verify:
+        return bf16x2.checked_bf16x2(hidden, weight, targets, **options)
+    return bf16x2.fused_head_bf16x2(hidden, weight, targets, **options)
