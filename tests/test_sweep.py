@@ -244,6 +244,23 @@ def test_cli_sweep_then_analyze(micro, tmp_path, capsys):
     assert row.not_to_mem == (both & ~x.exact_match & y.exact_match).sum()
     assert row.mem_to_not == (both & x.exact_match & ~y.exact_match).sum()
     assert len(dynamics.from_sweep(out)) == len(labels)
+    # with a feature table of the same samples: its report gains the section and the
+    # categories over steps (every sample categorised: rows seen per step by category)
+    from analysis.synthetic import synthetic_table
+    from analysis.taxonomy import classify
+
+    feats, _ = synthetic_table(len(ids), seed=1)
+    feats["sample_id"] = ids
+    pq.write_table(pa.Table.from_pandas(feats, preserve_index=False), tmp_path / "f.parquet")
+    assert main(["analyze", "--features", str(tmp_path / "f.parquet"), "--sweep", str(out),
+                 "--out", str(tmp_path / "rep2"), "--n-boot", "20", "--no-progress"]) == 0
+    page = (tmp_path / "rep2" / "index.html").read_text()
+    assert page.index("Taxonomy") < page.index("Memorization dynamics")
+    cats = pd.read_csv(tmp_path / "rep2" / "tables" / "dynamics_categories.csv")
+    seen = labels[(labels.model == "b") & (labels.step == steps[-1])].set_index("sample_id").seen
+    by_hand = pd.Series(classify(feats), index=ids)[seen[ids].to_numpy()].value_counts()
+    got = cats[(cats.model == "b") & (cats.step == steps[-1])].set_index("category")
+    assert got["candidates"][by_hand.index].tolist() == by_hand.tolist()
     # bad revisions: exit 2, one line naming them, nothing written
     assert main(["sweep", "--model", _models(s)[0], "--revisions", "step5,step123456",
                  "--data", data, "--out", str(tmp_path / "bad"),
