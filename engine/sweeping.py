@@ -8,7 +8,8 @@ folder each, plus a sweep manifest.
                       out="sweep/", sequences_per_step=16, ids_are_positions=True)
     sw.labels()      # model, revision, step, sequences_seen, sample_id, exact_match, match_len, seen
 
-Layout of `out/`:
+Layout of `out/` (other files may share it, e.g. a study's output; a `scores/` folder without
+a sweep manifest is refused):
 
     sweep.json                   {"format": "memtax-sweep", "version": 1, "run": {...},
                                   "checkpoints": [{"model", "label", "revision", "step",
@@ -226,16 +227,19 @@ class _SweepFolder:
 
     def __init__(self, path, run: dict):
         self.path, self.run = Path(path), dict(sorted(run.items()))
-        self.created_folder = self.created_manifest = False
+        self.created_folder = self.created_manifest = self.created_scores = False
         self.entries: dict[tuple[str, str], dict] = {}
         self.old_manifest: bytes | None = None
 
     def prepare(self, plan: list[Checkpoint], sequences_per_step: int) -> None:
         man = self._read()
         if man is None:
-            if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
-                raise ValueError(f"output folder {str(self.path)!r} exists and is not a sweep "
-                                 f"folder (no {SWEEP_MANIFEST}); choose an empty --out folder")
+            # other files may share the folder (a study's output); score folders may not
+            if self.path.exists() and (not self.path.is_dir() or (self.path / "scores").exists()):
+                what = "scores/" if self.path.is_dir() else "a file"
+                raise ValueError(f"output folder {str(self.path)!r} is not a sweep folder (no "
+                                 f"{SWEEP_MANIFEST}) but holds {what}; choose another --out "
+                                 f"folder")
         else:
             self._check_same_run(man)
             self.old_manifest = (self.path / SWEEP_MANIFEST).read_bytes()
@@ -249,6 +253,7 @@ class _SweepFolder:
             if c.key not in self.entries:
                 self.entries[c.key] = _entry(c, sequences_per_step)
         self.created_folder = not self.path.exists()
+        self.created_scores = not (self.path / "scores").exists()
         self.path.mkdir(parents=True, exist_ok=True)
         self.created_manifest = man is None
         self.write()
@@ -292,6 +297,8 @@ class _SweepFolder:
             shutil.rmtree(self.path, ignore_errors=True)
         elif self.created_manifest:
             (self.path / SWEEP_MANIFEST).unlink(missing_ok=True)
+            if self.created_scores:
+                shutil.rmtree(self.path / "scores", ignore_errors=True)
         elif self.old_manifest is not None:
             write_bytes_atomic(self.path / SWEEP_MANIFEST, self.old_manifest)
 

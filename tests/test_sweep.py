@@ -175,11 +175,17 @@ def test_another_sweep_in_the_folder_is_refused(micro, tmp_path):
     with pytest.raises(ValueError, match="holds another sweep.*n_samples 40 != 30"):
         engine.sweep(_models(s)[:1], rows[:30], **kw)
     assert (tmp_path / "sw" / "sweep.json").read_bytes() == before
-    (tmp_path / "junk").mkdir()
-    (tmp_path / "junk" / "x.txt").write_text("x")
-    with pytest.raises(ValueError, match="not a sweep folder"):
+    (tmp_path / "junk" / "scores").mkdir(parents=True)
+    with pytest.raises(ValueError, match="not a sweep folder.*holds scores/"):
         engine.sweep(_models(s)[:1], rows[:40], revisions=["step0"], out=tmp_path / "junk",
                      progress=False)
+    # other files may share the folder: a study's output keeps its sweep beside them
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "samples.parquet").write_text("x")
+    sw = engine.sweep(_models(s)[:1], rows[:40], revisions=["step0"], out=tmp_path / "study",
+                      progress=False)
+    assert sw.complete and (tmp_path / "study" / "scores" / "a@step0").is_dir()
+    assert (tmp_path / "study" / "samples.parquet").read_text() == "x"
 
 
 def test_hub_ids_come_from_the_local_cache(tmp_path, one_torch_thread):
