@@ -24,12 +24,8 @@ import numpy as np
 import torch
 
 from engine.indexed_dataset import IndexedDataset
+from kernels.capability import native_bf16
 from memtax.suite.config import SuiteConfig
-
-try:  # the probe may move to kernels.cpu
-    from kernels.cpu import native_bf16
-except ImportError:
-    from kernels.argmax_head_screened import bf16_is_fast as native_bf16
 
 __all__ = [
     "make_model",
