@@ -111,9 +111,23 @@ def _reduce(logits, st: _Rows, rows: slice, start: int, targets, mcol: int | Non
     st.run_max[rows] = new
 
 
+_NORMS: dict[tuple, float] = {}      # one entry: the last head's max row norm, by its stamp
+
+
+def _weight_norm_max(weight: torch.Tensor) -> float:
+    """max_v |w_v| in fp32, remembered for the last head seen (a pass over the whole head per
+    call would cost as much as the widening the bf16x2 head avoids); the stamp changes when the
+    head is written in place."""
+    stamp = (weight.data_ptr(), weight._version, tuple(weight.shape), tuple(weight.stride()))
+    if stamp not in _NORMS:
+        _NORMS.clear()
+        _NORMS[stamp] = float(torch.linalg.vector_norm(weight, dim=1, dtype=torch.float32).max())
+    return _NORMS[stamp]
+
+
 def _argmax_bound(hidden, weight, bias, logit_scale) -> torch.Tensor:
     """Per row, twice the largest |bf16x2 logit - any fp32 head's logit| (module docstring)."""
-    w_max = float(torch.linalg.vector_norm(weight, dim=1, dtype=torch.float32).max())
+    w_max = _weight_norm_max(weight)
     b_max = float(bias.float().abs().max()) if bias is not None else 0.0
     h_norm = torch.linalg.vector_norm(hidden, dim=1, dtype=torch.float32)
     gamma = (hidden.shape[1] + 2) * _GAMMA_U32

