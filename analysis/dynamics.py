@@ -84,10 +84,12 @@ def label_table(labels) -> pd.DataFrame:
         [pd.NA] * len(df), dtype="boolean")
     df["memorized"] = df["memorized"].astype(bool)
     df["step"] = df["step"].astype(np.int64)
-    order = list(dict.fromkeys(df["model"]))
-    df["model"] = pd.Categorical(df["model"], categories=order, ordered=True)
+    order = [str(m) for m in pd.unique(df["model"])]
+    df["model"] = pd.Categorical(df["model"].astype(str), categories=order, ordered=True)
     df = df.sort_values(["model", "step", "sample_id"], kind="stable").reset_index(drop=True)
-    dup = df.duplicated(["model", "step", "sample_id"])
+    keys = [df["model"].cat.codes.to_numpy(), df["step"].to_numpy(), df["sample_id"].to_numpy()]
+    dup = np.zeros(len(df), dtype=bool)
+    dup[1:] = np.logical_and.reduce([k[1:] == k[:-1] for k in keys])
     if dup.any():
         r = df[dup].iloc[0]
         raise ValueError(f"label table has {int(dup.sum())} repeated rows, e.g. model "
@@ -95,6 +97,18 @@ def label_table(labels) -> pd.DataFrame:
     for model in order:
         _check_same_ids(df[df["model"] == model], f"model {model!r}")
     return df
+
+
+class _Checked:
+    """A label table `label_table` has checked, passed between this module's functions so that
+    `analyze` checks (and sorts) it once."""
+
+    def __init__(self, df: pd.DataFrame):
+        self.df = df
+
+
+def _checked(labels) -> pd.DataFrame:
+    return labels.df if isinstance(labels, _Checked) else label_table(labels)
 
 
 def _check_same_ids(df: pd.DataFrame, what: str) -> None:
@@ -162,7 +176,7 @@ def _matrices(df: pd.DataFrame, restrict_to_seen: bool = True) -> list[_Matrix]:
 def per_sample(labels, *, restrict_to_seen: bool = True) -> pd.DataFrame:
     """model, sample_id, checkpoints (that have seen it), memorized_at (how many of those),
     first_memorized, last_memorized (steps; null if never), flips, state (STATES)."""
-    parts = [_per_sample_of(m) for m in _matrices(label_table(labels), restrict_to_seen)]
+    parts = [_per_sample_of(m) for m in _matrices(_checked(labels), restrict_to_seen)]
     return pd.concat(parts, ignore_index=True)
 
 
@@ -172,9 +186,8 @@ def _per_sample_of(m: _Matrix) -> pd.DataFrame:
     any_mem = mem.any(axis=1)
     first = np.where(any_mem, m.steps[np.argmax(mem, axis=1)], -1)
     last = np.where(any_mem, m.steps[k - 1 - np.argmax(mem[:, ::-1], axis=1)], -1)
-    flips = np.array([_flips(row[s]) for row, s in zip(m.mem, m.seen)], dtype=np.int64)
+    flips, final = _flips_and_final(m.mem, m.seen)
     n_seen = m.seen.sum(axis=1)
-    final = np.array([row[s][-1] if s.any() else False for row, s in zip(m.mem, m.seen)])
     earlier = (mem.sum(axis=1) - final) > 0
     state = np.select([n_seen == 0, ~any_mem, ~final, ~earlier],
                       ["unseen", "never", "forgotten", "late"], "stable")
@@ -186,8 +199,17 @@ def _per_sample_of(m: _Matrix) -> pd.DataFrame:
         "flips": flips, "state": state})
 
 
-def _flips(seq: np.ndarray) -> int:
-    return int(np.count_nonzero(seq[1:] != seq[:-1])) if seq.size > 1 else 0
+def _flips_and_final(mem: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: changes between consecutive seen checkpoints, and the label at the last seen
+    one (False when none is seen). One pass over the k columns, vectorised over the rows."""
+    n = mem.shape[0]
+    prev = np.full(n, -1, dtype=np.int8)  # label at the last seen checkpoint so far; -1: none
+    flips = np.zeros(n, dtype=np.int64)
+    for j in range(mem.shape[1]):
+        cur, s = mem[:, j].astype(np.int8), seen[:, j]
+        flips += s & (prev >= 0) & (cur != prev)
+        prev = np.where(s, cur, prev)
+    return flips, prev == 1
 
 
 def state_counts(per_sample_table: pd.DataFrame) -> pd.DataFrame:
@@ -220,7 +242,7 @@ def transitions(labels, *, restrict_to_seen: bool = True) -> pd.DataFrame:
     """Between consecutive checkpoints of each model with two or more: model, step_from,
     step_to, samples (seen by both), mem_to_mem, mem_to_not, not_to_mem, not_to_not,
     forget_rate, learn_rate, newly_seen, newly_seen_memorized."""
-    ms = _two_or_more(_matrices(label_table(labels), restrict_to_seen), "transitions")
+    ms = _two_or_more(_matrices(_checked(labels), restrict_to_seen), "transitions")
     rows = []
     for m in ms:
         for j in range(m.steps.size - 1):
@@ -273,7 +295,7 @@ def predictability_over_steps(labels, *, n_boot: int = 1000, seed: int = 0,
     """Each earlier checkpoint of a model predicting its final checkpoint: model, step,
     final_step, samples (seen at step), predicted, target, both, precision, recall and their
     bootstrap intervals (precision_lo, precision_hi, recall_lo, recall_hi)."""
-    ms = _two_or_more(_matrices(label_table(labels), restrict_to_seen),
+    ms = _two_or_more(_matrices(_checked(labels), restrict_to_seen),
                       "predictability over steps")
     rng = np.random.default_rng(seed)
     rows = []
@@ -294,7 +316,7 @@ def predictability_over_sizes(labels, *, target: str | None = None, n_boot: int 
     (default the last model: the largest): model, step, target_model, target_step, samples
     (seen by both), predicted, target, both, precision, recall and intervals. ValueError with
     a single model, or when the models scored different samples."""
-    ms = _matrices(label_table(labels), restrict_to_seen)
+    ms = _matrices(_checked(labels), restrict_to_seen)
     if len(ms) < 2:
         raise ValueError(f"predictability over sizes needs two models or more; the table has "
                          f"{[m.model for m in ms]}")
@@ -326,7 +348,7 @@ def predictability_over_sizes(labels, *, target: str | None = None, n_boot: int 
 def _with_categories(labels, categories) -> pd.DataFrame:
     """The label table with a `category` column: from the table itself, or joined from
     `categories` (sample_id, category, and optionally model and/or step)."""
-    df = label_table(labels)
+    df = _checked(labels)
     if categories is None:
         if "category" not in df:
             raise ValueError("categories over steps need a category per sample: a `category` "
@@ -428,11 +450,11 @@ def analyze(labels, categories=None, *, n_boot: int = 1000, seed: int = 0,
             alpha: float = 0.05, restrict_to_seen: bool = True) -> Dynamics:
     """Every table of this module; those that need what the table lacks (two checkpoints, two
     models, categories) are None with a note."""
-    df = label_table(labels)
+    df = _Checked(label_table(labels))
     ps = per_sample(df, restrict_to_seen=restrict_to_seen)
     res = Dynamics(per_sample=ps, states=state_counts(ps))
     boot = dict(n_boot=n_boot, seed=seed, alpha=alpha, restrict_to_seen=restrict_to_seen)
-    steps = {str(m): g["step"].nunique() for m, g in df.groupby("model", observed=True)}
+    steps = {str(m): g["step"].nunique() for m, g in df.df.groupby("model", observed=True)}
     single = [m for m, k in steps.items() if k < 2]
     if single:
         res.notes.append(f"One checkpoint only for {', '.join(single)}: transitions, "
@@ -444,7 +466,7 @@ def analyze(labels, categories=None, *, n_boot: int = 1000, seed: int = 0,
     else:
         res.notes.append(f"One model only ({next(iter(steps))}): predictability over sizes "
                          "needs two.")
-    if categories is not None or "category" in df:
+    if categories is not None or "category" in df.df:
         attempts["categories"] = lambda: categories_over_steps(
             df, categories, restrict_to_seen=restrict_to_seen)
         attempts["movement"] = lambda: category_movement(
