@@ -7,14 +7,16 @@ Stages: corpus (read the documents, one per file), suite (build it into `out/sui
 the first prefix_len + cont_len tokens of each training sequence the final checkpoints have
 seen; sample_id = the sequence's index in the stream), index (the exact training stream, each
 sequence its own document: Pythia's semantics), score (exact mode, every checkpoint of every
-size, one score folder each), generate (the largest model's final checkpoint: Pythia's
+size: one `engine.sweep`, a score folder each), generate (the largest model's final checkpoint: Pythia's
 free-running score on its memorized rows and near misses), features, classify, models + report
 (on the largest model's final checkpoint; category shares and memorization against duplicates
-for every size's final checkpoint; memorized counts and shares per checkpoint, per model).
+for every size's final checkpoint; memorized counts and shares per checkpoint, per model),
+dynamics (the report's memorization-dynamics section: `analysis.dynamics` on the sweep).
 
 Output folder, beside what `run_pipeline` writes (minus documents.parquet):
 
     suite/              the suite (memtax.suite.open_suite)
+    sweep.json          the sweep's manifest (engine.open_sweep(out); memtax analyze --sweep out)
     scores/<model>@step<N>/   one engine score folder per checkpoint
     checkpoints.parquet model, step, sample_id, exact_match, match_len (every checkpoint)
 """
@@ -28,7 +30,7 @@ import numpy as np
 
 from memtax.demo.corpus import DEFAULT_SEED, corpus_summary, read_documents
 from memtax.demo.pipeline import generate_check
-from memtax.demo.stages import StageClock, bar, staging, write_parquet
+from memtax.demo.stages import StageClock, staging, write_parquet
 from memtax.demo.study import classify_and_report, report_notes
 from memtax.demo.summary import DemoResult, category_examples, write_summary
 
@@ -140,55 +142,37 @@ def _write_samples(ids, rows, tok, path: Path) -> None:
     }), path)
 
 
-def _score_one(spec: str, rows: np.ndarray, ids: np.ndarray, folder: str, options: dict
-               ) -> int:
-    """Score `rows` with one checkpoint into `folder` (run in a worker process)."""
+def _score_all(s, models: list[str], ids, rows, root: Path, clock: StageClock, *, workers: int,
+               progress: bool, **options):
+    """(sweep, model -> step -> score table): every checkpoint of every model scored by one
+    `engine.sweep` into `root` (sweep.json + scores/<model>@step<N>/), `workers` checkpoints
+    at a time (one core each)."""
     import engine
     from engine.data import ArraySource
 
     source = ArraySource(rows, rows.shape[1], sample_ids=ids,
                          description="memtax demo: training sequences")
-    return engine.score(spec, source, mode="exact", out=folder, resume=False, progress=False,
-                        **options).num_rows
+    with clock("score (exact)", "samples") as t:
+        sw = engine.sweep([str(s.root / "models" / m) for m in models], source,
+                          revisions="all", out=root, workers=workers, progress=progress,
+                          sequences_per_step=s.batch_size, ids_are_positions=True, **options)
+        t.amount = len(sw.checkpoints) * len(ids)
+    return sw, {m: {step: sw.scores(m, f"step{step}") for step in s.models[m]} for m in models}
 
 
-def _one_thread() -> None:
-    # Each worker scores one small model on one core: torch's intra-op threads would only
-    # contend with the other worker (and spin-wait, which costs several times the work). One
-    # thread is also what keeps torch safe in a forked child (as in DataLoader workers).
-    import torch
+def _dynamics(sw, study, root: Path, clock: StageClock, *, n_boot: int, seed: int) -> None:
+    """The report's dynamics section: every sample across checkpoints and sizes (restricted to
+    the checkpoints that have seen it), categories from the primary run's features."""
+    import pandas as pd
 
-    torch.set_num_threads(1)
+    from analysis import dynamics, dynamics_report
 
-
-def _mp_context():
-    import multiprocessing as mp
-
-    # "fork" starts the workers at once and, unlike "spawn", does not re-import the caller's
-    # main script (which breaks scripts without a __main__ guard); spawn where fork is missing.
-    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-
-
-def _score_all(s, models: list[str], ids, rows, root: Path, clock: StageClock, *, workers: int,
-               progress: bool, **options) -> dict[str, dict[int, object]]:
-    """model -> step -> score table, every checkpoint of every model (one folder each, written
-    by `workers` processes, one checkpoint at a time each)."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    from engine.output import read_scores
-
-    jobs = {(m, step): str(root / "scores" / f"{m}@step{step}")
-            for m in models for step in s.models[m]}
-    with clock("score (exact)", "samples") as t, \
-            bar(len(jobs), "score: checkpoints", "ckpt", progress) as b, \
-            ProcessPoolExecutor(workers, mp_context=_mp_context(),
-                                initializer=_one_thread) as pool:
-        futures = [pool.submit(_score_one, s.spec(m, step), rows, ids, folder, options)
-                   for (m, step), folder in jobs.items()]
-        for f in as_completed(futures):
-            t.amount += f.result()
-            b.update(1)
-    return {m: {step: read_scores(jobs[m, step]) for step in s.models[m]} for m in models}
+    with clock("dynamics", "samples") as t:
+        labels = dynamics.from_sweep(sw)
+        cats = pd.DataFrame({"sample_id": study.sample_ids, "category": study.cats})
+        dyn = dynamics.analyze(labels, cats, n_boot=n_boot, seed=seed)
+        dynamics_report.write_section(root / "report", dyn)
+        t.amount = len(labels)
 
 
 def _checkpoint_rows(s, tables) -> tuple[list[dict], object]:
@@ -238,9 +222,9 @@ def run_suite_study(documents: Sequence, out, *, config, samples: int | None = N
         ids, rows, source = _sample_stage(s, samples, seed, prefix_len + cont_len, tok, root,
                                           clock)
         idx = _index_stage(s, tok, root / "index", clock, progress)
-        tables = _score_all(s, models, ids, rows, root, clock, workers=workers,
-                            progress=progress, prefix_len=prefix_len, cont_len=cont_len,
-                            batch_size=batch_size, dtype=dtype)
+        sw, tables = _score_all(s, models, ids, rows, root, clock, workers=workers,
+                                progress=progress, prefix_len=prefix_len, cont_len=cont_len,
+                                batch_size=batch_size, dtype=dtype)
         big, final = models[-1], max(s.models[models[-1]])
         checks = generate_check(engine.load_model(s.spec(big, final), dtype=dtype), rows, ids,
                                 tables[big][final], prefix_len, cont_len, batch_size, root,
@@ -250,6 +234,7 @@ def run_suite_study(documents: Sequence, out, *, config, samples: int | None = N
             {f"{m}@step{max(s.models[m])}": tables[m][max(s.models[m])] for m in models},
             source, idx, tok, root, clock, label=label, seed=seed, n_boot=n_boot,
             semantic=semantic, progress=progress, checkpoints=tables, by_duplicates=True)
+        _dynamics(sw, study, root, clock, n_boot=n_boot, seed=seed)
         counts, per_ckpt = _checkpoint_rows(s, tables)
         write_parquet(per_ckpt, root / "checkpoints.parquet")
         corpus = corpus_summary(docs, None)
