@@ -427,8 +427,8 @@ def _score_checkpoint(c: Checkpoint, source, out: Path, options: dict, loading: 
     score(sm, source, out=out / c.folder, resume=resume, dtype=loading["dtype"],
           device=loading["device"], **options)
     del sm
-    gc.collect()
-    if torch.cuda.is_available():
+    if torch.cuda.is_available():  # hand the checkpoint's memory back before the next loads
+        gc.collect()
         torch.cuda.empty_cache()
     return {**fields, "elapsed_s": round(time.perf_counter() - t0, 3), "complete": True}
 
