@@ -109,8 +109,9 @@ def _revision_list(revisions) -> list[str] | str | None:
     revisions = [str(r) for r in revisions]
     if not revisions:
         raise ValueError("revisions must name at least one revision, 'all', or None")
-    if len(set(revisions)) != len(revisions):
-        raise ValueError(f"revisions given twice: {sorted({r for r in revisions if revisions.count(r) > 1})}")
+    twice = sorted({r for r in revisions if revisions.count(r) > 1})
+    if twice:
+        raise ValueError(f"revisions given twice: {twice}")
     return revisions
 
 
