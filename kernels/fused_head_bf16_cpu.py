@@ -6,8 +6,9 @@ the exact dot products up to fp32 accumulation; only the GEMM's speed is fp32's.
 CPU has no entry point for oneDNN's bf16 x bf16 -> fp32 GEMM (`torch.mm(..., out_dtype=)` and
 `addmm`/`bmm` `.dtype` are CUDA-only, Inductor refuses `out_dtype` on CPU, `mkldnn_matmul`
 wants one dtype for all three tensors, and the `cpublas` bf16 -> fp32 gemm reached through
-`brgemm`'s non-VNNI fallback is MKL's `cblas_gemm_bf16bf16f32`, which runs at fp32 speed on
-this AMD EPYC). What torch does offer is oneDNN's bf16 GEMM with a bf16 output whose fp32
+`brgemm`'s non-VNNI fallback, like MKL's exported `cblas_gemm_bf16bf16f32`, measured at fp32
+speed on this AMD EPYC; the CPU flash-attention kernel's fp32 log-sum-exp needs a value tensor
+of the same width and ran slower than an fp32 GEMM). What torch does offer is oneDNN's bf16 GEMM with a bf16 output whose fp32
 accumulator also takes a bf16 `C` before rounding (`addmm`). So each tile of logits is built
 from two bf16 GEMMs ("bf16x2"):
 
@@ -17,17 +18,19 @@ from two bf16 GEMMs ("bf16x2"):
 
 then the same fp32 epilogue (bias, scale, soft-cap) and online reduction as the twin. Per row:
 
-- lse and the target log-prob come from these logits; the target's own logit is taken from the
-  same tile, so its error cancels where the target carries the mass and the NLL's error is at
-  most ~2 * 2^-18 * max|logit| relative to the NLL itself (1e-4 relative needs |logit| < ~26;
-  measured errors are ~1e-6, see docs/notes/kernels.md).
+- lse and the target log-prob come from these logits (the target's from the same tile). Each
+  logit is within ~2^-18 |logit| of the fp32 one, so lse is within ~2^-18 max|logit|: on
+  SmolLM2-135M (logits up to 38) NLLs differ from the widened twin's by up to 2.2e-4 nats,
+  4.5e-4 relative, and 22 of 512 rows exceed 1e-4 relative. This head does NOT meet a 1e-4
+  relative NLL bound for models with large logits, and on this CPU it is slower than the twin
+  (docs/notes/kernels.md): it is opt-in (impl="bf16x2"), never picked by "auto".
 - argmax: each row tracks its two best logits. Where they are closer than twice the error bound
   a = |scale| * (2^-16 + 4 gamma_d) * (|h| max|w| + max|b|) the row is recomputed by the twin
   itself, so the argmax is the fp32 head's on every row (beyond the bound the order is certain).
 
 Only for bf16 hidden and weight on a CPU with native bf16 (`kernels.capability.native_bf16`);
-the dispatcher (`kernels.fused_head.fused_head`, impl="bf16x2" or "auto") sends anything else to
-the twin. Its first use per process is checked against the twin on sampled rows with
+the dispatcher (`kernels.fused_head.fused_head`, impl="bf16x2") sends anything else to the
+twin. Its first use per process is checked against the twin on sampled rows with
 `kernels.verify`'s bf16 tolerances, and a failure falls back to the twin with a warning.
 """
 
