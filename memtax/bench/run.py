@@ -10,6 +10,7 @@ not fit is skipped with the reason, and an out-of-memory error is caught and rec
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from memtax.bench.environment import environment
 from memtax.bench.measure import backbone_extra, free_memory, measure
 from memtax.bench.methods import METHODS, RECIPE, RECIPE_BATCH, Context
 from memtax.bench.report import assemble, result_row
+from memtax.bench.roofline import roofline_gflops
 from memtax.bench.shapes import (
     PYTHIA_SHAPES,
     GiB,
@@ -209,6 +211,14 @@ def _run_shape(st: _Settings, shape: Shape, todo: list, loaded, peak, results: l
     """Every planned run of one shape, appending to `results` / `skipped`."""
     # the recipe in another dtype runs last, on a model of its own
     todo = sorted(todo, key=lambda x: x[3] != st.dtype)
+    roofline = None
+    if st.device.type == "cpu" and not st.peak_tflops:
+        # a CPU's practical peak: the bf16 GEMM rate of this shape, measured now
+        tokens = max(st.batch_sizes) * (st.prefix_len + st.cont_len - 1)
+        roofline = roofline_gflops(shape.hidden, shape.ff, shape.vocab, tokens)["roofline"] / 1e3
+        peak = roofline
+        say(f"{shape.name}: measured bf16 GEMM roofline {roofline * 1e3:.0f} GFLOP/s "
+            f"(load average {os.getloadavg()[0]:.1f})")
     runner = _ShapeRun(st, shape, loaded)
     for _, m, b, mdt in todo:
         entry = {"shape": shape.name, "method": m, "batch": b, "dtype": dtype_name(mdt),
@@ -232,6 +242,8 @@ def _run_shape(st: _Settings, shape: Shape, todo: list, loaded, peak, results: l
             say(f"skip {shape.name} {m} batch {b}: {entry['skipped']}")
         else:
             results.append(result_row(entry, meas, shape, st.prefix_len, st.cont_len, peak))
+            if roofline is not None:   # mfu is then the fraction of the measured roofline
+                results[-1].update(roofline_tflops=roofline, load_average=os.getloadavg()[0])
             say(f"{shape.name} {m} batch {b}: {results[-1]['samples_per_s']:.1f} samples/s")
         tick()
     runner.close()
