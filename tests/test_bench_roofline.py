@@ -45,3 +45,14 @@ def test_gemm_rates_are_positive_and_the_roofline_is_their_best():
     assert rates["roofline"] == max(rates["head"], rates["mlp"])
     with pytest.raises(ValueError, match="positive sizes"):
         gemm_gflops(0, 4, 4)
+
+
+def test_markdown_says_what_mfu_is_against(monkeypatch, tmp_path):
+    monkeypatch.setattr(bench_run, "roofline_gflops",
+                        lambda *a, **k: {"head": 400.0, "mlp": 1.0, "roofline": 400.0})
+    report = bench.run_bench([TINY], batch_sizes=[4], dtype="fp32", device="cpu", n_samples=4,
+                             prefix_len=6, cont_len=6, repeats=1, methods=["memtax_exact"],
+                             progress=False, seed=1)
+    _, md = bench.write_report(report, tmp_path)
+    text = md.read_text()
+    assert "measured in this run per shape: tiny 400 GFLOP/s" in text

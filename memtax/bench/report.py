@@ -176,7 +176,19 @@ def _header(report: dict) -> list[str]:
         f"{cfg['dtype']}, {cfg['prefix_len']}+{cfg['cont_len']} tokens, peak "
         f"{_fmt(cfg['peak_tflops'], '.0f')} TFLOP/s (dense bf16)"
         + ("" if report.get("complete", True) else "; PARTIAL: the run has not finished"),
-    ]
+    ] + _roofline_lines(report)
+
+
+def _roofline_lines(report: dict) -> list[str]:
+    """On CPU without a given peak, MFU is the fraction of each shape's measured bf16 GEMM
+    rate (`memtax.bench.roofline`); say so, with the rates and the load average."""
+    rates = {r["shape"]: r for r in report["results"] if r.get("roofline_tflops")}
+    if not rates:
+        return []
+    parts = ", ".join(f"{name} {1e3 * r['roofline_tflops']:.0f} GFLOP/s (load average "
+                      f"{r['load_average']:.1f})" for name, r in rates.items())
+    return ["", f"MFU here is against the bf16 GEMM rate measured in this run per shape: {parts}"
+                "; under load both slow down, by different factors."]
 
 
 def _results_table(report: dict) -> list[str]:
