@@ -201,15 +201,18 @@ def checkpoint_steps(total_steps: int, evenly: int, log_spaced: bool) -> list[in
     return sorted(steps)
 
 
-# The suite `make demo` builds on this machine's own text (tuned by measurement: see
-# docs/notes/demo.md).
+# The suite `make demo` builds on this machine's own text (the standard library's source and the
+# installed packages' license and metadata files, each document cut to its first 2,000
+# characters: every license copy stays, so recitation has its duplicates, and the stream stays
+# small enough to train two sizes in a few minutes on 2 cores). Chosen by measurement: the
+# medium model's final checkpoint memorizes ~9% of the training sequences' 32 + 32 samples.
 DEMO_CONFIG = SuiteConfig(
-    sizes={"small": SIZE_PRESETS["mini"], "large": SIZE_PRESETS["small"]},
+    sizes={"mini": SIZE_PRESETS["mini"], "medium": SIZE_PRESETS["medium"]},
     vocab_size=2048,
     seq_len=129,
     batch_size=16,
     epochs=1.5,
-    lr=2e-3,
-    corpus_share=0.1,
+    lr=4e-3,
+    max_doc_chars=2000,
     checkpoints=4,
 )
