@@ -248,6 +248,21 @@ def _compare(got, want) -> str | None:
     return None
 
 
+def bf16x2_note(device, dtype: torch.dtype) -> str:
+    """What impl="bf16x2" ran on `device` / `dtype` in this process: "torch" where it does not
+    apply, "bf16x2" (checked), "bf16x2 (unverified)" (no checked call yet), or
+    "torch (bf16x2 failed verification: <why>)"."""
+    from kernels.capability import native_bf16
+
+    if (torch.device(device).type != "cpu" or dtype != torch.bfloat16
+            or not native_bf16("cpu")):
+        return "torch"
+    state = _CHECKED.get("cpu", "unchecked")
+    if state == "unchecked":
+        return "bf16x2 (unverified)"
+    return "bf16x2" if state is None else f"torch (bf16x2 failed verification: {state})"
+
+
 def reset_bf16x2_verification() -> None:
     """Forget the first-use verdict (tests)."""
     _CHECKED.clear()

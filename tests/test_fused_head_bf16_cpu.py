@@ -11,7 +11,7 @@ from helpers import reference_logits
 
 import kernels.fused_head_bf16_cpu as bx
 from kernels import fused_head, fused_head_torch, native_bf16
-from kernels.verify import KernelVerificationWarning
+from kernels.verify import KernelVerificationWarning, implementation_note
 
 pytestmark = pytest.mark.skipif(not native_bf16("cpu"),
                                 reason="the bf16x2 head runs on CPUs with bf16 dot products")
@@ -113,12 +113,18 @@ def test_first_use_check_falls_back_on_a_wrong_kernel(monkeypatch):
         assert all(torch.equal(a, b) for a, b in zip(got, want))
         again = fused_head(hidden, weight, targets, impl="bf16x2")   # the twin from now on
         assert torch.equal(again[1], want[1])
+        note = implementation_note("fused_head", "bf16x2", "cpu", torch.bfloat16)
+        assert note.startswith("torch (bf16x2 failed verification: lse differs")
     finally:
         bx.reset_bf16x2_verification()
     monkeypatch.setattr(bx, "fused_head_bf16x2", real)
     got = fused_head(hidden, weight, targets, impl="bf16x2")
-    assert bx._CHECKED["cpu"] is None and torch.equal(got[0], want[0])
+    assert torch.equal(got[0], want[0])
+    assert implementation_note("fused_head", "bf16x2", "cpu", torch.bfloat16) == "bf16x2"
+    assert implementation_note("fused_head", "bf16x2", "cpu", torch.float32) == "torch"
     bx.reset_bf16x2_verification()
+    assert implementation_note("fused_head", "bf16x2", "cpu",
+                               torch.bfloat16) == "bf16x2 (unverified)"
 
 
 @pytest.mark.slow
