@@ -468,11 +468,12 @@ def _impl_notes(sm, head_impl: str, mode: str) -> Callable[[], dict[bytes, bytes
     """Which implementation has scored so far (`kernels.verify.implementation_note`): the
     fused head's as `head_impl`, and in generate mode the decode step's argmax head's as
     `decode_head_impl` ("triton (unverified)" where it was not checked or did not run)."""
+    from kernels.fused_head import head_implementation_note
     from kernels.verify import implementation_note
 
     def notes() -> dict[bytes, bytes]:
         dev, dt = sm.weight.device, sm.weight.dtype
-        out = {"head_impl": implementation_note("fused_head", head_impl, dev, dt)}
+        out = {"head_impl": head_implementation_note(head_impl, dev, dt)}
         if mode == "generate":
             out["decode_head_impl"] = implementation_note("argmax_head", "auto", dev, dt)
         return {k.encode(): v.encode() for k, v in out.items()}

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.fused_head import tile_logits
+from kernels.fused_head_twin import tile_logits
 from kernels.validation import check_argmax_inputs, resolve_impl
 from kernels.verify import HeadKernel, checked_launch
 

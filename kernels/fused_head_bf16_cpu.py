@@ -1,6 +1,6 @@
 """Fused LM head for bf16 inputs on CPUs with bf16 dot products: two bf16 GEMMs, fp32 decisions.
 
-The plain twin (`kernels.fused_head.fused_head_torch`) widens each bf16 weight chunk to fp32 and
+The plain twin (`kernels.fused_head_twin.fused_head_torch`) widens each bf16 weight chunk to fp32 and
 runs an fp32 GEMM. Products of two bf16 numbers are exact in fp32, so that head's logits are
 the exact dot products up to fp32 accumulation; only the GEMM's speed is fp32's. torch 2.13 on
 CPU has no entry point for oneDNN's bf16 x bf16 -> fp32 GEMM (`torch.mm(..., out_dtype=)` and
@@ -40,6 +40,7 @@ import warnings
 
 import torch
 
+from kernels.fused_head_twin import fused_head_torch
 from kernels.validation import check_head_inputs, check_targets
 from kernels.verify import TOLERANCES, KernelVerificationWarning, sample_rows
 
@@ -153,8 +154,6 @@ def fused_head_bf16x2(
     """(argmax int64, lse fp32, target_logprob fp32), each (N,), of bf16 hidden (N, d) against
     a bf16 weight (V, d) on CPU: the twin's semantics (`kernels.fused_head`), logits from two
     bf16 GEMMs; near-tied rows' argmax from the twin."""
-    from kernels.fused_head import fused_head_torch
-
     check_head_inputs(hidden, weight, bias, logit_scale, softcap, masked_token)
     check_targets(targets, hidden.shape[0], weight.shape[0])
     if hidden.dtype != torch.bfloat16 or weight.dtype != torch.bfloat16:
@@ -215,8 +214,6 @@ _CHECKED: dict[str, str | None] = {}     # "cpu" -> None (passed) or what went w
 def checked_bf16x2(hidden, weight, targets, **options):
     """`fused_head_bf16x2`, its first launch in this process compared with the twin on sampled
     rows; after a failure (warned once) every call goes to the twin."""
-    from kernels.fused_head import fused_head_torch
-
     state = _CHECKED.get("cpu", "unchecked")
     if state is not None and state != "unchecked":
         return fused_head_torch(hidden, weight, targets, **options)

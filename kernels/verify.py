@@ -142,15 +142,11 @@ def _key(kernel_name: str, device, dtype: torch.dtype) -> tuple:
 
 
 def implementation_note(kernel_name: str, impl: str, device, dtype: torch.dtype) -> str:
-    """Which implementation `impl` ("auto"|"triton"|"torch"|"bf16x2") ran for the kernel named
+    """Which implementation `impl` ("auto"|"triton"|"torch") ran for the kernel named
     `kernel_name` ("fused_head", "argmax_head") on `device` and
     `dtype` in this process: "torch"; "triton" (checked); "triton (unverified)" (no checked
-    launch, e.g. verify=False); or "torch (triton failed verification: <why>)". "bf16x2" (the
-    CPU bf16 head) answers from its own first-use verdict (`kernels.fused_head_bf16_cpu`)."""
-    if impl == "bf16x2":                  # the CPU bf16 head keeps its own first-use verdict
-        from kernels.fused_head_bf16_cpu import bf16x2_note
-
-        return bf16x2_note(device, dtype)
+    launch, e.g. verify=False); or "torch (triton failed verification: <why>)". The CPU bf16
+    head keeps its own verdict: `kernels.fused_head.head_implementation_note` asks both."""
     if resolve_impl(impl, torch.device(device)) == "torch":
         return "torch"
     key = _key(kernel_name, device, dtype)

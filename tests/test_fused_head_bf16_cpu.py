@@ -3,7 +3,6 @@ fp32 twin (today's bf16 path) and float64 logits on Pythia-70M/160M head shapes:
 NLL within 1e-4 relative; planted exact and near ties; the options; dispatch and the first-use
 check."""
 
-import importlib
 
 import pytest
 import torch
@@ -11,7 +10,8 @@ from helpers import reference_logits
 
 import kernels.fused_head_bf16_cpu as bx
 from kernels import fused_head, fused_head_torch, native_bf16
-from kernels.verify import KernelVerificationWarning, implementation_note
+from kernels.fused_head import head_implementation_note
+from kernels.verify import KernelVerificationWarning
 
 pytestmark = pytest.mark.skipif(not native_bf16("cpu"),
                                 reason="the bf16x2 head runs on CPUs with bf16 dot products")
@@ -80,7 +80,7 @@ def test_near_tied_rows_are_decided_by_the_twin(monkeypatch):
         calls.append(h.shape[0])
         return fused_head_torch(h, *args, **kw)
 
-    monkeypatch.setattr(importlib.import_module("kernels.fused_head"), "fused_head_torch", spy)
+    monkeypatch.setattr(bx, "fused_head_torch", spy)
     got = bx.fused_head_bf16x2(hidden, weight, targets, chunk=128)
     want = fused_head_torch(hidden, weight, targets)
     assert calls == [6] and torch.equal(got[0], want[0])
@@ -113,17 +113,17 @@ def test_first_use_check_falls_back_on_a_wrong_kernel(monkeypatch):
         assert all(torch.equal(a, b) for a, b in zip(got, want))
         again = fused_head(hidden, weight, targets, impl="bf16x2")   # the twin from now on
         assert torch.equal(again[1], want[1])
-        note = implementation_note("fused_head", "bf16x2", "cpu", torch.bfloat16)
+        note = head_implementation_note("bf16x2", "cpu", torch.bfloat16)
         assert note.startswith("torch (bf16x2 failed verification: lse differs")
     finally:
         bx.reset_bf16x2_verification()
     monkeypatch.setattr(bx, "fused_head_bf16x2", real)
     got = fused_head(hidden, weight, targets, impl="bf16x2")
     assert torch.equal(got[0], want[0])
-    assert implementation_note("fused_head", "bf16x2", "cpu", torch.bfloat16) == "bf16x2"
-    assert implementation_note("fused_head", "bf16x2", "cpu", torch.float32) == "torch"
+    assert head_implementation_note("bf16x2", "cpu", torch.bfloat16) == "bf16x2"
+    assert head_implementation_note("bf16x2", "cpu", torch.float32) == "torch"
     bx.reset_bf16x2_verification()
-    assert implementation_note("fused_head", "bf16x2", "cpu",
+    assert head_implementation_note("bf16x2", "cpu",
                                torch.bfloat16) == "bf16x2 (unverified)"
 
 
