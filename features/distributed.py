@@ -6,7 +6,7 @@
 
 The samples are read here in blocks of `chunk_size` (the same chunks the single-process stream
 reads); each block becomes one Ray task that runs the single-process code for one chunk
-(`pipeline._FeatureStream`: text features, duplicate counts over every shard, token
+(`feature_stream.FeatureStream`: text features, duplicate counts over every shard, token
 frequencies) on a worker, which opens the index where it lies (a file system every worker
 mounts). Each finished block is written here as `parts_dir/part-NNNNNN.parquet` (written to a
 temporary name, then renamed); a rerun with the same inputs reads the finished parts instead of
@@ -51,12 +51,12 @@ def block_task(setup: list, ids: np.ndarray, tokens: np.ndarray) -> dict[str, np
     `setup`: [key, index folder or None, tokenizer or None, prefix_len] (run on a worker)."""
     import numba
 
-    from features.pipeline import _FeatureStream
+    from features.feature_stream import FeatureStream
 
     numba.set_num_threads(1)  # one CPU per task: Ray schedules by CPUs
     key, index_path, tok, prefix_len = setup
     index, tok = _worker_inputs(key, index_path, tok)
-    stream = _FeatureStream(index, tok, prefix_len=prefix_len, workers=1, keep_text=False)
+    stream = FeatureStream(index, tok, prefix_len=prefix_len, workers=1, keep_text=False)
     stream._add_chunk(ids, tokens)
     while stream.pending:
         stream._collect(stream.pending.pop(0))
@@ -64,7 +64,7 @@ def block_task(setup: list, ids: np.ndarray, tokens: np.ndarray) -> dict[str, np
 
 
 class RayFeatureStream:
-    """Drop-in for `pipeline._FeatureStream` (same `run`, `parts`, `texts`, `prompts`) whose
+    """Drop-in for `feature_stream.FeatureStream` (same `run`, `parts`, `texts`, `prompts`) whose
     chunks are computed by Ray tasks and kept as parquet parts in `parts_dir`."""
 
     def __init__(self, index, tok, *, prefix_len: int, cont_len: int, keep_text: bool,
@@ -91,8 +91,8 @@ class RayFeatureStream:
             self._run(Path(tmp), source, table_ids, chunk_size, progress)
 
     def _run(self, parts_dir: Path, source, table_ids, chunk_size: int, progress: bool) -> None:
+        from features.feature_stream import select_rows
         from features.index.distributed import connect, run_tasks
-        from features.pipeline import _select
 
         _check_plan(parts_dir, dict(self.settings, chunk_size=chunk_size,
                                     source=source.description, ids=_ids_digest(table_ids)))
@@ -105,7 +105,7 @@ class RayFeatureStream:
 
         def submit():
             for ids, tokens in source.batches(chunk_size):
-                ids, tokens = _select(ids, tokens, wanted)
+                ids, tokens = select_rows(ids, tokens, wanted)
                 if not ids.size:
                     continue
                 b = len(blocks)

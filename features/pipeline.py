@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +36,12 @@ from features import duplicates as _dups
 from features import semantic as _sem
 from features import templating as _tmpl
 from features import token_stats as _tstats
+from features.feature_stream import (
+    FeatureStream,
+    text_features,
+)
 from features.provenance import check_index, scored_samples
-from features.tokenizers import as_encoder, decode_batch, load_tokenizer, vocab_size
+from features.tokenizers import as_encoder, decode_batch, load_tokenizer
 
 __all__ = ["compute", "FEATURES", "text_features", "read_table"]
 
@@ -64,17 +67,6 @@ _TYPES.update({c: pa.float64() for c in _tstats.COLUMNS})
 _TYPES.update({"huffman_code_length": pa.float64(), "zlib_ratio": pa.float64(),
                "code_score": pa.float64(), "is_incrementing": pa.bool_(),
                "is_repeating": pa.bool_(), "is_templating": pa.bool_()})
-
-
-def text_features(text: str) -> tuple[float, float, bool, bool, float]:
-    """(huffman_code_length, zlib_ratio, is_incrementing, is_repeating, code_score) of a text."""
-    inc, rep = _tmpl.classify(text)
-    return (_comp.huffman_code_length(text), _comp.zlib_ratio(text), inc, rep,
-            _code.code_score(text))
-
-
-def _text_chunk(texts: list[str]) -> list[tuple]:
-    return [text_features(t) for t in texts]
 
 
 def read_table(table) -> pa.Table | None:
@@ -130,55 +122,6 @@ def _table_ids(table: pa.Table) -> np.ndarray:
     return ids
 
 
-def _vocab_declared(index) -> bool:
-    """Whether the index was built for a stated vocabulary (else it knows only the ids its
-    corpus holds). Objects without that metadata are taken as declared (strict)."""
-    meta = getattr(index, "meta", None) or {}
-    return bool(meta.get("vocab_size_declared", True))
-
-
-def _unigrams(index, tok) -> np.ndarray:
-    """Corpus unigram counts long enough for every id the samples may hold; refuses a tokenizer
-    whose vocabulary the index's declared vocabulary cannot hold."""
-    counts = np.asarray(index.unigram_counts(), dtype=np.int64)
-    declared = _vocab_declared(index)
-    if tok is not None:
-        v = vocab_size(tok)
-        if v > counts.shape[0]:
-            if declared:
-                raise ValueError(
-                    f"the tokenizer has {v} ids but the corpus index was built for a vocabulary "
-                    f"of {counts.shape[0]} (different tokenizers?)"
-                )
-            counts = np.concatenate([counts, np.zeros(v - counts.shape[0], np.int64)])
-    return counts
-
-
-def _index_tokenizer(index, tok):
-    """The index's tokenizer fingerprint when both sides name one: checked once here, then
-    passed as a plain string to every `count` call (cheap)."""
-    recorded = getattr(index, "tokenizer", None)
-    if tok is None or not isinstance(recorded, str) or not hasattr(tok, "get_vocab"):
-        return None
-    from features.index import tokenizer_fingerprint
-
-    mine = tokenizer_fingerprint(tok)
-    built = recorded
-    if not recorded.startswith("sha256:"):
-        # an index that recorded a tokenizer's name (as `memtax index build` once did): compare
-        # the vocabulary that name stands for
-        try:
-            built = tokenizer_fingerprint(load_tokenizer(recorded))
-        except (ValueError, OSError):
-            return recorded
-    if mine != built:
-        raise ValueError(
-            f"the tokenizer's vocabulary ({mine[:20]}...) differs from the one the corpus index "
-            f"was built with ({recorded[:20]}...)"
-        )
-    return recorded
-
-
 def _open_index(index):
     if isinstance(index, (str, os.PathLike)):
         from features.index import CorpusIndex
@@ -187,15 +130,6 @@ def _open_index(index):
     if index is not None and not (hasattr(index, "count") and hasattr(index, "unigram_counts")):
         raise ValueError(f"index must be a CorpusIndex or its folder, got {type(index).__name__}")
     return index
-
-
-def _select(ids: np.ndarray, tokens: np.ndarray, wanted_sorted: np.ndarray | None):
-    if wanted_sorted is None:
-        return ids, tokens
-    pos = np.searchsorted(wanted_sorted, ids)
-    pos[pos == wanted_sorted.size] = 0
-    keep = wanted_sorted[pos] == ids if wanted_sorted.size else np.zeros(ids.shape, bool)
-    return ids[keep], tokens[keep]
 
 
 def compute(table, samples, *, index=None, tokenizer=None, reference=None,
@@ -262,7 +196,7 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
         stream = RayFeatureStream(index, tok, prefix_len=prefix_len, cont_len=cont_len,
                                   keep_text=do_sem, options=cluster_options)
     else:
-        stream = _FeatureStream(index, tok, prefix_len=prefix_len, workers=workers,
+        stream = FeatureStream(index, tok, prefix_len=prefix_len, workers=workers,
                                 keep_text=do_sem)
     stream.run(source, table_ids, chunk_size, progress)
     order_ids, cols, take = _in_output_order(stream.parts, table_ids, source.description)
@@ -290,97 +224,6 @@ def _skipped_columns(index, tok, semantic: bool) -> dict[str, str]:
         cols = [c for c, r in skipped.items() if r == reason]
         warnings.warn(f"features: {reason}: skipping {', '.join(cols)}", stacklevel=3)
     return skipped
-
-
-class _FeatureStream:
-    """The per-chunk features of `compute`: text features in a process pool, index counts and
-    token frequencies here, and (for the semantic step) every decoded text and prompt.
-
-    Text results of chunk k are collected after chunk k+1 is submitted, so the workers never
-    wait while this process decodes and counts. `parts` maps each column to its chunks' arrays.
-    """
-
-    def __init__(self, index, tok, *, prefix_len: int, workers: int, keep_text: bool):
-        self.index, self.tok, self.prefix_len = index, tok, prefix_len
-        self.workers, self.keep_text = workers, keep_text
-        # vocabulary checks first: a mismatch fails before any worker starts
-        self.unigrams = _unigrams(index, tok) if index is not None else None
-        self.idx_tok = _index_tokenizer(index, tok) if index is not None else None
-        self.parts: dict[str, list[np.ndarray]] = {"sample_id": []}
-        self.texts: list[str] = []
-        self.prompts: list[str] = []
-        self.pending: list = []
-        self.pool = None
-
-    def run(self, source, table_ids: np.ndarray | None, chunk_size: int, progress: bool) -> None:
-        """Every chunk of `source` (only the rows of `table_ids` when given)."""
-        from tqdm.auto import tqdm
-
-        wanted = np.sort(table_ids) if table_ids is not None else None
-        if self.tok is not None and self.workers > 1:
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=_mp_context())
-            self.pool.submit(_noop).result()  # start the workers now, before the tokenizer's threads
-        bar = tqdm(total=len(source), desc="features", unit="samples", unit_scale=True,
-                   disable=not progress, leave=False)
-        try:
-            for ids, tokens in source.batches(chunk_size):
-                bar.update(len(ids))
-                ids, tokens = _select(ids, tokens, wanted)
-                if ids.size:
-                    self._add_chunk(ids, tokens)
-                while len(self.pending) > 1:
-                    self._collect(self.pending.pop(0))
-            while self.pending:
-                self._collect(self.pending.pop(0))
-        finally:
-            bar.close()
-            if self.pool is not None:
-                self.pool.shutdown(cancel_futures=True)
-
-    def _add_chunk(self, ids: np.ndarray, tokens: np.ndarray) -> None:
-        self.parts["sample_id"].append(ids)
-        if self.tok is not None:
-            self._submit_text(tokens)
-        if self.index is not None:
-            self._count(tokens)
-
-    def _submit_text(self, tokens: np.ndarray) -> None:
-        full = decode_batch(self.tok, tokens)
-        if self.keep_text:
-            self.texts.extend(full)
-            self.prompts.extend(decode_batch(self.tok, tokens[:, : self.prefix_len]))
-        if self.pool is not None:
-            step = -(-len(full) // (4 * self.workers))
-            self.pending.append(("futures", [self.pool.submit(_text_chunk, full[i:i + step])
-                                             for i in range(0, len(full), step)]))
-        else:
-            self.pending.append(("rows", _text_chunk(full)))
-
-    def _count(self, tokens: np.ndarray) -> None:
-        index = self.index
-        for k, v in _dups.duplicate_counts(index, tokens, prefix_len=self.prefix_len,
-                                           tokenizer=self.idx_tok).items():
-            self.parts.setdefault(k, []).append(v)
-        hi = int(tokens.max())
-        if hi >= self.unigrams.size and not _vocab_declared(index):
-            # The index only knows the ids its corpus holds: a larger id is unseen (0).
-            self.unigrams = np.concatenate([self.unigrams, np.zeros(hi + 1 - self.unigrams.size,
-                                                                    np.int64)])
-        for k, v in _tstats.token_frequency_stats(tokens, self.unigrams).items():
-            self.parts.setdefault(k, []).append(v)
-
-    def _collect(self, job) -> None:
-        kind, payload = job
-        rows = [r for f in payload for r in f.result()] if kind == "futures" else payload
-        cols = list(zip(*rows)) if rows else [()] * 5
-        inc = np.array(cols[2], dtype=bool)
-        rep = np.array(cols[3], dtype=bool)
-        for k, v in (("huffman_code_length", np.array(cols[0], dtype=np.float64)),
-                     ("zlib_ratio", np.array(cols[1], dtype=np.float64)),
-                     ("is_incrementing", inc), ("is_repeating", rep),
-                     ("is_templating", inc | rep),
-                     ("code_score", np.array(cols[4], dtype=np.float64))):
-            self.parts.setdefault(k, []).append(v)
 
 
 def _in_output_order(parts: dict[str, list[np.ndarray]], table_ids: np.ndarray | None,
@@ -432,21 +275,6 @@ def _semantic_columns(texts: list[str], prompts: list[str], reference, model, to
     sem, txt = _sem.matches(emb, prompts, ref_emb, ref_prompts, exclude_self=self_ref,
                             progress=progress)
     return {"semantic_matches": sem, "textual_matches": txt}
-
-
-def _mp_context():
-    import multiprocessing as mp
-
-    # Workers run only pure-Python text code. "fork" starts them at once and, unlike "spawn",
-    # does not re-import the caller's main script (which breaks scripts without a __main__
-    # guard); the pool is started before any decoding so no Rust/OpenMP pool is running yet
-    # in this call. Where fork is unavailable, spawn.
-    methods = mp.get_all_start_methods()
-    return mp.get_context("fork" if "fork" in methods else "spawn")
-
-
-def _noop() -> None:
-    return None
 
 
 def _assemble(table, order_ids, cols, skipped, **run) -> pa.Table:
