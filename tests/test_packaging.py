@@ -126,11 +126,10 @@ def test_installed_command_scores_a_tiny_model(fresh_env, tmp_path):
 
     # the oracle: the same scoring from this checkout, in process (itself checked against HF
     # generate elsewhere in the suite)
-    import pyarrow.parquet as pq
-
     import engine
+    from engine.output import read_scores
 
-    installed = pq.read_table(tmp_path / "scores").sort_by("sample_id")
+    installed = read_scores(tmp_path / "scores").sort_by("sample_id")
     local = engine.score(model, samples, prefix_len=8, cont_len=8, progress=False)
     assert installed.column("sample_id").to_pylist() == list(range(6))
     for column in ("exact_match", "match_len"):
