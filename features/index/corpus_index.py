@@ -14,13 +14,12 @@ exactly like an unsharded one: counts are summed over shards.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+from engine.tokenizers import tokenizer_fingerprint
 from features.index import format as fmt
 from features.index.corpus import load_corpus
 from features.index.shards import plan_shards, run_builds
@@ -28,20 +27,6 @@ from features.index.single import Shard, write_inputs
 from features.index.suffix_array import KEY_BATCHES
 
 __all__ = ["CorpusIndex", "tokenizer_fingerprint"]
-
-
-def tokenizer_fingerprint(tokenizer) -> str | None:
-    """A string naming a vocabulary: a str is taken as is; a tokenizer object (anything with
-    `get_vocab()`) gives `sha256:` of its sorted vocabulary; None stays None."""
-    if tokenizer is None or isinstance(tokenizer, str):
-        return tokenizer
-    if not hasattr(tokenizer, "get_vocab"):
-        raise ValueError(
-            f"tokenizer must be a name or an object with get_vocab(), got {type(tokenizer).__name__}"
-        )
-    vocab = tokenizer.get_vocab()
-    blob = json.dumps(sorted((str(k), int(v)) for k, v in vocab.items())).encode()
-    return "sha256:" + hashlib.sha256(blob).hexdigest()
 
 
 def _progress(enabled: bool, total: int, desc: str):

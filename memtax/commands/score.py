@@ -35,6 +35,18 @@ def _batch(text: str):
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
 
 
+def add_run_arguments(p) -> None:
+    """The options every scoring run takes (`memtax score` and `memtax sweep`)."""
+    p.add_argument("--prefix-len", type=int, default=32)
+    p.add_argument("--cont-len", type=int, default=32)
+    p.add_argument("--batch-size", type=_batch, default="auto")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--mode", default="exact", choices=["exact", "generate"])
+    p.add_argument("--labels-only", action="store_true",
+                   help="only exact_match and match_len, by the fast staged cascade (mode exact)")
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "score", help="score samples for memorization (exact match, match length, perplexities)",
@@ -45,14 +57,7 @@ def register(subparsers) -> None:
     p.add_argument("--data", required=True,
                    help="samples: .npy, .bin/.idx prefix, .parquet/.arrow, .jsonl/.txt (+--tokenizer)")
     p.add_argument("--out", required=True, help="output folder for parquet shards + manifest")
-    p.add_argument("--prefix-len", type=int, default=32)
-    p.add_argument("--cont-len", type=int, default=32)
-    p.add_argument("--batch-size", type=_batch, default="auto")
-    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
-    p.add_argument("--device", default="auto")
-    p.add_argument("--mode", default="exact", choices=["exact", "generate"])
-    p.add_argument("--labels-only", action="store_true",
-                   help="only exact_match and match_len, by the fast staged cascade (mode exact)")
+    add_run_arguments(p)
     p.add_argument("--keep-tokens", action="store_true",
                    help="with --mode generate, also store the greedy continuation (gen_tokens)")
     p.add_argument("--decoder", default="lean", choices=["lean", "dynamic"],

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from memtax.commands.score import _batch, _range
+from memtax.commands.score import _range, add_run_arguments
 
 
 def register(subparsers) -> None:
@@ -44,14 +44,7 @@ def register(subparsers) -> None:
     p.add_argument("--allow-network", action="store_true",
                    help="let checkpoints missing locally come from the Hugging Face hub")
     p.add_argument("--cache-dir", default=None, help="Hugging Face cache to look in")
-    p.add_argument("--prefix-len", type=int, default=32)
-    p.add_argument("--cont-len", type=int, default=32)
-    p.add_argument("--batch-size", type=_batch, default="auto")
-    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
-    p.add_argument("--device", default="auto")
-    p.add_argument("--mode", default="exact", choices=["exact", "generate"])
-    p.add_argument("--labels-only", action="store_true",
-                   help="only exact_match and match_len, by the staged cascade")
+    add_run_arguments(p)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--range", type=_range, default=None, metavar="START:STOP")
     p.add_argument("--tokenizer", default=None,
