@@ -110,6 +110,7 @@ def suite_demo(tmp_path_factory):
     return out, json.loads((out / "summary.json").read_text()), printed.getvalue()
 
 
+@pytest.mark.timeout(1800)  # the module's demo run (minutes on 2 cores) is set up inside it
 def test_default_demo_on_the_suite(suite_demo):
     """What `make demo` runs: exit 0, the report with every figure, at least 100 memorized
     samples in the largest model's final checkpoint with recitation holding 10 or more, and
