@@ -3,7 +3,7 @@ first-memorized histograms, category shares over steps and movement between cate
 figure beside the same numbers as CSV and markdown.
 
     dyn = analysis.dynamics.analyze(labels, categories)
-    write_section(writer, dyn)          # inside analysis.report's page (its _Writer)
+    write_section(writer, dyn)          # inside analysis.report's page (its ReportWriter)
     write_section("report/", dyn)       # appended to an existing report folder's index.html,
                                         # or a report folder of its own when there is none
 
@@ -12,9 +12,7 @@ Figures are drawn with matplotlib's object API (no backend is chosen or changed)
 
 from __future__ import annotations
 
-import html
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +21,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from analysis.dynamics import NOT_MEMORIZED, STATES, UNSEEN, Dynamics
-from analysis.report import to_markdown
+from analysis.report import ReportWriter, page_html, publish
 from analysis.taxonomy import CATEGORIES
+from engine.output import write_atomic
 
 __all__ = ["write_section", "report_sweep", "categories_from_features", "SECTION_TITLE"]
 
@@ -232,56 +231,25 @@ def _section(w, dyn: Dynamics, title: str) -> None:
         w.table("dynamics_movement", dyn.movement, "Movement between states")
 
 
-class _FolderSection:
-    """The writer interface on a report folder: files into figures/ and tables/, the HTML
-    collected and spliced into index.html by `finish()` (written atomically)."""
+class _FolderSection(ReportWriter):
+    """The report writer on an existing (or new) report folder: files into figures/ and
+    tables/, the HTML collected and spliced into index.html by `finish()` (written
+    atomically)."""
 
     def __init__(self, root: Path, title: str):
-        self.root, self.title, self.parts, self.notes = root, title, [], []
-        (root / "figures").mkdir(parents=True, exist_ok=True)
-        (root / "tables").mkdir(exist_ok=True)
-
-    def heading(self, text: str) -> None:
-        self.parts.append(f"<h2>{html.escape(text)}</h2>")
-
-    def text(self, text: str) -> None:
-        self.parts.append(f"<p>{html.escape(text)}</p>")
-
-    def note(self, text: str) -> None:
-        self.notes.append(text)
-        self.parts.append(f"<p class='note'>{html.escape(text)}</p>")
-
-    def table(self, name: str, df: pd.DataFrame, title: str) -> None:
-        df.to_csv(self.root / "tables" / f"{name}.csv", index=False)
-        (self.root / "tables" / f"{name}.md").write_text(to_markdown(df))
-        body = df.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0,
-                          classes="t")
-        self.parts.append(f"<h3>{html.escape(title)}</h3>{body}<p class='files'><a href="
-                          f"'tables/{name}.csv'>CSV</a> · <a href='tables/{name}.md'>markdown"
-                          f"</a></p>")
-
-    def figure(self, name: str, draw, title: str) -> None:
-        draw(self.root / "figures" / f"{name}.png")
-        self.parts.append(f"<figure><img src='figures/{name}.png' alt='{html.escape(title)}'>"
-                          f"<figcaption>{html.escape(title)}</figcaption></figure>")
+        super().__init__(root, exist_ok=True)
+        self.title = title
 
     def finish(self) -> Path:
         index = self.root / "index.html"
-        section = "\n".join(self.parts)
+        section = "\n".join(self.sections)
         if index.is_file():
             page = index.read_text(encoding="utf-8")
             cut = page.rfind("</body>")
             page = page[:cut] + section + page[cut:] if cut >= 0 else page + section
         else:
-            page = ("<!doctype html><html><head><meta charset='utf-8'><title>"
-                    f"{html.escape(self.title)}</title><style>body{{font-family:sans-serif;"
-                    "max-width:1100px;margin:2em auto;padding:0 1em}table.t{border-collapse:"
-                    "collapse;font-size:12px}table.t td,table.t th{border:1px solid #ccc;"
-                    "padding:2px 6px;text-align:right}img{max-width:100%}p.note{color:#8a5a00}"
-                    f"</style></head><body>{section}</body></html>")
-        tmp = index.with_name(f".index.html.tmp-{os.getpid()}")
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, index)
+            page = page_html(self.title, section, heading=False)
+        write_atomic(index, lambda tmp: tmp.write_text(page, encoding="utf-8"))
         (self.root / "tables" / "dynamics.json").write_text(json.dumps(
             {"notes": self.notes, "states": list(STATES)}, indent=1))
         return index
@@ -299,9 +267,6 @@ def report_sweep(sweep, out, *, features=None, recitation_threshold: float = 5,
     (`categories_from_features`) give the taxonomy over time; its report folder `out` gains the
     section. Without features, `out` becomes a report of its own (FileExistsError when it holds
     one, unless force). Returns the index.html path."""
-    import shutil
-    import tempfile
-
     from analysis import dynamics
 
     labels = dynamics.from_sweep(sweep)
@@ -321,13 +286,5 @@ def report_sweep(sweep, out, *, features=None, recitation_threshold: float = 5,
         return write_section(out, dyn)
     if out.exists() and not force and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"report folder {out} already exists (use force=True / --force)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        write_section(tmp / "r", dyn)
-        if out.exists():
-            os.replace(out, tmp / "old")
-        os.replace(tmp / "r", out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish(out, lambda folder: write_section(folder, dyn))
     return out / "index.html"

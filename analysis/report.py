@@ -56,11 +56,42 @@ def to_markdown(df: pd.DataFrame, digits: int = 4) -> str:
     return "\n".join(lines) + "\n"
 
 
-class _Writer:
-    def __init__(self, root: Path):
+PAGE_STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+    "table.t{border-collapse:collapse;font-size:12px;margin-bottom:.3em}"
+    "table.t td,table.t th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+    "img{max-width:100%}p.files{font-size:12px}p.note{color:#8a5a00}"
+)
+
+
+def page_html(title: str, body: str, *, heading: bool = True) -> str:
+    """A whole report page: `body` under the report's style, after an <h1> of the title."""
+    h1 = f"<h1>{html.escape(title)}</h1>" if heading else ""
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{PAGE_STYLE}</style></head><body>{h1}{body}</body></html>")
+
+
+def publish(out: Path, fill) -> None:
+    """`fill(folder)` writes a report into a new temporary folder beside `out`, which then
+    replaces `out` in one rename (a failed build leaves `out` as it was)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        fill(tmp / "r")
+        if out.exists():
+            os.replace(out, tmp / "old")
+        os.replace(tmp / "r", out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class ReportWriter:
+    """A report folder's figures/ and tables/, and its page's sections in order."""
+
+    def __init__(self, root: Path, *, exist_ok: bool = False):
         self.root = root
-        (root / "figures").mkdir(parents=True)
-        (root / "tables").mkdir()
+        (root / "figures").mkdir(parents=True, exist_ok=exist_ok)
+        (root / "tables").mkdir(exist_ok=exist_ok)
         self.sections: list[str] = []
         self.notes: list[str] = []
 
@@ -94,15 +125,7 @@ class _Writer:
         self.sections.append(f"<p class='note'>{html.escape(text)}</p>")
 
     def write(self, title: str) -> None:
-        page = (
-            "<!doctype html><html><head><meta charset='utf-8'>"
-            f"<title>{html.escape(title)}</title><style>"
-            "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-            "table.t{border-collapse:collapse;font-size:12px;margin-bottom:.3em}"
-            "table.t td,table.t th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
-            "img{max-width:100%}p.files{font-size:12px}p.note{color:#8a5a00}</style></head><body>"
-            f"<h1>{html.escape(title)}</h1>" + "\n".join(self.sections) + "</body></html>"
-        )
+        page = page_html(title, "\n".join(self.sections))
         (self.root / "index.html").write_text(page, encoding="utf-8")
 
 
@@ -141,18 +164,10 @@ def build(
     primary = list(tables)[-1] if primary is None else primary
     if primary not in tables:
         raise ValueError(f"primary run {primary!r} is not among {list(tables)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     settings = _Settings(primary, recitation_threshold, n_boot, seed, search, paper, nan_policy,
                          progress)
-    try:
-        _build_into(_Writer(tmp / "r"), tables, settings, by_duplicates, checkpoints)
-        if out.exists():
-            old = tmp / "old"
-            os.replace(out, old)
-        os.replace(tmp / "r", out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish(out, lambda folder: _build_into(ReportWriter(folder), tables, settings,
+                                            by_duplicates, checkpoints))
     return out / "index.html"
 
 
@@ -191,7 +206,7 @@ def _counts(table) -> tuple[int, int]:
     return int(y.sum()), int(y.size - y.sum())
 
 
-def _build_into(w: _Writer, tables, st: _Settings, by_duplicates: bool, checkpoints) -> None:
+def _build_into(w: ReportWriter, tables, st: _Settings, by_duplicates: bool, checkpoints) -> None:
     table = tables[st.primary]
     feats, missing = available_features(table)
     taxonomy.require_columns(table, ["duplicates", taxonomy.LABEL], f"feature table {st.primary!r}")
@@ -222,7 +237,7 @@ def _build_into(w: _Writer, tables, st: _Settings, by_duplicates: bool, checkpoi
     w.write("memtax analysis report")
 
 
-def _taxonomy_section(w: _Writer, tables, st: _Settings) -> None:
+def _taxonomy_section(w: ReportWriter, tables, st: _Settings) -> None:
     w.heading("Taxonomy")
     w.text(
         f"Recitation: duplicates > {st.thr}; reconstruction: templated (repeating or "
@@ -239,7 +254,7 @@ def _taxonomy_section(w: _Writer, tables, st: _Settings) -> None:
     w.table("shares", shares, "Category shares and counts")
 
 
-def _duplicates_section(w: _Writer, tables) -> None:
+def _duplicates_section(w: ReportWriter, tables) -> None:
     w.heading("Memorization and duplicates")
     df = scaling.memorization_by_duplicates(tables)
     w.figure("memorization_vs_duplicates", lambda p: plots.memorization_vs_duplicates(df, p),
@@ -248,7 +263,7 @@ def _duplicates_section(w: _Writer, tables) -> None:
     w.table("memorization_vs_duplicates", df, "Memorization rate per duplicate bin")
 
 
-def _checkpoints_section(w: _Writer, checkpoints, st: _Settings) -> None:
+def _checkpoints_section(w: ReportWriter, checkpoints, st: _Settings) -> None:
     w.heading("Along training")
     counts = scaling.memorized_by_checkpoint(checkpoints)
     w.figure("memorized_by_checkpoint", lambda p: plots.memorized_by_checkpoint(counts, p),
@@ -261,7 +276,7 @@ def _checkpoints_section(w: _Writer, checkpoints, st: _Settings) -> None:
     w.table("shares_by_checkpoint", shares, "Category shares and counts per checkpoint")
 
 
-def _models_section(w: _Writer, table, feats, missing, st: _Settings) -> None:
+def _models_section(w: ReportWriter, table, feats, missing, st: _Settings) -> None:
     w.heading(f"Predictive models ({st.primary})")
     if missing:
         w.text(f"Features absent from this table, left out of the models: {', '.join(missing)}")
@@ -284,7 +299,7 @@ def _models_section(w: _Writer, table, feats, missing, st: _Settings) -> None:
     _model_results(w, res)
 
 
-def _model_results(w: _Writer, res) -> None:
+def _model_results(w: ReportWriter, res) -> None:
     for note in res.notes:
         w.text(note)
     w.table("metrics", res.metrics, "Test-set metrics with 95% bootstrap intervals")
@@ -320,7 +335,7 @@ def _model_results(w: _Writer, res) -> None:
     )
 
 
-def _dependencies_section(w: _Writer, table, feats, st: _Settings) -> None:
+def _dependencies_section(w: ReportWriter, table, feats, st: _Settings) -> None:
     w.heading(f"Dependencies ({st.primary})")
     n_mem, n_other = _counts(table)
     if min(n_mem, n_other) == 0:
@@ -337,7 +352,7 @@ def _dependencies_section(w: _Writer, table, feats, st: _Settings) -> None:
     w.table("dependencies", dep, "Correlations with p-values")
 
 
-def _threshold_section(w: _Writer, table, st: _Settings) -> None:
+def _threshold_section(w: ReportWriter, table, st: _Settings) -> None:
     w.heading(f"Recitation threshold ({st.primary})")
     taxonomy.require_columns(table, ["duplicates", "cont_ppl"], f"feature table {st.primary!r}")
     dup = np.asarray(taxonomy.column(table, "duplicates"), dtype=np.float64)

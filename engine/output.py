@@ -46,7 +46,7 @@ _WHAT = {"model_sha256": "the model's weights differ",
          "n_samples": "the number of samples differs"}
 
 __all__ = ["ScoreFolder", "shard_name", "read_scores", "write_bytes_atomic", "write_parquet_atomic",
-           "check_writable", "file_sha256"]
+           "check_writable", "file_sha256", "write_atomic"]
 
 
 def shard_name(k: int) -> str:
@@ -92,7 +92,7 @@ def check_writable(path: str | os.PathLike) -> None:
         ) from None
 
 
-def _atomic_write(path: Path, write) -> None:
+def write_atomic(path: Path, write) -> None:
     """Run `write(tmp)` on a hidden temporary name beside `path`, then rename it into place:
     readers never see a partial file, and a failed write leaves nothing behind."""
     path = Path(path)
@@ -106,11 +106,11 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    write_atomic(path, lambda tmp: tmp.write_bytes(data))
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
 class ScoreFolder:
