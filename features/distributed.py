@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.output import write_bytes_atomic, write_parquet_atomic
+
 __all__ = ["RayFeatureStream", "PLAN_NAME"]
 
 PLAN_NAME = "plan.json"
@@ -170,12 +172,9 @@ def _write_part(parts_dir: Path, b: int, cols: dict[str, np.ndarray]) -> None:
     """One block's columns, written under a temporary name and renamed (a crash leaves either
     the whole part or none)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    target = _part(parts_dir, b)
-    tmp = target.with_name(target.name + ".tmp")
-    pq.write_table(pa.table({k: np.asarray(v) for k, v in cols.items()}), tmp)
-    os.replace(tmp, target)
+    write_parquet_atomic(pa.table({k: np.asarray(v) for k, v in cols.items()}),
+                         _part(parts_dir, b))
 
 
 def _ids_digest(table_ids: np.ndarray | None) -> str | None:
@@ -202,6 +201,4 @@ def _check_plan(parts_dir: Path, plan: dict) -> None:
             raise ValueError(f"feature parts folder {str(parts_dir)!r} holds parts of another run "
                              f"(differs in {diff}); delete it or rerun with the same inputs")
         return
-    tmp = path.with_name(PLAN_NAME + ".tmp")
-    tmp.write_text(json.dumps(plan, indent=1))
-    os.replace(tmp, path)
+    write_bytes_atomic(path, json.dumps(plan, indent=1).encode())

@@ -9,13 +9,13 @@ import shutil
 import time
 from pathlib import Path
 
+from engine.output import file_sha256
 from memtax.suite.config import SuiteConfig, checkpoint_steps
 from memtax.suite.corpus import choose_share, corpus_checksum, load_documents
 from memtax.suite.handle import Suite
 from memtax.suite.manifest import MANIFEST, identity, read_manifest, versions, write_manifest
 from memtax.suite.stream import (
     cut_sequences,
-    file_sha256,
     tokenize_documents,
     training_order,
     write_stream,

@@ -15,6 +15,8 @@ import os
 import platform
 from pathlib import Path
 
+from engine.output import write_bytes_atomic
+
 __all__ = ["MANIFEST", "FORMAT", "read_manifest", "write_manifest", "identity", "versions"]
 
 MANIFEST = "suite.json"
@@ -46,9 +48,7 @@ def read_manifest(root: str | os.PathLike) -> dict:
 
 def write_manifest(root: str | os.PathLike, data: dict) -> Path:
     path = Path(root) / MANIFEST
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    write_bytes_atomic(path, (json.dumps(data, indent=1, sort_keys=False) + "\n").encode())
     return path
 
 

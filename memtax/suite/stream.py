@@ -6,7 +6,6 @@ written in training order as a GPT-NeoX `.bin/.idx` dataset, so step c has seen 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy as np
 
 from engine.indexed_dataset import write_indexed_dataset
 
-__all__ = ["tokenize_documents", "cut_sequences", "training_order", "write_stream", "file_sha256"]
+__all__ = ["tokenize_documents", "cut_sequences", "training_order", "write_stream"]
 
 
 def tokenize_documents(tokenizer, docs: Sequence[str], *, batch: int = 256) -> list[np.ndarray]:
@@ -66,9 +65,3 @@ def write_stream(prefix: str | os.PathLike, sequences: np.ndarray, order: np.nda
     return bin_path
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from engine.indexed_dataset import IndexedDataset
+from engine.output import write_atomic
 from kernels.capability import native_bf16
 from memtax.suite.config import SuiteConfig
 
@@ -152,10 +153,7 @@ def _no_hf_progress():
 
 
 def _save_resume(model_dir: Path, state: dict) -> None:
-    path = model_dir / RESUME_FILE
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    write_atomic(model_dir / RESUME_FILE, lambda tmp: torch.save(state, tmp))
 
 
 def _load_start(model_dir: Path, make: Callable, config: SuiteConfig, total: int):
