@@ -7,7 +7,8 @@ from engine.lazy import lazy_getattr
 
 _ATTRS = {"score": "engine.scoring", "load_model": "engine.models", "open_samples": "engine.data",
           "DecodeOptions": "engine.options", "sweep": "engine.sweeping",
-          "open_sweep": "engine.sweeping"}
+          "open_sweep": "engine.sweeping", "check_profile": "engine.profiles",
+          "PROFILES": "engine.profiles"}
 
 __all__ = list(_ATTRS)
 
