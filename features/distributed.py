@@ -4,22 +4,28 @@
                              cluster="ray", cluster_options={"parts_dir": "out/parts",
                                                              "ray_address": "auto"})
 
-The samples are read here in blocks of `chunk_size` (the same chunks the single-process stream
-reads); each block becomes one Ray task that runs the single-process code for one chunk
-(`feature_stream.FeatureStream`: text features, duplicate counts over every shard, token
-frequencies) on a worker, which opens the index where it lies (a file system every worker
-mounts). Each finished block is written here as `parts_dir/part-NNNNNN.parquet` (written to a
-temporary name, then renamed); a rerun with the same inputs reads the finished parts instead of
-recomputing them. The caller assembles the table from the parts in block order, so the output
-is the single-process one exactly. Semantic matches need every text at once: they still run in
-the calling process, after the blocks.
+The samples are read here in chunks of `chunk_size` (the chunks the single-process stream
+reads) and gathered into groups of about `group_samples` samples. For a group:
+- each chunk is one Ray task running the single-process chunk code for what needs no index
+  (`feature_stream.FeatureStream`: text features) and the token frequencies (from the corpus
+  unigram counts, computed here once and shipped with the task);
+- the group's distinct continuations, prompts and whole samples (each distinct row once, as the
+  single-process `duplicates.duplicate_counts` does) are counted by the distributed count path,
+  `index.distributed.count_arrays_on_ray`: Ray tasks per (shard, block of queries) that open
+  their shard where it lies and may run on the node that holds it (`placement`);
+- each finished chunk is written here as `parts_dir/part-NNNNNN.parquet` (temporary name,
+  then rename).
+A rerun with the same inputs reads the finished parts instead of recomputing them. The caller
+assembles the table from the parts in chunk order, so the output is the single-process one
+exactly. Memory here is bounded by a group (its tokens, distinct rows and counts) and the
+finished parts' columns. Semantic matches need every text at once: they still run in the
+calling process, after the chunks.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 from pathlib import Path
 
@@ -27,64 +33,82 @@ import numpy as np
 
 from engine.output import write_bytes_atomic, write_parquet_atomic
 
-__all__ = ["RayFeatureStream", "PLAN_NAME"]
+__all__ = ["RayFeatureStream", "PLAN_NAME", "GROUP_SAMPLES"]
 
 PLAN_NAME = "plan.json"
-_OPTIONS = ("ray_address", "num_cpus", "parts_dir", "max_retries", "in_flight")
-_WORKER_INPUTS: dict = {}  # a worker's opened index and tokenizer, kept for its later blocks
+GROUP_SAMPLES = 1 << 18  # samples whose duplicate counts go to the cluster together
+_OPTIONS = ("ray_address", "num_cpus", "parts_dir", "max_retries", "in_flight", "group_samples",
+            "block_rows", "placement")
 
 
-def _worker_inputs(key: str, index_path: str | None, tok):
-    if key not in _WORKER_INPUTS:
-        from features.index import CorpusIndex
-
-        if index_path is not None:
-            from features.index.distributed import visible_folder
-
-            visible_folder(index_path)
-        _WORKER_INPUTS.clear()
-        index = CorpusIndex.open(index_path, verify=False) if index_path is not None else None
-        _WORKER_INPUTS[key] = (index, tok)
-    return _WORKER_INPUTS[key]
-
-
-def block_task(setup: list, ids: np.ndarray, tokens: np.ndarray) -> dict[str, np.ndarray]:
-    """The feature columns (and sample_id) of one block, by the single-process chunk code.
-    `setup`: [key, index folder or None, tokenizer or None, prefix_len] (run on a worker)."""
+def chunk_task(setup: list, ids: np.ndarray, tokens: np.ndarray) -> dict[str, np.ndarray]:
+    """The text features (by the single-process chunk code) and token frequencies of one
+    chunk. `setup`: [tokenizer or None, prefix_len, unigram counts or None, whether the index
+    declared its vocabulary] (run on a worker)."""
     import numba
 
     from features.feature_stream import FeatureStream
+    from features.token_stats import token_frequency_stats
 
     numba.set_num_threads(1)  # one CPU per task: Ray schedules by CPUs
-    key, index_path, tok, prefix_len = setup
-    index, tok = _worker_inputs(key, index_path, tok)
-    stream = FeatureStream(index, tok, prefix_len=prefix_len, workers=1, keep_text=False)
+    tok, prefix_len, unigrams, declared = setup
+    stream = FeatureStream(None, tok, prefix_len=prefix_len, workers=1, keep_text=False)
     stream._add_chunk(ids, tokens)
     while stream.pending:
         stream._collect(stream.pending.pop(0))
-    return {k: np.concatenate(v) for k, v in stream.parts.items()}
+    cols = {k: np.concatenate(v) for k, v in stream.parts.items() if k != "sample_id"}
+    if unigrams is not None:
+        hi = int(tokens.max())
+        if hi >= unigrams.size and not declared:  # an id the corpus never holds: count 0
+            unigrams = np.concatenate([unigrams, np.zeros(hi + 1 - unigrams.size, np.int64)])
+        cols.update(token_frequency_stats(tokens, unigrams))
+    return cols
+
+
+def group_counts(index, tokens: np.ndarray, *, prefix_len: int, tokenizer=None,
+                 **count_options) -> dict[str, np.ndarray]:
+    """`duplicates.duplicate_counts(index, tokens)` by the distributed count path: the distinct
+    rows of each kind, counted by Ray tasks per (shard, block) in one stream, then spread back."""
+    from features.duplicates import _distinct_rows
+    from features.index.distributed import checked_queries, count_arrays_on_ray
+
+    kinds = {"duplicates": tokens[:, prefix_len:], "prompt_duplicates": tokens[:, :prefix_len],
+             "sample_duplicates": tokens}
+    distinct = {k: _distinct_rows(np.ascontiguousarray(q)) for k, q in kinds.items()}
+    arrays = [checked_queries(index, rows, tokenizer) for rows, _ in distinct.values()]
+    counts = count_arrays_on_ray(index, arrays, **count_options)
+    return {k: c[inverse] for (k, (_, inverse)), c in zip(distinct.items(), counts)}
 
 
 class RayFeatureStream:
     """Drop-in for `feature_stream.FeatureStream` (same `run`, `parts`, `texts`, `prompts`) whose
-    chunks are computed by Ray tasks and kept as parquet parts in `parts_dir`."""
+    chunks are computed on a Ray cluster and kept as parquet parts in `parts_dir`."""
 
     def __init__(self, index, tok, *, prefix_len: int, cont_len: int, keep_text: bool,
                  options: dict | None = None):
+        from features.feature_stream import _index_tokenizer, _unigrams, _vocab_declared
+
         options = dict(options or {})
         unknown = sorted(set(options) - set(_OPTIONS))
         if unknown:
             raise ValueError(f"unknown cluster_options {unknown}; expected some of {_OPTIONS}")
+        group = options.get("group_samples", GROUP_SAMPLES)
+        if not isinstance(group, int) or group < 1:
+            raise ValueError(f"group_samples must be a positive integer, got {group!r}")
         self.index, self.tok, self.prefix_len, self.keep_text = index, tok, prefix_len, keep_text
-        self.options = options
+        self.options, self.group_samples = options, group
         self.settings = _settings(index, tok, prefix_len, cont_len)
+        # vocabulary checks here, before any task: a mismatch fails at once
+        self.unigrams = _unigrams(index, tok) if index is not None else None
+        self.declared = _vocab_declared(index) if index is not None else True
+        self.idx_tok = _index_tokenizer(index, tok) if index is not None else None
         self.parts: dict[str, list[np.ndarray]] = {"sample_id": []}
         self.texts: list[str] = []
         self.prompts: list[str] = []
 
     def run(self, source, table_ids: np.ndarray | None, chunk_size: int, progress: bool) -> None:
-        """Every block of `source` (only the rows of `table_ids` when given), from its finished
-        part or a Ray task."""
+        """Every chunk of `source` (only the rows of `table_ids` when given), from its finished
+        part or the cluster."""
         given = self.options.get("parts_dir")
         if given is not None:
             self._run(Path(given), source, table_ids, chunk_size, progress)
@@ -93,44 +117,67 @@ class RayFeatureStream:
             self._run(Path(tmp), source, table_ids, chunk_size, progress)
 
     def _run(self, parts_dir: Path, source, table_ids, chunk_size: int, progress: bool) -> None:
+        from tqdm.auto import tqdm
+
         from features.feature_stream import select_rows
-        from features.index.distributed import connect, run_tasks
+        from features.index.distributed import connect
 
         _check_plan(parts_dir, dict(self.settings, chunk_size=chunk_size,
                                     source=source.description, ids=_ids_digest(table_ids)))
         ray = connect(self.options.get("ray_address"), self.options.get("num_cpus"))
-        remote = ray.remote(num_cpus=1, max_retries=int(self.options.get("max_retries", 3)))(
-            block_task)
-        setup = ray.put(self._setup())
+        self._ray = ray
+        self._remote = ray.remote(num_cpus=1, max_retries=int(self.options.get("max_retries", 3)))(
+            chunk_task)
+        self._setup = ray.put([self.tok, self.prefix_len, self.unigrams, self.declared])
         wanted = np.sort(table_ids) if table_ids is not None else None
-        blocks: list[np.ndarray] = []
-
-        def submit():
+        chunks: list[np.ndarray] = []
+        group: list[tuple[int, np.ndarray, np.ndarray]] = []
+        bar = tqdm(total=_n_chunks(source, chunk_size), desc="features (ray)", unit="chunk",
+                   disable=not progress, leave=False)
+        try:
             for ids, tokens in source.batches(chunk_size):
                 ids, tokens = select_rows(ids, tokens, wanted)
                 if not ids.size:
                     continue
-                b = len(blocks)
-                blocks.append(ids)
+                chunks.append(ids)
                 if self.keep_text:
                     self._decode(tokens)
-                if not _part(parts_dir, b).is_file():
-                    yield b, remote.remote(setup, ids, tokens)
-
-        def on_result(b, cols):
-            _write_part(parts_dir, b, cols)
-
-        limit = self.options.get("in_flight") or 2 * max(
-            1, int(ray.cluster_resources().get("CPU", 1)))
-        run_tasks(ray, submit(), on_result, total=_n_blocks(source, chunk_size, wanted),
-                  in_flight=limit, desc="features (ray)", progress=progress)
-        for b, ids in enumerate(blocks):
+                if _part(parts_dir, len(chunks) - 1).is_file():
+                    bar.update(1)
+                    continue
+                group.append((len(chunks) - 1, ids, tokens))
+                if sum(len(g[1]) for g in group) >= self.group_samples:
+                    self._run_group(parts_dir, group, bar)
+                    group = []
+            if group:
+                self._run_group(parts_dir, group, bar)
+        finally:
+            bar.close()
+        for b, ids in enumerate(chunks):
             self._read_part(parts_dir, b, ids)
 
-    def _setup(self) -> list:
-        path = None if self.index is None else str(Path(self.index.path).resolve())
-        key = hashlib.sha256(repr((path, id(self), os.getpid())).encode()).hexdigest()
-        return [key, path, self.tok, self.prefix_len]
+    def _run_group(self, parts_dir: Path, group: list, bar) -> None:
+        """One group of unfinished chunks: their text/frequency tasks, queued first, run beside
+        the group's count tasks; each chunk's part is written once both are in."""
+        from features.index.distributed import get_result
+
+        refs = [self._remote.remote(self._setup, ids, tokens) for _, ids, tokens in group]
+        counts = {}
+        if self.index is not None:
+            tokens = np.concatenate([t for _, _, t in group])
+            counts = group_counts(self.index, tokens, prefix_len=self.prefix_len,
+                                  tokenizer=self.idx_tok, **self._count_options())
+        start = 0
+        for (b, ids, _), ref in zip(group, refs):
+            cols = {"sample_id": ids, **get_result(self._ray, ref)}
+            cols.update({k: v[start : start + ids.size] for k, v in counts.items()})
+            start += ids.size
+            _write_part(parts_dir, b, cols)
+            bar.update(1)
+
+    def _count_options(self) -> dict:
+        names = ("max_retries", "in_flight", "block_rows", "placement")
+        return {k: self.options[k] for k in names if k in self.options}
 
     def _decode(self, tokens: np.ndarray) -> None:
         from features.tokenizers import decode_batch
@@ -183,8 +230,8 @@ def _ids_digest(table_ids: np.ndarray | None) -> str | None:
     return hashlib.sha256(np.ascontiguousarray(table_ids, dtype=np.int64).tobytes()).hexdigest()
 
 
-def _n_blocks(source, chunk_size: int, wanted) -> int:
-    """Blocks the bar counts: every chunk of the source (an upper bound with a selection)."""
+def _n_chunks(source, chunk_size: int) -> int:
+    """Chunks the bar counts: every chunk of the source (an upper bound with a selection)."""
     return -(-len(source) // chunk_size)
 
 

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["connect", "count_on_ray", "window_counts_on_ray", "run_tasks", "BLOCK_ROWS"]
+__all__ = ["connect", "count_on_ray", "count_arrays_on_ray", "window_counts_on_ray", "run_tasks",
+           "shard_nodes", "checked_queries", "get_result", "BLOCK_ROWS", "GROUP_ROWS"]
 
 BLOCK_ROWS = 1 << 18  # queries per task: (262,144 x n) tokens in, 2 MiB of counts out
 GROUP_ROWS = 1 << 22  # queries in the object store at once (256 MiB at n = 32, uint16)
@@ -80,11 +81,11 @@ def run_tasks(ray, submit: Iterator, on_result: Callable, *, total: int, in_flig
 def _finish_one(ray, pending: dict, on_result: Callable, bar) -> None:
     done, _ = ray.wait(list(pending), num_returns=1)
     key = pending.pop(done[0])
-    on_result(key, _get(ray, done[0]))
+    on_result(key, get_result(ray, done[0]))
     bar.update(1)
 
 
-def _get(ray, ref):
+def get_result(ray, ref):
     """ray.get, with a worker's FileNotFoundError raised as itself (not Ray's wrapper)."""
     try:
         return ray.get(ref)
@@ -151,75 +152,156 @@ def _shard_refs(index) -> list[tuple[str, str | None]]:
     return [(str(Path(s.folder).resolve()), d) for s, d in zip(index.shards, digests)]
 
 
-def count_on_ray(index, queries: np.ndarray, *, address: str | None = None,
-                 num_cpus: int | None = None, block_rows: int = BLOCK_ROWS,
-                 group_rows: int = GROUP_ROWS, threads: int = 1, max_retries: int = 3,
-                 in_flight: int | None = None, progress: bool = False,
-                 task_fn: Callable | None = None) -> np.ndarray:
-    """(Q,) int64: `index.count(queries)` computed by Ray tasks per (shard, block of
-    `block_rows` queries). `queries`: (Q, n) in the index's token dtype (already checked by
-    `CorpusIndex.count`). Blocks go out in groups of about `group_rows` queries (what the
-    object store holds at once), shard by shard within a group, so a worker mostly meets the
-    shard it opened last. `threads`: Numba threads per task. `task_fn`: the function run per
-    task (default `count_task`; same arguments), an instrumentation hook."""
-    for name, value in (("block_rows", block_rows), ("group_rows", group_rows),
-                        ("threads", threads)):
+def shard_nodes(ray, index, placement=None) -> list[list[str]]:
+    """The Ray node ids each shard's tasks prefer, in shard order ([] = anywhere).
+
+    placement None: the nodes the cluster says hold the shard: every alive node that declares
+    the custom resource `shard:NAME` (NAME: the shard's folder name, e.g. `shard-00003`;
+    `ray start --resources '{"shard:shard-00003": 1}'`). A dict {shard name or index: node id
+    or node IP address}: those nodes (ValueError for a shard or node the index or the cluster
+    lacks). False: no preference. The resource is read as a declaration only; tasks ask for
+    their node by soft affinity, so a node that leaves never strands them."""
+    names = [Path(s.folder).name for s in index.shards]
+    if placement is False:
+        return [[] for _ in names]
+    alive = {n["NodeID"]: n for n in ray.nodes() if n.get("Alive")}
+    if placement is None:
+        return [sorted(nid for nid, n in alive.items() if f"shard:{name}" in n["Resources"])
+                for name in names]
+    if not isinstance(placement, dict):
+        raise ValueError(f"placement must be None, False or a dict {{shard: node}}, got "
+                         f"{type(placement).__name__}")
+    out: list[list[str]] = [[] for _ in names]
+    for key, node in placement.items():
+        out[_shard_position(key, names)].append(_node_id(node, alive))
+    return out
+
+
+def _shard_position(key, names: list[str]) -> int:
+    if isinstance(key, int | np.integer) and 0 <= int(key) < len(names):
+        return int(key)
+    if isinstance(key, str) and key in names:
+        return names.index(key)
+    raise ValueError(f"placement names shard {key!r}, which the index does not have "
+                     f"(shards: {names[0]!r}..{names[-1]!r} or 0..{len(names) - 1})")
+
+
+def _node_id(node: str, alive: dict) -> str:
+    if node in alive:
+        return node
+    by_address = [nid for nid, n in alive.items() if n.get("NodeManagerAddress") == node]
+    if by_address:
+        return sorted(by_address)[0]
+    raise ValueError(f"placement names node {node!r}, but no alive node of the Ray cluster has "
+                     f"that id or address (alive: {sorted(alive)})")
+
+
+def _placed(ray, remote, nodes: list[str], block: int):
+    """`remote` asking for one of `nodes` (by block, so replicas share the blocks) by soft
+    affinity: Ray runs it there, or anywhere once that node is gone."""
+    if not nodes:
+        return remote
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = nodes[block % len(nodes)]
+    return remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True))
+
+
+def _positive(**values) -> None:
+    for name, value in values.items():
         if not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def checked_queries(index, queries, tokenizer=None) -> np.ndarray:
+    """`queries` as `CorpusIndex.count` takes them (a (Q, n) array in the index's token dtype),
+    checked as it checks them (ids in range, the tokenizer the index's)."""
+    return index._queries(queries, tokenizer)
+
+
+def count_on_ray(index, queries: np.ndarray, **options) -> np.ndarray:
+    """(Q,) int64: `index.count(queries)` computed by Ray tasks per (shard, block of
+    `block_rows` queries); `queries`: (Q, n) in the index's token dtype (already checked by
+    `CorpusIndex.count`). Options as for `count_arrays_on_ray`."""
+    return count_arrays_on_ray(index, [queries], **options)[0]
+
+
+def count_arrays_on_ray(index, arrays: list[np.ndarray], *, address: str | None = None,
+                        num_cpus: int | None = None, block_rows: int = BLOCK_ROWS,
+                        group_rows: int = GROUP_ROWS, threads: int = 1, max_retries: int = 3,
+                        in_flight: int | None = None, placement=None, progress: bool = False,
+                        task_fn: Callable | None = None) -> list[np.ndarray]:
+    """`[index.count(q) for q in arrays]` (each (Q_i,) int64) computed by one stream of Ray tasks
+    per (shard, block of `block_rows` queries of one array); the arrays may differ in n. Each
+    array: (Q_i, n_i) in the index's token dtype. Blocks go out in groups of about `group_rows`
+    queries (what the object store holds at once), shard by shard within a group, so a worker
+    mostly meets the shard it opened last. `placement`: where each shard's tasks prefer to run
+    (`shard_nodes`). `threads`: Numba threads per task. `task_fn`: the function run per task
+    (default `count_task`; same arguments), an instrumentation hook."""
+    _positive(block_rows=block_rows, group_rows=group_rows, threads=threads)
     ray = connect(address, num_cpus)
     remote = ray.remote(num_cpus=1, max_retries=int(max_retries))(task_fn or count_task)
     shards = _shard_refs(index)
-    starts = list(range(0, queries.shape[0], int(block_rows)))
+    nodes = shard_nodes(ray, index, placement)
+    blocks = [(a, start) for a, q in enumerate(arrays)
+              for start in range(0, q.shape[0], int(block_rows))]
     per_group = max(1, int(group_rows) // int(block_rows))
-    summed = _ShardOrderSum(queries.shape[0], starts, int(block_rows), len(shards))
+    summed = _ShardOrderSum([q.shape[0] for q in arrays], blocks, int(block_rows), len(shards))
 
     def submit():
-        for g in range(0, len(starts), per_group):
-            blocks = {b: ray.put(np.ascontiguousarray(queries[a : a + block_rows]))
-                      for b, a in enumerate(starts[g : g + per_group], start=g)}
+        for g in range(0, len(blocks), per_group):
+            refs = {b: ray.put(np.ascontiguousarray(arrays[a][start : start + block_rows]))
+                    for b, (a, start) in enumerate(blocks[g : g + per_group], start=g)}
             for s, (folder, digest) in enumerate(shards):
-                for b, ref in blocks.items():
-                    yield (b, s), remote.remote(folder, digest, ref, threads)
+                for b, ref in refs.items():
+                    task = _placed(ray, remote, nodes[s], b)
+                    yield (b, s), task.remote(folder, digest, ref, threads)
 
     limit = in_flight or 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-    run_tasks(ray, submit(), summed.add, total=len(starts) * len(shards), in_flight=limit,
+    run_tasks(ray, submit(), summed.add, total=len(blocks) * len(shards), in_flight=limit,
               desc="index count (ray)", progress=progress)
-    return summed.out
+    return summed.outs
 
 
 class _ShardOrderSum:
-    """Partial counts added into `out` block by block, each block's shards in shard order
-    (a partial that arrives early waits for the shards before it)."""
+    """Partial counts added into `outs` block by block, each block's shards in shard order
+    (a partial that arrives early waits for the shards before it). Block b covers rows
+    [start, start + block_rows) of array a, (a, start) = blocks[b]."""
 
-    def __init__(self, n: int, starts: list[int], block_rows: int, n_shards: int):
-        self.out = np.zeros(n, dtype=np.int64)
-        self.starts, self.block_rows, self.n_shards = starts, block_rows, n_shards
-        self.next_shard = [0] * len(starts)
+    def __init__(self, sizes: list[int], blocks: list[tuple[int, int]], block_rows: int,
+                 n_shards: int):
+        self.outs = [np.zeros(n, dtype=np.int64) for n in sizes]
+        self.blocks, self.block_rows, self.n_shards = blocks, block_rows, n_shards
+        self.next_shard = [0] * len(blocks)
         self.waiting: dict[tuple[int, int], np.ndarray] = {}
 
     def add(self, key: tuple[int, int], counts) -> None:
         self.waiting[key] = np.asarray(counts, dtype=np.int64)
         b = key[0]
         while (b, self.next_shard[b]) in self.waiting:
-            a = self.starts[b]
-            self.out[a : a + self.block_rows] += self.waiting.pop((b, self.next_shard[b]))
+            a, start = self.blocks[b]
+            self.outs[a][start : start + self.block_rows] += self.waiting.pop(
+                (b, self.next_shard[b]))
             self.next_shard[b] += 1
 
 
 def window_counts_on_ray(index, n: int, *, address: str | None = None,
                          num_cpus: int | None = None, threads: int = 1, max_retries: int = 3,
-                         progress: bool = False) -> np.ndarray:
-    """(N,) int64: `index.window_counts(n)`, each shard's local counts computed by a Ray task,
-    then the cross-shard merge here (which holds every shard's tokens and SA at once)."""
+                         placement=None, progress: bool = False) -> np.ndarray:
+    """(N,) int64: `index.window_counts(n)`, each shard's local counts computed by a Ray task
+    (near its shard: `placement` as for `count_arrays_on_ray`), then the cross-shard merge here
+    (which holds every shard's tokens and SA at once)."""
     ray = connect(address, num_cpus)
     remote = ray.remote(num_cpus=1, max_retries=int(max_retries))(window_task)
+    nodes = shard_nodes(ray, index, placement)
     out = np.empty(index.n_tokens, dtype=np.int64)
     bases = index.shard_starts
 
     def on_result(s, local):
         out[bases[s] : bases[s + 1]] = local
 
-    refs = ((s, remote.remote(f, d, int(n), threads)) for s, (f, d) in enumerate(_shard_refs(index)))
+    refs = ((s, _placed(ray, remote, nodes[s], 0).remote(f, d, int(n), threads))
+            for s, (f, d) in enumerate(_shard_refs(index)))
     limit = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
     run_tasks(ray, refs, on_result, total=len(index.shards), in_flight=limit,
               desc="index window counts (ray)", progress=progress)
