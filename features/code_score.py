@@ -18,6 +18,18 @@ We use a transparent logistic score over five text statistics, each in [0, 1]:
 Weights were set by hand on hand-labelled prose and code snippets (`LABELLED` in
 tests/test_features_text.py is a labelled set the score must separate). Text with no non-space
 characters scores the bias alone (about 0.08).
+
+Profiles. "default": `code_score` is the score above and code/natural language is cut at 0.5
+where a split is needed (`analysis.dependencies`). "paper": the paper split with an uncertain band
+between its two thresholds (semantic-memorization `model_parameters.py`:
+NATURAL_LANGUAGE_SCORE_THRESHOLDS = [0.525, 0.4] on its classifier's natural-language
+probability `nl_scores`; `model_training.py` keeps nl_scores >= 0.525 as natural language and
+nl_scores <= 0.4 as code, and leaves the rows between out of both). memtax reads
+nl_score = 1 - code_score and carries the band in the column itself: `code_score` is NaN for a
+text in the band, so any split at a cut inside it (0.5 included) gives the paper's two subsets
+and the band falls out of both (`code_score >= t` and `code_score < t` are both False for NaN).
+The paper's classifier (a fine-tuned model, `usvsnsp/code-vs-nl`) is not shipped; the heuristic
+score stands in for its probability.
 """
 
 from __future__ import annotations
@@ -25,12 +37,20 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["code_score", "code_components", "DEFINITION", "WEIGHTS"]
+__all__ = ["code_score", "code_components", "paper_band", "DEFINITION", "PAPER_DEFINITION",
+           "WEIGHTS", "PAPER_NL_THRESHOLDS"]
 
 WEIGHTS = {"bias": -2.5, "sym": 14.0, "kw": 9.0, "ident": 5.0, "indent": 1.5, "stop": -9.0}
 DEFINITION = (
     "sigmoid(-2.5 + 14*sym + 9*kw + 5*ident + 1.5*indent - 9*stop) over code-punctuation share, "
     "keyword share, identifier share, indented-line share and English function-word share"
+)
+
+# (natural language at or above, code at or below), on the natural-language score 1 - code_score
+PAPER_NL_THRESHOLDS = (0.525, 0.4)
+PAPER_DEFINITION = (
+    DEFINITION + "; NaN in the paper's uncertain band 0.4 < 1 - code_score < 0.525 (natural "
+    "language at 1 - code_score >= 0.525, code at <= 0.4)"
 )
 
 _SYMBOLS = frozenset("{}[]();=<>+*/\\|&!#$%^~:")
@@ -86,3 +106,11 @@ def code_score(text: str) -> float:
     c = code_components(text)
     z = WEIGHTS["bias"] + sum(WEIGHTS[k] * v for k, v in c.items())
     return 1.0 / (1.0 + math.exp(-z))
+
+
+def paper_band(score: float) -> float:
+    """The paper profile's `code_score`: `score` where the paper's thresholds decide (natural
+    language: 1 - score >= 0.525; code: 1 - score <= 0.4), NaN in the uncertain band between."""
+    nl_score = 1.0 - score
+    nl_at_least, code_at_most = PAPER_NL_THRESHOLDS
+    return score if (nl_score >= nl_at_least or nl_score <= code_at_most) else math.nan
