@@ -1,9 +1,28 @@
 """Category shares across model sizes and training checkpoints.
 
-Each table (one model or checkpoint) is classified and counted on its own, never pooled: the
-label of a row depends on the model that scored it. Run labels like
+Default profile: each table (one model or checkpoint) is classified and counted on its own, never
+pooled: the label of a row depends on the model that scored it. Run labels like
 ``EleutherAI/pythia-160m-deduped@step143000`` are parsed into a parameter count and a step, so
 that the report can order sizes and steps.
+
+Paper profile: the shares are pooled as the paper's plotting notebook pooled them
+(EleutherAI/semantic-memorization, `working_dirs/kyle/results_analysis/results_analysis.ipynb`,
+``percents_frame_scale`` and ``percents_frame_time``), which concatenates the memorized rows of
+every table and then selects
+
+- across scale, every row of a parameter count (``combined_memories_dataframe["Param Count"] ==
+  param_count``, with no checkpoint filter: a size's intermediate checkpoints are pooled with its
+  final one): `shares_across` pools the tables whose labels parse to the same size (a table
+  whose size cannot be parsed stays on its own);
+- across time, every row of a training fraction (``TrainingPercentage == checkpoint``, with no
+  model filter: at the final step every size is pooled): `shares_by_checkpoint` pools the
+  models' tables at the same step (Pythia's models all end at step 143000, so equal steps are
+  equal fractions).
+
+A pooled share is the category's memorized rows summed over the pooled tables over all their
+memorized rows (the notebook's ``value_counts(normalize=True)`` on the concatenation); candidates
+and rates are summed the same way. The counts (`memorized_by_checkpoint`) are never pooled: the
+notebook's count figures take the final checkpoint per size and one model's checkpoints.
 """
 
 from __future__ import annotations
@@ -15,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import taxonomy
+from engine.profiles import check_profile, same_profile
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([mMbB])(?![a-zA-Z])")
 _STEP = re.compile(r"step[_-]?(\d+)")
@@ -36,29 +56,67 @@ def parse_label(label: str) -> tuple[float, float]:
     return size, step
 
 
-def shares_across(tables: Mapping[str, object], recitation_threshold: float = 5) -> pd.DataFrame:
-    """Category shares and counts of each table, computed per table.
+def shares_across(tables: Mapping[str, object], recitation_threshold: float = 5, *,
+                  profile: str = "default") -> pd.DataFrame:
+    """Category shares and counts of each table, computed per table (default) or pooled per
+    model size as the paper's notebook did (``profile="paper"``, module docstring).
 
     Args:
         tables: label -> feature table (pyarrow.Table or pandas.DataFrame).
 
     Returns:
         DataFrame(run, parameters, step, category, memorized, share, candidates,
-        memorization_rate), runs in the given order.
+        memorization_rate), runs in the given order; pooled rows name their runs joined by
+        " + " and have step NaN when the pooled steps differ.
     """
     if not tables:
         raise ValueError("no tables given")
+    _check_inputs(tables, profile)
     parts = []
-    for label, table in tables.items():
-        size, step = parse_label(str(label))
-        df = taxonomy.shares(table, recitation_threshold)
-        df.insert(0, "run", str(label))
-        df.insert(1, "parameters", size)
-        df.insert(2, "step", step)
+    for labels, group in _groups(tables, profile):
+        sizes, steps = zip(*(parse_label(str(label)) for label in labels))
+        df = _pooled_shares(group, recitation_threshold)
+        df.insert(0, "run", " + ".join(map(str, labels)))
+        df.insert(1, "parameters", sizes[0])
+        df.insert(2, "step", steps[0] if len(set(steps)) == 1 else float("nan"))
         parts.append(df)
     out = pd.concat(parts, ignore_index=True)
     out["parameters"] = out["parameters"].astype(np.float64)
+    out.attrs["profile"] = profile
     return out
+
+
+def _check_inputs(tables: Mapping[str, object], profile: str) -> None:
+    check_profile(profile)
+    same_profile({f"feature table {label!r}": t for label, t in tables.items()}, expected=profile)
+
+
+def _groups(tables: Mapping[str, object], profile: str) -> list[tuple[list, list]]:
+    """([labels], [tables]) per output row group: one per table, or (paper) one per parsed
+    parameter count in order of first appearance (unparsed sizes stay alone)."""
+    groups: dict[object, tuple[list, list]] = {}
+    for k, (label, table) in enumerate(tables.items()):
+        size = parse_label(str(label))[0]
+        key = size if profile == "paper" and np.isfinite(size) else ("run", k)
+        groups.setdefault(key, ([], []))
+        groups[key][0].append(label)
+        groups[key][1].append(table)
+    return list(groups.values())
+
+
+def _pooled_shares(tables: list, recitation_threshold: float) -> pd.DataFrame:
+    """`taxonomy.shares` of the concatenation of `tables` (counts summed, shares and rates
+    recomputed); one table gives exactly its own `taxonomy.shares`."""
+    if len(tables) == 1:
+        return taxonomy.shares(tables[0], recitation_threshold)
+    parts = [taxonomy.shares(t, recitation_threshold) for t in tables]
+    out = parts[0][["category"]].copy()
+    for col in ("memorized", "candidates"):
+        out[col] = sum(p[col].to_numpy() for p in parts)
+    n_mem = int(out["memorized"].sum())
+    out["share"] = out["memorized"] / n_mem if n_mem else float("nan")
+    out["memorization_rate"] = out["memorized"] / out["candidates"].where(out["candidates"] > 0)
+    return out[["category", "memorized", "share", "candidates", "memorization_rate"]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,16 +213,35 @@ def memorized_by_checkpoint(checkpoints: Mapping[str, Mapping[int, object]], *,
 
 
 def shares_by_checkpoint(checkpoints: Mapping[str, Mapping[int, object]],
-                         recitation_threshold: float = 5) -> pd.DataFrame:
-    """Category shares and counts of every checkpoint, per model (never pooled across models).
+                         recitation_threshold: float = 5, *,
+                         profile: str = "default") -> pd.DataFrame:
+    """Category shares and counts of every checkpoint, per model (default: never pooled across
+    models) or pooled across the models at each step (``profile="paper"``, module docstring).
 
     Returns:
-        DataFrame(model, step, category, memorized, share, candidates, memorization_rate).
+        DataFrame(model, step, category, memorized, share, candidates, memorization_rate); in
+        the paper profile `model` is "pooled" and a last column `pooled_models` names the
+        models pooled at that step, joined by " + ".
     """
+    check_profile(profile)
+    items = list(_checkpoint_items(checkpoints))
+    same_profile({f"feature table {m!r} step {s}": t for m, s, t in items}, expected=profile)
+    if profile == "paper":
+        steps: dict[int, list] = {}
+        for model, step, table in items:
+            steps.setdefault(step, []).append((model, table))
+        groups = [(" + ".join(m for m, _ in pairs), step, [t for _, t in pairs])
+                  for step, pairs in sorted(steps.items())]
+    else:
+        groups = [(model, step, [table]) for model, step, table in items]
     parts = []
-    for model, step, table in _checkpoint_items(checkpoints):
-        df = taxonomy.shares(table, recitation_threshold)
-        df.insert(0, "model", model)
+    for model, step, tables in groups:
+        df = _pooled_shares(tables, recitation_threshold)
+        df.insert(0, "model", "pooled" if profile == "paper" else model)
         df.insert(1, "step", step)
+        if profile == "paper":
+            df["pooled_models"] = model
         parts.append(df)
-    return pd.concat(parts, ignore_index=True)
+    out = pd.concat(parts, ignore_index=True)
+    out.attrs["profile"] = profile
+    return out

@@ -8,8 +8,20 @@ of its category):
                    ``is_repeating or is_incrementing``, the paper's definition of it),
 3. recollection    otherwise.
 
-The paper's published code used ``> 10`` in one version and ``>= 10`` in another; the paper text
-and memtax use ``> 5`` (see `analysis.thresholds` for the KL argument behind 5).
+The paper's published code used ``> 10`` in one version and ``>= 10`` in another; its final
+`model_training.py` passes ``--sequence_duplication_threshold 6`` to ``>=`` and its plotting notebook
+uses ``> 5`` (the same rule on integer counts); memtax uses ``> 5`` (see `analysis.thresholds` for
+the KL argument behind 5). The rule is the same in both profiles.
+
+Code or natural language (`code_types`): the profile decides how the `code_score` column becomes
+"code", "natural language" or "uncertain". In the default profile a row is code when
+``code_score >= code_threshold`` (0.5) and natural language otherwise. In the paper profile the
+paper's band is used (`model_parameters.py`: ``NATURAL_LANGUAGE_SCORE_THRESHOLDS = [0.525, 0.4]``
+on its classifier's natural-language score ``nl = 1 - code_score``): natural language when
+``nl >= 0.525``, code when ``nl <= 0.4``, uncertain in between; its plotting notebook drops the
+uncertain rows (`results_analysis.ipynb`, ``CodeType != "Uncertain"``). A missing `code_score`
+(NaN) is uncertain in both profiles. `code_shares` counts memorized code and natural-language rows
+per category as that notebook does.
 
 Also the small table helpers the other analysis modules share: `column` and `as_frame` accept a
 pyarrow.Table or a pandas.DataFrame.
@@ -22,8 +34,15 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from engine.profiles import check_profile
+
 CATEGORIES: tuple[str, ...] = ("recitation", "reconstruction", "recollection")
 LABEL = "exact_match"
+CODE_TYPES: tuple[str, ...] = ("code", "natural language", "uncertain")
+# The paper's band on its classifier's natural-language score (model_parameters.py,
+# NATURAL_LANGUAGE_SCORE_THRESHOLDS = [0.525, 0.4]): nl >= 0.525 is natural language, nl <= 0.4 code.
+PAPER_NL_MIN = 0.525
+PAPER_CODE_MAX_NL = 0.4
 
 
 def column_names(table) -> list[str]:
@@ -143,3 +162,84 @@ def shares(table, recitation_threshold: float = 5, label: str = LABEL) -> pd.Dat
             }
         )
     return pd.DataFrame(rows)
+
+
+def code_types(table, *, profile: str = "default", code_threshold: float = 0.5) -> np.ndarray:
+    """"code", "natural language" or "uncertain" for every row, from `code_score` (module
+    docstring: the default profile cuts at `code_threshold`, the paper profile uses the paper's
+    band on ``1 - code_score``); str array, shape (n,)."""
+    check_profile(profile)
+    score = np.asarray(column(table, "code_score"), dtype=np.float64)
+    out = np.full(score.shape[0], CODE_TYPES[2], dtype=f"<U{max(map(len, CODE_TYPES))}")
+    if profile == "paper":
+        nl = 1.0 - score  # NaN stays NaN: neither comparison holds
+        out[nl >= PAPER_NL_MIN] = CODE_TYPES[1]
+        out[nl <= PAPER_CODE_MAX_NL] = CODE_TYPES[0]
+    else:
+        out[score >= code_threshold] = CODE_TYPES[0]
+        out[score < code_threshold] = CODE_TYPES[1]
+    return out
+
+
+def code_shares(table, recitation_threshold: float = 5, *, profile: str = "default",
+                code_threshold: float = 0.5, label: str = LABEL) -> pd.DataFrame:
+    """Code and natural language among the memorized rows of each category (and of all of them),
+    as the paper's notebook counts them (`results_analysis.ipynb`: uncertain rows dropped, shares
+    of the category's memorized code + natural-language rows, P(memorized) = the category's
+    memorized rows of a type / all rows of that type).
+
+    Returns:
+        DataFrame(category ("all memorized" first, then CATEGORIES), code_type ("code",
+        "natural language"), memorized, share, samples (rows of that type), memorization_rate);
+        the number of uncertain rows left out is in ``df.attrs["uncertain"]``.
+    """
+    kinds = code_types(table, profile=profile, code_threshold=code_threshold)
+    cats = classify(table, recitation_threshold)
+    mem = labels(table, label)
+    rows = []
+    for cat in ("all memorized",) + CATEGORIES:
+        in_cat = mem if cat == "all memorized" else mem & (cats == cat)
+        known = int((in_cat & (kinds != CODE_TYPES[2])).sum())
+        for kind in CODE_TYPES[:2]:
+            k = int((in_cat & (kinds == kind)).sum())
+            n = int((kinds == kind).sum())
+            rows.append({"category": cat, "code_type": kind, "memorized": k,
+                         "share": k / known if known else float("nan"), "samples": n,
+                         "memorization_rate": k / n if n else float("nan")})
+    out = pd.DataFrame(rows)
+    out.attrs["uncertain"] = int((kinds == CODE_TYPES[2]).sum())
+    out.attrs["profile"] = profile
+    return out
+
+
+def with_extra_memorized(table, extra_memorized, columns: Sequence[str]) -> pd.DataFrame:
+    """`columns` of the rows of `table` followed by those of `extra_memorized` (a feature table of
+    memorized samples drawn beside the random sample, as the paper's ``memories`` split) whose
+    `sample_id` is not already in `table` (the paper's ``pd.concat([pile, memories])
+    .drop_duplicates("sequence_id")`` keeps the first); a bool column ``extra`` marks them.
+    ValueError when `extra_memorized` holds a row that is not memorized or lacks a column."""
+    names = list(dict.fromkeys(list(columns) + [LABEL]))
+    base = as_frame(table, names)
+    base[LABEL] = labels(table)  # validated: no missing labels
+    base["extra"] = False
+    if extra_memorized is None:
+        return base
+    require_columns(extra_memorized, names, "extra memorized table")
+    if not labels(extra_memorized).all():
+        n_not = int((~labels(extra_memorized)).sum())
+        raise ValueError(f"the extra memorized table has {n_not} rows with exact_match False; "
+                         "expected memorized samples only")
+    more = as_frame(extra_memorized, names)
+    more[LABEL] = True
+    have = set(column_names(table)) & set(column_names(extra_memorized))
+    if "sample_id" in have:
+        known = np.isin(column(extra_memorized, "sample_id"), column(table, "sample_id"))
+        more = more[~known]
+    more["extra"] = True
+    return pd.concat([base, more], ignore_index=True)
+
+
+def as_frame(table, names: Sequence[str]) -> pd.DataFrame:
+    """A pandas DataFrame of the named columns of a pyarrow.Table or pandas.DataFrame."""
+    require_columns(table, names)
+    return pd.DataFrame({n: column(table, n) for n in names})
