@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 import pickle
 from pathlib import Path
@@ -40,8 +41,9 @@ from typing import Any, NamedTuple
 
 import torch
 
-from engine.device import DTYPES, dtype_name
+from engine.device import DTYPES, auto_dtype, dtype_name
 from engine.model_specs import is_hub_id, local_revision_folder, parse_model_spec
+from engine.profiles import check_profile
 from engine.tokenizers import load_tokenizer
 
 __all__ = [
@@ -71,17 +73,21 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None = None,
-                  current: torch.dtype | None = None) -> torch.dtype:
-    """'auto' -> the dtype `current` of an already-loaded model when it is fp32/fp16/bf16,
-    else float32 on CPU, bfloat16 on CUDA; 'fp32'/'fp16'/'bf16' (or torch dtypes)."""
+                  current: torch.dtype | None = None, *, config=None,
+                  profile: str = "default") -> torch.dtype:
+    """'fp32'/'fp16'/'bf16' (or torch dtypes) as asked, in every profile; 'auto' ->
+    `engine.device.auto_dtype(config, device, profile, current)`: on CPU the dtype `current`
+    of an already-loaded model when it is fp32/fp16/bf16, else fp32; on CUDA fp16 in the paper
+    profile, else a loaded model's own 16-bit dtype, the 16-bit dtype the checkpoint's `config`
+    declares (fp16 for Pythia), or bf16."""
+    check_profile(profile)
     if isinstance(dtype, torch.dtype):
         if dtype not in DTYPES.values():
             raise ValueError(f"dtype must be a floating dtype fp32/fp16/bf16, got {dtype}")
         return dtype
     if dtype == "auto":
-        if current in DTYPES.values():
-            return current
-        return torch.bfloat16 if device is not None and device.type == "cuda" else torch.float32
+        return auto_dtype(config, device if device is not None else torch.device("cpu"),
+                          profile, current)
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be 'auto', 'fp32', 'fp16' or 'bf16', got {dtype!r}")
     return DTYPES[dtype]
@@ -448,6 +454,7 @@ def load_model(
     gguf_file: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     allow_missing_weights: bool = False,
+    profile: str = "default",
 ) -> ScoringModel:
     """Load `model` for scoring and wrap it in a `ScoringModel`.
 
@@ -455,8 +462,11 @@ def load_model(
         on `device`; otherwise a cast/moved copy is wrapped: the caller's model never changes),
         a local folder, a `.gguf` file, or a Hugging Face id; strings may end in `@revision`
         (e.g. `pythia-160m@step143000`).
-    dtype: 'auto' (a loaded model's own dtype; loading: fp32 on CPU, bf16 on CUDA), 'fp32',
-        'fp16', 'bf16'.
+    dtype: 'fp32', 'fp16', 'bf16', or 'auto' (`resolve_dtype`): on CPU a loaded model's own
+        dtype, else fp32; on CUDA fp16 in the paper profile, else a loaded model's own 16-bit
+        dtype, the 16-bit `torch_dtype` the checkpoint's config declares (fp16 for Pythia), or
+        bf16. profile: 'default' or 'paper' (`engine.profiles`); it only changes what 'auto'
+        means.
     revision: overrides a `@revision` suffix. For a local folder a revision is a subfolder or a
         cached ref (Hugging Face cache layout); a missing one raises FileNotFoundError.
     local_files_only: default True for local paths (never touches the network) and the
@@ -468,45 +478,91 @@ def load_model(
     Safetensors weights are preferred whenever a checkpoint has them (transformers' default).
     """
     dev = resolve_device(device)
+    check_profile(profile)
     if isinstance(model, ScoringModel):
-        want = resolve_dtype(dtype, dev, current=model.dtype)
+        want = resolve_dtype(dtype, dev, current=model.dtype, config=model.model.config,
+                             profile=profile)
         if not _same_device(model.device, dev) or model.dtype != want:
             return wrap_model(_cast_copy(model.model, want, dev), name=model.name,
                               revision=model.revision)
         return model
     if not isinstance(model, (str, os.PathLike)):
-        current = getattr(model, "dtype", None)
-        want = resolve_dtype(dtype, dev, current=current)
+        want = resolve_dtype(dtype, dev, current=getattr(model, "dtype", None),
+                             config=getattr(model, "config", None), profile=profile)
         if isinstance(model, torch.nn.Module):
             have_dev, have_dtype = _placement(model)
             if not _same_device(have_dev, dev) or have_dtype != want:
                 model = _cast_copy(model, want, dev)
         return wrap_model(model, revision=revision)
-    want = resolve_dtype(dtype, dev)
-
+    resolve_dtype(dtype, dev, profile=profile)  # a bad name fails before any file is read
     name, rev = parse_model_spec(str(model))
     rev = revision if revision is not None else rev
+    hf = _load_named(name, rev, dtype, dev, profile, gguf_file=gguf_file, cache_dir=cache_dir,
+                     trust_remote_code=trust_remote_code, local_files_only=local_files_only,
+                     allow_missing_weights=allow_missing_weights)
+    hf.to(device=dev)
+    return wrap_model(hf, name=name, revision=rev)
+
+
+def _load_named(name: str, rev: str | None, dtype, dev: torch.device, profile: str, *,
+                gguf_file, cache_dir, trust_remote_code: bool, local_files_only: bool | None,
+                allow_missing_weights: bool):
+    """The HF model behind a folder, a .gguf file or a hub id, loaded in the dtype it is to
+    be scored in (before it moves to `dev`)."""
     path = Path(name).expanduser()
     common = dict(trust_remote_code=trust_remote_code, local_files_only=local_files_only,
                   allow_missing_weights=allow_missing_weights)
     if path.is_file() and path.suffix == ".gguf" or gguf_file is not None:
-        hf = _load_gguf(path, gguf_file, want, trust_remote_code, allow_missing_weights)
-    elif path.exists():
-        hf = _load_folder(path, rev, want, **common)
-    elif not is_hub_id(name):
+        want = resolve_dtype(dtype, dev, profile=profile)  # a GGUF file declares no torch dtype
+        return _load_gguf(path, gguf_file, want, trust_remote_code, allow_missing_weights)
+    if path.exists():
+        want = _wanted_dtype(dtype, dev, profile, lambda: _folder_config(path, rev))
+        return _load_folder(path, rev, want, **common)
+    if not is_hub_id(name):
         raise FileNotFoundError(
             f"model folder or file {name!r} not found; expected an existing folder, a .gguf "
             "file or a Hugging Face id such as 'EleutherAI/pythia-160m'"
         )
-    else:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
-        hf = _from_pretrained(
-            name, torch_dtype=want, revision=rev, trust_remote_code=trust_remote_code,
-            local_files_only=offline if local_files_only is None else local_files_only,
-            cache_dir=cache_dir, what="model", allow_missing_weights=allow_missing_weights,
-        )
-    hf.to(device=dev)
-    return wrap_model(hf, name=name, revision=rev)
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+    local_only = offline if local_files_only is None else local_files_only
+    want = _wanted_dtype(dtype, dev, profile,
+                         lambda: _hub_config(name, rev, local_only, cache_dir))
+    return _from_pretrained(
+        name, torch_dtype=want, revision=rev, trust_remote_code=trust_remote_code,
+        local_files_only=local_only, cache_dir=cache_dir, what="model",
+        allow_missing_weights=allow_missing_weights,
+    )
+
+
+def _wanted_dtype(dtype, dev: torch.device, profile: str, read_config) -> torch.dtype:
+    """The dtype to load in; the checkpoint's config is read (`read_config()`) only where the
+    answer depends on it: dtype 'auto' on CUDA in the default profile."""
+    config = read_config() if dtype == "auto" and dev.type == "cuda" and profile == "default" \
+        else None
+    return resolve_dtype(dtype, dev, config=config, profile=profile)
+
+
+def _folder_config(path: Path, rev: str | None) -> dict | None:
+    """The config.json of a model folder (or of its revision), None where there is none (the
+    loader then says what is missing)."""
+    try:
+        folder = local_revision_folder(path, rev) if rev else path
+        return json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _hub_config(name: str, rev: str | None, local_files_only: bool, cache_dir) -> dict | None:
+    """A hub checkpoint's config.json as a mapping (no model class, so no remote code runs);
+    None where it cannot be read (the loader then says why)."""
+    from transformers import PretrainedConfig
+
+    kwargs = {"local_files_only": local_files_only, "revision": rev,
+              "cache_dir": None if cache_dir is None else str(cache_dir)}
+    try:
+        return PretrainedConfig.get_config_dict(name, **kwargs)[0]
+    except (OSError, ValueError):
+        return None
 
 
 def _placement(model) -> tuple[torch.device, torch.dtype | None]:

@@ -16,9 +16,10 @@ scored) is written next, and the manifest gathers the entries when the run compl
 A rerun is the same run when its `run` description matches on everything but where things
 came from (`INFORMATIONAL`: the model's name or path, the samples' path): the weights (by their
 `model_sha256`), the samples (by `samples_sha256`, 64 rows by id) and the settings (dtype,
-lengths, mode, EOS masking, sample count, shard size). A copy of the data under another path,
-or the same file by another spelling, is the same run; other weights or samples at the same
-path are refused, naming what changed. A kept shard is checked before it is trusted: its file
+lengths, mode, EOS masking, sample count, shard size, profile; a folder written before profiles
+existed counts as the default profile's). A copy of the data under another path, or the same
+file by another spelling, is the same run; other weights or samples at the same path are
+refused, naming what changed. A kept shard is checked before it is trusted: its file
 against its sha256, and its rows of the samples (re-read) against theirs. Folders written
 before these checks (manifest version 1) are read as they are but not resumed.
 """
@@ -142,6 +143,8 @@ class ScoreFolder:
 
     def _check_same_run(self, man: dict) -> None:
         theirs = man.get("run", {})
+        if "profile" in self.run:  # folders from before profiles scored the default's columns
+            theirs = {"profile": "default", **theirs}
         if man.get("version", 1) < VERSION or "model_sha256" not in theirs:
             raise ValueError(
                 f"output folder {str(self.path)!r} was written by an older memtax (manifest "

@@ -16,6 +16,10 @@ and, from the model's own (unmasked) log-probs lp[t] = log p(token[t+1] | tokens
     *_ppl_paper = exp(-sum(lp over the span) / (L-1))   (the paper's quirk: every span over 63,
                                                          so seq_ppl_paper = prompt x cont)
 
+With profile="paper" the `*_ppl_paper` columns follow the paper's code exactly
+(`engine.perplexities.paper_perplexities`: the count of token id 0 in the sample shortens the window from its end
+and moves the prompt/continuation split); every other column is the same in both profiles.
+
 The head never materialises (B, T, V) logits: `kernels.fused_head` reduces argmax, log-sum-exp
 and the target logit chunk by chunk over the vocabulary.
 
@@ -44,6 +48,8 @@ from engine.fingerprint import model_fingerprint, rows_sha256, samples_fingerpri
 from engine.models import ScoringModel, dtype_name, load_model, resolve_device, resolve_dtype
 from engine.options import DecodeOptions
 from engine.output import ScoreFolder, check_writable
+from engine.perplexities import perplexity_columns
+from engine.profiles import check_profile, profile_metadata
 
 __all__ = ["score", "score_batch", "SCORE_SCHEMA", "DEFAULT_SHARD_SIZE"]
 
@@ -75,18 +81,19 @@ CPU_AUTO_BATCH = 64
 
 
 def score_batch(sm: ScoringModel, tokens: torch.Tensor, *, prefix_len: int, cont_len: int,
-                masked_token: int | None, impl: str = "auto") -> dict[str, np.ndarray]:
+                masked_token: int | None, impl: str = "auto",
+                profile: str = "default") -> dict[str, np.ndarray]:
     """Score columns (without sample_id) for tokens (B, L = prefix_len + cont_len) int64.
 
     Returns numpy arrays of length B keyed by the `SCORE_SCHEMA` names. The caller validates ids.
     """
     return _score_batch(sm, tokens, prefix_len=prefix_len, cont_len=cont_len,
-                        masked_token=masked_token, impl=impl)[0]
+                        masked_token=masked_token, impl=impl, profile=check_profile(profile))[0]
 
 
 def _score_batch(sm: ScoringModel, tokens: torch.Tensor, *, prefix_len: int, cont_len: int,
                  masked_token: int | None, impl: str = "auto", keep_cache: bool = False,
-                 verify: bool = True):
+                 verify: bool = True, profile: str = "default"):
     """(columns, tf_argmax (B, C) int64, KV cache over tokens[:, :L-1] or None)."""
     b, L = tokens.shape
     p, c = prefix_len, cont_len
@@ -100,24 +107,11 @@ def _score_batch(sm: ScoringModel, tokens: torch.Tensor, *, prefix_len: int, con
     tf_argmax = argmax[:, p - 1 :]                                            # (B, C)
     correct = tf_argmax == tokens[:, p:]
     match_len = (correct.cumprod(dim=1)).sum(dim=1)
-    lp_prompt, lp_cont = lp[:, : p - 1].sum(1), lp[:, p - 1 :].sum(1)
-    nan = torch.full_like(lp_prompt, float("nan"))
-    prompt_nll = -lp_prompt / (p - 1) if p > 1 else nan                       # P=1: no prompt loss
-    cont_nll = -lp_cont / c
-    seq_nll = -(lp_prompt + lp_cont) / (L - 1)
     cols = {
         "exact_match": match_len == c,
         "match_len": match_len.to(torch.int16),
         "tf_accuracy": correct.double().mean(1),
-        "prompt_nll": prompt_nll,
-        "cont_nll": cont_nll,
-        "seq_nll": seq_nll,
-        "prompt_ppl": prompt_nll.exp(),
-        "cont_ppl": cont_nll.exp(),
-        "seq_ppl": seq_nll.exp(),
-        "prompt_ppl_paper": (-lp_prompt / (L - 1)).exp(),
-        "cont_ppl_paper": (-lp_cont / (L - 1)).exp(),
-        "seq_ppl_paper": seq_nll.exp(),
+        **perplexity_columns(lp, tokens, prefix_len=p, profile=profile),
     }
     res = {}
     for k, v in cols.items():
@@ -197,12 +191,15 @@ def _memtax_version() -> str:
 
 
 def _run_metadata(sm: ScoringModel, run: dict) -> dict[bytes, bytes]:
+    """The schema metadata: the model's, the run's (its profile under `PROFILE_KEY`, as every
+    stage records it) and the versions."""
     import transformers
 
-    meta = {**sm.metadata(), **{k: str(v) for k, v in run.items()},
+    meta = {**sm.metadata(), **{k: str(v) for k, v in run.items() if k != "profile"},
             "memtax_version": _memtax_version(), "torch_version": torch.__version__,
             "transformers_version": transformers.__version__}
-    return {k.encode(): str(v).encode() for k, v in meta.items()}
+    return {**{k.encode(): str(v).encode() for k, v in meta.items()},
+            **profile_metadata(run["profile"])}
 
 
 @dataclasses.dataclass
@@ -263,6 +260,7 @@ def score(
     decode_workspace=None,
     allow_missing_weights: bool = False,
     verify: bool = True,
+    profile: str = "default",
 ) -> pa.Table:
     """Score every sample for memorization; one row per sample, in sample order.
 
@@ -272,10 +270,17 @@ def score(
         .jsonl/.txt with `tokenizer`, a SampleSource); `range`, `limit`, `checkpoint` select rows.
     mode: "exact" (one pass) or "generate" (adds `gen_score`, Pythia's free-running score).
     batch_size: rows per forward pass, or "auto" (a guess that halves on out-of-memory).
-    dtype: "auto" = a loaded model's own dtype; loading: fp32 on CPU, bf16 on CUDA. A model
-        passed in is never changed: a cast or move works on a copy (one more model in memory),
-        and its train/eval mode is restored afterwards. mask_eos: exclude the config's EOS id
-        from the argmax (Pythia's min_length); NLLs always use the unmasked distribution.
+    dtype: "fp32", "fp16", "bf16", or "auto" (`engine.device.auto_dtype`): on CPU a loaded
+        model's own dtype, else fp32 (both profiles); on CUDA fp16 in the paper profile (as
+        Pythia's evaluation), else a loaded model's own 16-bit dtype, the 16-bit torch_dtype
+        the checkpoint's config declares (fp16 for Pythia), or bf16. A model passed in is never
+        changed: a cast or move works on a copy (one more model in memory), and its train/eval
+        mode is restored afterwards. mask_eos: exclude the config's EOS id from the argmax
+        (Pythia's min_length); NLLs always use the unmasked distribution.
+    profile: "default" or "paper" (`engine.profiles`): the paper profile computes the
+        `*_ppl_paper` columns exactly as the paper's code (`paper_perplexities`) and makes
+        dtype "auto" fp16 on CUDA; recorded in the schema metadata (`memtax.profile`) and the
+        folder's manifest (a resumed run under another profile is refused).
     out: a folder for parquet shards of `shard_size` rows + manifest.json (checked writable
         before the model loads); `resume=True` keeps the shards a killed run of the same run
         left, once each checks out (file checksum, its sample rows re-read); a folder of
@@ -301,6 +306,7 @@ def score(
     revision, dtype, lengths, versions) is in the schema metadata.
     """
     _check_arguments(mode, batch_size, shard_size, labels_only, keep_tokens, decode)
+    check_profile(profile)
     if out is not None:
         check_writable(out)
     with _modes_kept(model):
@@ -310,8 +316,8 @@ def score(
             range=range, limit=limit, checkpoint=checkpoint, shard_size=shard_size,
             trust_remote_code=trust_remote_code, head_impl=head_impl, labels_only=labels_only,
             keep_tokens=keep_tokens, decode=decode, decode_workspace=decode_workspace,
-            allow_missing_weights=allow_missing_weights, verify=verify), batch_size, progress,
-            on_batch)
+            allow_missing_weights=allow_missing_weights, verify=verify, profile=profile),
+            batch_size, progress, on_batch)
 
 
 class _modes_kept:
@@ -378,10 +384,10 @@ def _check_arguments(mode, batch_size, shard_size, labels_only, keep_tokens, dec
 def _set_up(model, samples, *, prefix_len, cont_len, mode, dtype, device, out, resume,
             mask_eos, revision, tokenizer, range, limit, checkpoint, shard_size,
             trust_remote_code, head_impl, labels_only, keep_tokens, decode,
-            decode_workspace, allow_missing_weights, verify=True) -> _Run:
+            decode_workspace, allow_missing_weights, verify=True, profile="default") -> _Run:
     """Open the samples, join the ranks, load the model, describe the run and its output."""
     dev = resolve_device(device)
-    resolve_dtype(dtype, dev)  # validate before any loading
+    resolve_dtype(dtype, dev, profile=profile)  # validate before any loading
     source: SampleSource = open_samples(
         samples, prefix_len=prefix_len, cont_len=cont_len, tokenizer=tokenizer, range=range,
         limit=limit, checkpoint=checkpoint,
@@ -391,7 +397,7 @@ def _set_up(model, samples, *, prefix_len, cont_len, mode, dtype, device, out, r
     fingerprint = samples_fingerprint(source)
     sm = load_model(model, dtype=dtype, device=dist.local_device(dev), revision=revision,
                     trust_remote_code=trust_remote_code,
-                    allow_missing_weights=allow_missing_weights)
+                    allow_missing_weights=allow_missing_weights, profile=profile)
     seq_len = prefix_len + cont_len
     if sm.max_positions is not None and seq_len - 1 > sm.max_positions:
         raise ValueError(
@@ -405,7 +411,7 @@ def _set_up(model, samples, *, prefix_len, cont_len, mode, dtype, device, out, r
         "n_samples": len(source), "shard_size": shard_size,
         "sample_source": json.dumps(_sample_source(source)),
         "samples_sha256": fingerprint["check_sha256"],
-        "samples_check_ids": json.dumps(fingerprint["check_ids"]),
+        "samples_check_ids": json.dumps(fingerprint["check_ids"]), "profile": profile,
     }
     if out is not None:  # the weights as scored; hashing them costs a read of the model
         desc["model_sha256"] = model_fingerprint(sm.model)
@@ -414,7 +420,7 @@ def _set_up(model, samples, *, prefix_len, cont_len, mode, dtype, device, out, r
     score_rows, fields = _row_scorer(
         sm, prefix_len=prefix_len, cont_len=cont_len, masked_token=masked, mode=mode,
         head_impl=head_impl, labels_only=labels_only, keep_tokens=keep_tokens, decode=decode,
-        decode_workspace=decode_workspace, verify=verify)
+        decode_workspace=decode_workspace, verify=verify, profile=profile)
     schema = pa.schema([SCORE_SCHEMA.field("sample_id"), *fields]).with_metadata(
         _run_metadata(sm, desc))
     def shard_rows_sha256(k: int) -> str:
@@ -433,11 +439,11 @@ def _sample_source(source: SampleSource) -> dict:
 
 
 def _row_scorer(sm, *, prefix_len, cont_len, masked_token, mode, head_impl, labels_only,
-                keep_tokens, decode, decode_workspace, verify=True):
+                keep_tokens, decode, decode_workspace, verify=True, profile="default"):
     """(score_rows, fields): `score_rows(tokens)` -> the columns (all but sample_id) of one
     batch of token rows (B, L) on the model's device; `fields` their schema, in order."""
     lengths = dict(prefix_len=prefix_len, cont_len=cont_len, masked_token=masked_token)
-    if labels_only:
+    if labels_only:  # no perplexities: the same columns in both profiles
         from engine.cascade import LABEL_FIELDS, label_columns
 
         return (functools.partial(label_columns, sm, impl=head_impl, verify=verify, **lengths),
@@ -445,7 +451,8 @@ def _row_scorer(sm, *, prefix_len, cont_len, masked_token, mode, head_impl, labe
     exact_fields = [f for f in SCORE_SCHEMA if f.name != "sample_id"]
     if mode == "exact":
         def exact(tokens):
-            return _score_batch(sm, tokens, impl=head_impl, verify=verify, **lengths)[0]
+            return _score_batch(sm, tokens, impl=head_impl, verify=verify, profile=profile,
+                                **lengths)[0]
 
         return exact, exact_fields
     from engine.decode_cache import DecodeWorkspace
@@ -455,7 +462,7 @@ def _row_scorer(sm, *, prefix_len, cont_len, masked_token, mode, head_impl, labe
 
     def generate(tokens):
         cols, tf_argmax, cache = _score_batch(sm, tokens, impl=head_impl, keep_cache=True,
-                                              verify=verify, **lengths)
+                                              verify=verify, profile=profile, **lengths)
         cols.update(gen_columns(sm, tokens, match_len=cols["match_len"], tf_argmax=tf_argmax,
                                 cache=cache, keep_tokens=keep_tokens, options=decode,
                                 workspace=workspace, verify=verify, **lengths))

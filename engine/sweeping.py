@@ -11,7 +11,8 @@ folder each, plus a sweep manifest.
 Layout of `out/` (other files may share it, e.g. a study's output; a `scores/` folder without
 a sweep manifest is refused):
 
-    sweep.json                   {"format": "memtax-sweep", "version": 1, "run": {...},
+    sweep.json                   {"format": "memtax-sweep", "version": 1, "run": {...,
+                                  "profile"},
                                   "checkpoints": [{"model", "label", "revision", "step",
                                   "sequences_seen", "folder", "vocab_size", "tokenizer",
                                   "parameters", "elapsed_s", "complete"}, ...], "complete": bool}
@@ -56,6 +57,7 @@ from engine.data import (
 )
 from engine.model_specs import is_hub_id, parse_model_spec
 from engine.output import read_scores, write_bytes_atomic
+from engine.profiles import check_profile
 from engine.revisions import Vocabulary, find_revision, list_revisions, revision_step, vocabulary
 
 __all__ = ["sweep", "open_sweep", "Sweep", "plan_checkpoints", "Checkpoint", "SWEEP_MANIFEST"]
@@ -269,7 +271,8 @@ class _SweepFolder:
         return man
 
     def _check_same_run(self, man: dict) -> None:
-        theirs = man.get("run", {})
+        # a sweep from before profiles existed scored the default profile's columns
+        theirs = {"profile": "default", **man.get("run", {})}
         diffs = [f"{k} {theirs.get(k)!r} != {self.run.get(k)!r}"
                  for k in sorted(set(theirs) | set(self.run)) if theirs.get(k) != self.run.get(k)]
         if diffs:
@@ -324,15 +327,16 @@ def sweep(models, samples, *, revisions=None, out, prefix_len: int = 32, cont_le
           shard_size: int | None = None,
           sequences_per_step: int = PYTHIA_BATCH_SEQUENCES, ids_are_positions: bool | None = None,
           allow_network: bool = False, cache_dir=None, labels_only: bool = False,
-          trust_remote_code: bool = False, workers: int = 1) -> Sweep:
+          trust_remote_code: bool = False, workers: int = 1, profile: str = "default") -> Sweep:
     """Score `samples` under every checkpoint of `models` into `out` (see the module docstring).
 
     models: a model spec or a list of them, smallest first (hub id or local folder; may end in
         `@revision` when revisions is None). revisions: a list or comma-separated string of
         revision names, "all" (every revision found locally), or None.
     samples, prefix_len, cont_len, mode, batch_size, dtype, device, mask_eos, tokenizer, range,
-        limit, shard_size, labels_only, trust_remote_code: as for `engine.score`, the same for
-        every checkpoint. resume: skip finished checkpoints and resume the unfinished one's
+        limit, shard_size, labels_only, trust_remote_code, profile: as for `engine.score`, the
+        same for every checkpoint (the profile is recorded in the sweep's manifest and in each
+        score folder; resuming under another profile is refused). resume: skip finished checkpoints and resume the unfinished one's
         shards (False: score everything again).
     sequences_per_step: training sequences per step (Pythia 1024; a suite's batch_size): step c
         has seen sequences [0, c * sequences_per_step).
@@ -346,12 +350,13 @@ def sweep(models, samples, *, revisions=None, out, prefix_len: int = 32, cont_le
     from engine.scoring import DEFAULT_SHARD_SIZE
 
     _check_sweep_arguments(sequences_per_step, ids_are_positions, workers)
+    check_profile(profile)
     plan = plan_checkpoints(models, revisions, cache_dir=cache_dir, allow_network=allow_network)
     source = samples_once(samples, prefix_len=prefix_len, cont_len=cont_len,
                           tokenizer=tokenizer, range=range, limit=limit)
     options = dict(prefix_len=prefix_len, cont_len=cont_len, mode=mode, batch_size=batch_size,
                    progress=progress, mask_eos=mask_eos, labels_only=labels_only,
-                   shard_size=shard_size or DEFAULT_SHARD_SIZE)
+                   shard_size=shard_size or DEFAULT_SHARD_SIZE, profile=profile)
     run = _run_description(source, options, dtype, device, sequences_per_step,
                            ids_are_positions)
     if workers > 1 and run["device"] == "cuda":
@@ -361,7 +366,7 @@ def sweep(models, samples, *, revisions=None, out, prefix_len: int = 32, cont_le
     folder = _SweepFolder(out, run)
     folder.prepare(plan, sequences_per_step)
     loading = dict(dtype=dtype, device=device, allow_network=allow_network,
-                   cache_dir=cache_dir, trust_remote_code=trust_remote_code)
+                   cache_dir=cache_dir, trust_remote_code=trust_remote_code, profile=profile)
     todo = [c for c in plan if not (resume and folder.done(c))]
     try:
         _score_all(todo, source, folder, options, loading, resume, workers, progress)
@@ -385,18 +390,29 @@ def _check_sweep_arguments(sequences_per_step, ids_are_positions, workers) -> No
 
 def _run_description(source, options, dtype, device, sequences_per_step, ids_are_positions):
     """What every checkpoint of the sweep shares (a rerun into the same folder must match)."""
-    from engine.device import dtype_name
-    from engine.models import resolve_device, resolve_dtype
+    from engine.models import resolve_device
 
     positions = _is_indexed(source) if ids_are_positions is None else ids_are_positions
     dev = resolve_device(device)
     return {"device": dev.type, "prefix_len": options["prefix_len"], "cont_len": options["cont_len"],
             "mode": options["mode"], "mask_eos": bool(options["mask_eos"]),
             "labels_only": bool(options["labels_only"]), "shard_size": options["shard_size"],
-            "dtype": dtype_name(resolve_dtype(dtype, dev)),
+            "dtype": _planned_dtype(dtype, dev, options["profile"]),
             "source": source.description, "n_samples": len(source),
             "sequences_per_step": sequences_per_step,
-            "positions": "sample_id" if positions else None}
+            "positions": "sample_id" if positions else None, "profile": options["profile"]}
+
+
+def _planned_dtype(dtype, dev, profile: str) -> str:
+    """The sweep's dtype as its manifest records it: the short name where every checkpoint
+    scores in the same one; "auto" where each checkpoint's config decides (dtype "auto" on CUDA
+    in the default profile: its own 16-bit dtype or bf16; its score folder records which)."""
+    from engine.device import dtype_name
+    from engine.models import resolve_dtype
+
+    if dtype == "auto" and dev.type == "cuda" and profile == "default":
+        return "auto"
+    return dtype_name(resolve_dtype(dtype, dev, profile=profile))
 
 
 def _progress(items, enabled: bool, total: int | None = None):
@@ -420,7 +436,8 @@ def _score_checkpoint(c: Checkpoint, source, out: Path, options: dict, loading: 
     t0 = time.perf_counter()
     sm = load_model(c.model, revision=c.revision, dtype=loading["dtype"],
                     device=loading["device"], trust_remote_code=loading["trust_remote_code"],
-                    local_files_only=not loading["allow_network"], cache_dir=loading["cache_dir"])
+                    local_files_only=not loading["allow_network"], cache_dir=loading["cache_dir"],
+                    profile=loading["profile"])
     if c.vocab is None:  # fetched from the hub: its vocabulary is known only now
         check_vocabularies(known + [(f"{c.model}@{c.revision}", Vocabulary(sm.vocab_size, None))])
     fields = {"vocab_size": c.vocab.size if c.vocab else sm.vocab_size,

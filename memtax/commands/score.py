@@ -17,6 +17,8 @@ import argparse
 import os
 import time
 
+from engine.profiles import PROFILES
+
 
 def _range(text: str) -> tuple[int, int]:
     try:
@@ -45,6 +47,10 @@ def add_run_arguments(p) -> None:
     p.add_argument("--mode", default="exact", choices=["exact", "generate"])
     p.add_argument("--labels-only", action="store_true",
                    help="only exact_match and match_len, by the fast staged cascade (mode exact)")
+    p.add_argument("--profile", default="default", choices=list(PROFILES),
+                   help="default: the paper's definitions with its code's hazards fixed; paper: "
+                        "its code reproduced (the *_ppl_paper columns exactly as its code, "
+                        "dtype auto = fp16 on CUDA); see docs/notes/profiles.md")
 
 
 def register(subparsers) -> None:
@@ -142,6 +148,7 @@ def run(args) -> int:
         shard_size=args.shard_size or DEFAULT_SHARD_SIZE, trust_remote_code=args.trust_remote_code,
         labels_only=args.labels_only, keep_tokens=args.keep_tokens, decode=decode,
         tokenizer=tokenizer, allow_missing_weights=args.allow_missing_weights,
+        profile=args.profile,
     )
     elapsed = time.perf_counter() - t0
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports

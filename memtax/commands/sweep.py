@@ -96,7 +96,7 @@ def run(args) -> int:
         sequences_per_step=args.sequences_per_step, ids_are_positions=args.ids_are_positions,
         allow_network=args.allow_network, cache_dir=args.cache_dir,
         labels_only=args.labels_only, trust_remote_code=args.trust_remote_code,
-        workers=args.workers)
+        workers=args.workers, profile=args.profile)
     labels = sw.labels(columns=("exact_match",)).to_pandas()
     counts = labels.groupby(["model", "revision"], sort=False)["exact_match"].sum()
     print(f"memtax sweep: {len(counts)} checkpoints x {sw.run['n_samples']} samples, "
