@@ -105,3 +105,55 @@ def test_cli_features_ray(cluster, setup, tmp_path, capsys):
     one = pq.read_table(tmp_path / "one" / "features.parquet")
     assert pq.read_table(tmp_path / "ray" / "features.parquet").equals(one, check_metadata=True)
     assert [p.name for p in (tmp_path / "ray").iterdir()] == ["features.parquet"]  # parts gone
+
+
+def test_ray_feature_counts_go_through_the_shard_tasks(cluster, setup, monkeypatch, tmp_path):
+    """Groups of >= 12 samples (three chunks of 5): each group's distinct continuations,
+    prompts and samples go to count_arrays_on_ray in blocks of 4 queries, and the table is the
+    single-process one; a rerun after a lost part recounts only that part's group."""
+    import features.index.distributed as dist
+
+    tok, idx, samples, table = setup
+    calls = []
+    real = dist.count_arrays_on_ray
+
+    def spy(index, arrays, **kw):
+        calls.append(([np.array(a) for a in arrays], kw))
+        return real(index, arrays, **kw)
+
+    monkeypatch.setattr(dist, "count_arrays_on_ray", spy)
+    single = _compute(setup)
+    options = {"group_samples": 12, "block_rows": 4, "parts_dir": str(tmp_path / "parts")}
+    distributed = _compute(setup, cluster="ray", cluster_options=options)
+    assert distributed.equals(single, check_metadata=True)
+    # the groups an independent walk over the chunks makes
+    wanted = set(table.column("sample_id").to_pylist())
+    chunks = [sorted(wanted & set(range(a, min(a + 5, len(samples)))))
+              for a in range(0, len(samples), 5)]
+    sizes = [len(c) for c in chunks]
+    groups, run = [], []
+    for size in filter(None, sizes):
+        run.append(size)
+        if sum(run) >= 12:
+            groups.append(run)
+            run = []
+    groups += [run] if run else []
+    assert len(calls) == len(groups) >= 3
+    rows = sorted(wanted)
+    seen = {"cont": set(), "prompt": set(), "sample": set()}
+    for arrays, kw in calls:
+        assert kw["block_rows"] == 4
+        assert [a.shape[1] for a in arrays] == [C, P, P + C]
+        for a, kind in zip(arrays, seen):
+            assert len({r.tobytes() for r in a}) == len(a)  # each distinct row once
+            seen[kind] |= {tuple(r) for r in a}
+    assert seen["sample"] == {tuple(samples[i]) for i in rows}
+    assert seen["cont"] == {tuple(samples[i, P:]) for i in rows}
+    # a lost part: only its group is recounted
+    calls.clear()
+    (tmp_path / "parts" / "part-000004.parquet").unlink()
+    again = _compute(setup, cluster="ray", cluster_options=options)
+    assert again.equals(single, check_metadata=True)
+    lost = [c for c in chunks if c][4]
+    assert len(calls) == 1
+    assert {tuple(r) for r in calls[0][0][2]} == {tuple(samples[i]) for i in lost}
