@@ -1,6 +1,7 @@
 """The per-chunk work of `features.compute`: text features in a process pool, index counts and
 token frequencies in the calling process. `features.pipeline` runs it over a sample source;
 `features.distributed` runs the same chunk code inside Ray tasks. Both import it from here.
+`profile` ("default" | "paper") picks each feature's definition (`features.pipeline`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
+from engine.profiles import check_profile
 from features import code_score as _code
 from features import compression as _comp
 from features import duplicates as _dups
@@ -19,15 +21,18 @@ from features.tokenizers import decode_batch, load_tokenizer, vocab_size
 __all__ = ["text_features", "FeatureStream", "select_rows"]
 
 
-def text_features(text: str) -> tuple[float, float, bool, bool, float]:
-    """(huffman_code_length, zlib_ratio, is_incrementing, is_repeating, code_score) of a text."""
-    inc, rep = _tmpl.classify(text)
-    return (_comp.huffman_code_length(text), _comp.zlib_ratio(text), inc, rep,
-            _code.code_score(text))
+def text_features(text: str, profile: str = "default") -> tuple[float, float, bool, bool, float]:
+    """(huffman_code_length, zlib_ratio, is_incrementing, is_repeating, code_score) of a text;
+    `profile="paper"`: the paper's templating tests and its code/natural-language band."""
+    inc, rep = _tmpl.classify(text, profile)
+    code = _code.code_score(text)
+    if profile == "paper":
+        code = _code.paper_band(code)
+    return (_comp.huffman_code_length(text), _comp.zlib_ratio(text), inc, rep, code)
 
 
-def _text_chunk(texts: list[str]) -> list[tuple]:
-    return [text_features(t) for t in texts]
+def _text_chunk(texts: list[str], profile: str = "default") -> list[tuple]:
+    return [text_features(t, profile) for t in texts]
 
 
 def _vocab_declared(index) -> bool:
@@ -94,11 +99,16 @@ class FeatureStream:
 
     Text results of chunk k are collected after chunk k+1 is submitted, so the workers never
     wait while this process decodes and counts. `parts` maps each column to its chunks' arrays.
+    `profile`: "default" or "paper" (the paper's decoding cleanup, templating tests, code band,
+    duplicate counts and percentiles).
     """
 
-    def __init__(self, index, tok, *, prefix_len: int, workers: int, keep_text: bool):
+    def __init__(self, index, tok, *, prefix_len: int, workers: int, keep_text: bool,
+                 profile: str = "default"):
         self.index, self.tok, self.prefix_len = index, tok, prefix_len
         self.workers, self.keep_text = workers, keep_text
+        self.profile = check_profile(profile)
+        self.clean_up = self.profile == "paper"  # Hugging Face's decode cleanup (the paper's)
         # vocabulary checks first: a mismatch fails before any worker starts
         self.unigrams = _unigrams(index, tok) if index is not None else None
         self.idx_tok = _index_tokenizer(index, tok) if index is not None else None
@@ -141,28 +151,31 @@ class FeatureStream:
             self._count(tokens)
 
     def _submit_text(self, tokens: np.ndarray) -> None:
-        full = decode_batch(self.tok, tokens)
+        full = decode_batch(self.tok, tokens, clean_up_spaces=self.clean_up)
         if self.keep_text:
             self.texts.extend(full)
-            self.prompts.extend(decode_batch(self.tok, tokens[:, : self.prefix_len]))
+            self.prompts.extend(decode_batch(self.tok, tokens[:, : self.prefix_len],
+                                             clean_up_spaces=self.clean_up))
         if self.pool is not None:
             step = -(-len(full) // (4 * self.workers))
-            self.pending.append(("futures", [self.pool.submit(_text_chunk, full[i:i + step])
-                                             for i in range(0, len(full), step)]))
+            self.pending.append(("futures", [
+                self.pool.submit(_text_chunk, full[i:i + step], self.profile)
+                for i in range(0, len(full), step)]))
         else:
-            self.pending.append(("rows", _text_chunk(full)))
+            self.pending.append(("rows", _text_chunk(full, self.profile)))
 
     def _count(self, tokens: np.ndarray) -> None:
         index = self.index
         for k, v in _dups.duplicate_counts(index, tokens, prefix_len=self.prefix_len,
-                                           tokenizer=self.idx_tok).items():
+                                           tokenizer=self.idx_tok, profile=self.profile).items():
             self.parts.setdefault(k, []).append(v)
         hi = int(tokens.max())
         if hi >= self.unigrams.size and not _vocab_declared(index):
             # The index only knows the ids its corpus holds: a larger id is unseen (0).
             self.unigrams = np.concatenate([self.unigrams, np.zeros(hi + 1 - self.unigrams.size,
                                                                     np.int64)])
-        for k, v in _tstats.token_frequency_stats(tokens, self.unigrams).items():
+        for k, v in _tstats.token_frequency_stats(tokens, self.unigrams,
+                                                  profile=self.profile).items():
             self.parts.setdefault(k, []).append(v)
 
     def _collect(self, job) -> None:

@@ -18,6 +18,15 @@ frequencies with numpy. Semantic matches need every text, so they run last over 
 Missing inputs skip what needs them, with a warning naming the columns: no index -> duplicates
 and token frequencies; no tokenizer -> everything computed on text; semantic=False (or no
 tokenizer) -> semantic and textual matches.
+
+Profiles (`profile=`, recorded under `memtax.profile` in the schema metadata; a score table
+recorded under another profile is refused): "default" computes the definitions above;
+"paper" follows the paper's code for each per-sample feature (`PAPER_FEATURES`; the table of
+differences is docs/notes/profiles.md): texts decoded with Hugging Face's cleanup
+(`tokenizers`), its templating tests (`templating.paper_classify`), its code/natural-language
+band (`code_score.paper_band`), duplicate counts without each sequence's last window
+(`duplicates`), p25/p75 as order statistics (`token_stats`), the sample itself among its
+semantic matches and no textual matches for non-ASCII prompts (`semantic`).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from engine.profiles import check_profile, profile_metadata, same_profile
 from features import code_score as _code
 from features import compression as _comp
 from features import duplicates as _dups
@@ -43,7 +53,8 @@ from features.feature_stream import (
 from features.provenance import check_index, scored_samples
 from features.tokenizers import as_encoder, decode_batch, load_tokenizer
 
-__all__ = ["compute", "FEATURES", "text_features", "read_table"]
+__all__ = ["compute", "FEATURES", "PAPER_FEATURES", "feature_definitions", "text_features",
+           "read_table"]
 
 # column -> (version, definition). Bump a version whenever its definition changes.
 FEATURES: dict[str, tuple[int, str]] = {
@@ -58,6 +69,20 @@ FEATURES: dict[str, tuple[int, str]] = {
     "code_score": (1, _code.DEFINITION),
     **{c: (1, d) for c, d in _sem.DEFINITIONS.items()},
 }
+# The paper profile's definitions (same columns; each follows the paper's code).
+PAPER_FEATURES: dict[str, tuple[int, str]] = {
+    **{c: (1, d) for c, d in _dups.PAPER_DEFINITIONS.items()},
+    **{c: (1, _tstats.PAPER_DEFINITION + f" [{c.removeprefix('token_freq_')}]")
+       for c in _tstats.COLUMNS},
+    "huffman_code_length": (1, _comp.HUFFMAN_DEFINITION + "; text decoded with Hugging Face's "
+                            "cleanup"),
+    "zlib_ratio": (1, _comp.ZLIB_DEFINITION + "; text decoded with Hugging Face's cleanup"),
+    "is_incrementing": (1, _tmpl.PAPER_INCREMENTING_DEFINITION),
+    "is_repeating": (1, _tmpl.PAPER_REPEATING_DEFINITION),
+    "is_templating": (1, "is_incrementing or is_repeating"),
+    "code_score": (1, _code.PAPER_DEFINITION),
+    **{c: (1, d) for c, d in _sem.PAPER_DEFINITIONS.items()},
+}
 TEXT_COLUMNS = ("huffman_code_length", "zlib_ratio", "is_incrementing", "is_repeating",
                 "is_templating", "code_score")
 INDEX_COLUMNS = _dups.COLUMNS + _tstats.COLUMNS
@@ -67,6 +92,11 @@ _TYPES.update({c: pa.float64() for c in _tstats.COLUMNS})
 _TYPES.update({"huffman_code_length": pa.float64(), "zlib_ratio": pa.float64(),
                "code_score": pa.float64(), "is_incrementing": pa.bool_(),
                "is_repeating": pa.bool_(), "is_templating": pa.bool_()})
+
+
+def feature_definitions(profile: str = "default") -> dict[str, tuple[int, str]]:
+    """column -> (version, definition) under `profile`."""
+    return PAPER_FEATURES if check_profile(profile) == "paper" else FEATURES
 
 
 def read_table(table) -> pa.Table | None:
@@ -137,7 +167,7 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
             semantic: bool = True,
             chunk_size: int = 8192, workers: int = 2, embed_device: str = "cpu",
             embed_dtype: str = "float32", progress: bool = True, cluster: str | None = None,
-            cluster_options: dict | None = None) -> pa.Table:
+            cluster_options: dict | None = None, profile: str = "default") -> pa.Table:
     """Feature table for the samples behind a score table.
 
     table: the score table (pyarrow.Table, .parquet path or score folder) or None for features
@@ -162,15 +192,24 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
     cluster: "ray" computes each chunk's features in a Ray task, keeping finished chunks as
         parts so a rerun resumes (`features.distributed`); cluster_options: ray_address,
         num_cpus (of a local cluster), parts_dir (default: a temporary folder), max_retries.
+    profile: "default" or "paper" (the module docstring); the score table must not record
+        another profile. The paper profile runs in this process only (not with cluster="ray").
     Returns a pyarrow.Table (see the module docstring). Raises ValueError for ids missing from
-    the samples, vocabularies that do not match, or an empty selection.
+    the samples, vocabularies that do not match, a score table of another profile, or an empty
+    selection.
     """
     from engine.data import open_samples
 
+    profile = check_profile(profile)
     for name, value in (("chunk_size", chunk_size), ("workers", workers)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if cluster == "ray" and profile == "paper":
+        raise ValueError("profile='paper' is computed in this process only; run it without "
+                         "cluster='ray'")
     table = read_table(table)
+    if table is not None:
+        same_profile({"the score table": table}, expected=profile)
     prefix_len, cont_len = _lengths(table, prefix_len, cont_len)
     tok = load_tokenizer(tokenizer)
     index = _open_index(index)
@@ -197,7 +236,7 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
                                   keep_text=do_sem, options=cluster_options)
     else:
         stream = FeatureStream(index, tok, prefix_len=prefix_len, workers=workers,
-                                keep_text=do_sem)
+                               keep_text=do_sem, profile=profile)
     stream.run(source, table_ids, chunk_size, progress)
     order_ids, cols, take = _in_output_order(stream.parts, table_ids, source.description)
     if do_sem:
@@ -205,9 +244,9 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
         cols.update(_semantic_columns(
             [stream.texts[i] for i in take], [stream.prompts[i] for i in take], reference,
             embedder, tok, prefix_len=prefix_len, cont_len=cont_len, chunk_size=chunk_size,
-            progress=progress))
-    return _assemble(table, order_ids, cols, skipped, prefix_len=prefix_len, cont_len=cont_len,
-                     reference=reference, source=source.description,
+            progress=progress, profile=profile))
+    return _assemble(table, order_ids, cols, skipped, profile, prefix_len=prefix_len,
+                     cont_len=cont_len, reference=reference, source=source.description,
                      **({"embed_dtype": embed_dtype} if do_sem else {}))
 
 
@@ -254,30 +293,32 @@ def _in_output_order(parts: dict[str, list[np.ndarray]], table_ids: np.ndarray |
 
 
 def _semantic_columns(texts: list[str], prompts: list[str], reference, model, tok, *,
-                      prefix_len: int, cont_len: int, chunk_size: int,
-                      progress: bool) -> dict[str, np.ndarray]:
+                      prefix_len: int, cont_len: int, chunk_size: int, progress: bool,
+                      profile: str = "default") -> dict[str, np.ndarray]:
     """semantic_matches and textual_matches of the samples' texts against the reference (None:
-    the samples themselves, each sample's own pair not counted)."""
+    the samples themselves, each sample's own pair not counted by default, counted by the
+    paper profile)."""
     from engine.data import open_samples
 
+    paper = profile == "paper"
     emb = _sem.embed(texts, model=model, progress=progress)
     if reference is None:
-        ref_emb, ref_prompts, self_ref = emb, prompts, True
+        ref_emb, ref_prompts, self_ref = emb, prompts, not paper
     else:
         ref = open_samples(reference, prefix_len=prefix_len, cont_len=cont_len,
                            tokenizer=as_encoder(tok))
         ref_texts, ref_prompts = [], []
         for _, rt in ref.batches(chunk_size):
-            ref_texts.extend(decode_batch(tok, rt))
-            ref_prompts.extend(decode_batch(tok, rt[:, :prefix_len]))
+            ref_texts.extend(decode_batch(tok, rt, clean_up_spaces=paper))
+            ref_prompts.extend(decode_batch(tok, rt[:, :prefix_len], clean_up_spaces=paper))
         ref_emb = _sem.embed(ref_texts, model=model, progress=progress)
         self_ref = False
     sem, txt = _sem.matches(emb, prompts, ref_emb, ref_prompts, exclude_self=self_ref,
-                            progress=progress)
+                            ascii_prompts_only=paper, progress=progress)
     return {"semantic_matches": sem, "textual_matches": txt}
 
 
-def _assemble(table, order_ids, cols, skipped, **run) -> pa.Table:
+def _assemble(table, order_ids, cols, skipped, profile: str, **run) -> pa.Table:
     arrays, fields = [], []
     if table is not None:
         for f, col in zip(table.schema, table.columns):
@@ -286,13 +327,15 @@ def _assemble(table, order_ids, cols, skipped, **run) -> pa.Table:
     else:
         arrays.append(pa.array(order_ids, type=pa.int64()))
         fields.append(pa.field("sample_id", pa.int64()))
-    for name in FEATURES:
+    definitions = feature_definitions(profile)
+    for name in definitions:
         if name in cols:
             arrays.append(pa.array(cols[name], type=_TYPES[name]))
             fields.append(pa.field(name, _TYPES[name]))
     meta = dict((table.schema.metadata or {}) if table is not None else {})
+    meta.update(profile_metadata(profile))
     meta[b"memtax.features"] = json.dumps({
-        "features": {k: {"version": v, "definition": d} for k, (v, d) in FEATURES.items()
+        "features": {k: {"version": v, "definition": d} for k, (v, d) in definitions.items()
                      if k in cols},
         "skipped": skipped,
         "run": {k: (str(v) if not isinstance(v, int) else v) for k, v in run.items()

