@@ -1,15 +1,22 @@
-"""The predictive models' inputs: the paper's feature list, the design matrix, class weights and
-the stratified train/test split (see `analysis.predict` for the models)."""
+"""The predictive models' inputs: the paper's feature list (per profile), the design matrix, class
+weights and the stratified train/test split (see `analysis.predict` for the models).
+
+The profiles differ in the perplexity features only: the default profile's models use the
+per-span means (`cont_ppl`, `prompt_ppl`, `seq_ppl`), the paper profile's use the score table's
+`*_ppl_paper` columns (the paper's perplexities, every span's log-prob sum over 63).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from analysis import taxonomy
+from engine.profiles import check_profile
 from features import token_stats
 
-__all__ = ["CONTINUOUS", "CATEGORICAL", "FEATURES", "SEARCH_FEATURES", "QUANTILES", "design",
-           "balanced_weights", "stratified_split"]
+__all__ = ["CONTINUOUS", "CATEGORICAL", "FEATURES", "SEARCH_FEATURES", "QUANTILES",
+           "PAPER_PERPLEXITIES", "PAPER_FEATURES", "PAPER_SEARCH_FEATURES", "profile_features",
+           "profile_search_features", "design", "balanced_weights", "stratified_split"]
 
 CONTINUOUS: tuple[str, ...] = (
     "duplicates",
@@ -37,7 +44,26 @@ SEARCH_FEATURES: tuple[str, ...] = (
     "cont_ppl",
 )
 QUANTILES: tuple[float, ...] = (0.25, 0.5, 0.75)
+# The paper profile's perplexity features: its generation/prompt/sequence_perplexity columns are
+# exp(-sum of the span's log-probs / 63) (engine.scoring's `*_ppl_paper`).
+PAPER_PERPLEXITIES: dict[str, str] = {
+    "cont_ppl": "cont_ppl_paper",
+    "prompt_ppl": "prompt_ppl_paper",
+    "seq_ppl": "seq_ppl_paper",
+}
+PAPER_FEATURES: tuple[str, ...] = tuple(PAPER_PERPLEXITIES.get(f, f) for f in FEATURES)
+PAPER_SEARCH_FEATURES: tuple[str, ...] = tuple(PAPER_PERPLEXITIES.get(f, f)
+                                               for f in SEARCH_FEATURES)
 
+
+def profile_features(profile: str = "default") -> tuple[str, ...]:
+    """The model features of a profile: FEATURES, or PAPER_FEATURES (paper perplexities)."""
+    return PAPER_FEATURES if check_profile(profile) == "paper" else FEATURES
+
+
+def profile_search_features(profile: str = "default") -> tuple[str, ...]:
+    """The partition search's features of a profile (SEARCH_FEATURES or PAPER_SEARCH_FEATURES)."""
+    return PAPER_SEARCH_FEATURES if check_profile(profile) == "paper" else SEARCH_FEATURES
 
 
 
@@ -81,10 +107,17 @@ def balanced_weights(y: np.ndarray) -> np.ndarray:
     return np.where(y, n / (2.0 * pos), n / (2.0 * (n - pos)))
 
 
-def stratified_split(y: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Train/test row indices (sorted) with the class prior kept in both parts."""
+def stratified_split(y: np.ndarray, test_size: float, seed: int,
+                     strata: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Train/test row indices (sorted) with the class prior kept in both parts.
+
+    With `strata` (n,) (e.g. each row's category) the split is stratified by label x stratum:
+    each cell gives round(size x test_size) rows to the test part.
+    """
     if not 0 < test_size < 1:
         raise ValueError(f"test_size must be in (0, 1), got {test_size}")
+    if strata is not None:
+        return _split_cells(np.asarray(y, dtype=bool), np.asarray(strata), test_size, seed)
     rng = np.random.default_rng(seed)
     test = []
     for cls in (False, True):
@@ -96,3 +129,21 @@ def stratified_split(y: np.ndarray, test_size: float, seed: int) -> tuple[np.nda
     mask[test_idx] = False
     return np.flatnonzero(mask), test_idx
 
+
+def _split_cells(y: np.ndarray, strata: np.ndarray, test_size: float,
+                 seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`stratified_split` by label x stratum, cells in sorted order."""
+    if strata.shape != y.shape:
+        raise ValueError(f"strata must have one entry per row: {strata.shape} vs {y.shape}")
+    _, codes = np.unique(strata, return_inverse=True)
+    _, cell = np.unique(np.stack([codes.ravel(), y.astype(np.int64)]), axis=1,
+                        return_inverse=True)
+    rng = np.random.default_rng(seed)
+    test = []
+    for c in range(int(cell.max()) + 1 if cell.size else 0):
+        idx = np.flatnonzero(cell == c)
+        test.append(rng.permutation(idx)[: int(round(idx.size * test_size))])
+    test_idx = np.sort(np.concatenate(test)) if test else np.empty(0, dtype=np.int64)
+    mask = np.ones(y.size, dtype=bool)
+    mask[test_idx] = False
+    return np.flatnonzero(mask), test_idx

@@ -1,5 +1,12 @@
 """Logistic regressions of the predictive models: a damped Newton fit in numpy, the fitted model
-with its own standardization, one model per group, and the statsmodels coefficient table."""
+with its standardization, one model per group, and the statsmodels coefficient table.
+
+Standardization: by default each model standardizes with its own training rows' mean and
+standard deviation. With `scaler=(mean, scale)` (one entry per feature) every model uses those
+fixed statistics instead: the paper profile passes statistics of all modelled rows, fitted before
+the train/test split as the paper's `preprocess_dataset` did (model_training.py: a
+`StandardScaler` fitted on the whole combined dataset).
+"""
 
 from __future__ import annotations
 
@@ -13,8 +20,17 @@ from scipy.special import expit
 from analysis.design import CATEGORICAL, FEATURES, balanced_weights
 
 __all__ = ["newton_logistic", "LogisticModel", "fit_model", "log_likelihood", "inference_table",
-           "GroupedFit", "fit_groups"]
+           "GroupedFit", "fit_groups", "global_scaler"]
 
+
+def global_scaler(X: np.ndarray, features=FEATURES) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale) of every feature over all rows of X, as scikit-learn's StandardScaler
+    (population standard deviation; scale 1 where it is 0); categorical features keep mean 0,
+    scale 1 (the paper scaled its continuous columns only)."""
+    cont = np.array([f not in CATEGORICAL for f in tuple(features)])
+    mean = np.where(cont, X.mean(axis=0), 0.0)
+    scale = np.where(cont, X.std(axis=0), 1.0)
+    return mean, np.where(scale > 0, scale, 1.0)
 
 
 def newton_logistic(
@@ -114,14 +130,20 @@ def fit_model(
     class_weight: str | None = "balanced",
     beta0: np.ndarray | None = None,
     tol: float = 1e-8,
+    scaler: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> LogisticModel:
-    """Standardize on these rows, drop constant features, fit by Newton."""
+    """Standardize on these rows (or with the fixed `scaler` (mean, scale), one entry per
+    feature), drop features constant on these rows, fit by Newton. (A constant column would get
+    coefficient 0 under the penalty anyway: the unpenalized intercept absorbs it.)"""
     features = tuple(features)
     cont = np.array([f not in CATEGORICAL for f in features])
     lo, hi = X.min(axis=0), X.max(axis=0)
     used = np.flatnonzero(hi > lo)
-    mean = np.where(cont[used], X[:, used].mean(axis=0), 0.0)
-    scale = np.where(cont[used], X[:, used].std(axis=0), 1.0)
+    if scaler is None:
+        mean = np.where(cont[used], X[:, used].mean(axis=0), 0.0)
+        scale = np.where(cont[used], X[:, used].std(axis=0), 1.0)
+    else:
+        mean, scale = (np.asarray(a, dtype=np.float64)[used] for a in scaler)
     scale = np.where(scale > 0, scale, 1.0)
     Xs = (X[:, used] - mean) / scale
     w = balanced_weights(y) if class_weight == "balanced" else np.ones(y.size)
@@ -242,6 +264,7 @@ def fit_groups(
     class_weight: str | None = "balanced",
     beta0: np.ndarray | None = None,
     tol: float = 1e-8,
+    scaler: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> GroupedFit:
     """Fit one model per group name; groups lacking `min_class_rows` of a class are skipped."""
     models, skipped = {}, {}
@@ -256,7 +279,8 @@ def fit_groups(
             )
             continue
         models[g] = fit_model(
-            X[rows], y[rows], features, C=C, class_weight=class_weight, beta0=beta0, tol=tol
+            X[rows], y[rows], features, C=C, class_weight=class_weight, beta0=beta0, tol=tol,
+            scaler=scaler,
         )
     return GroupedFit(models, skipped)
 

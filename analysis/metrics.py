@@ -14,8 +14,17 @@ With unit weights the values equal scikit-learn's:
   confidence = max(p, 1 - p), prediction = argmax (so p = 0.5 predicts 0), 5 uniform bins
   (lower, upper], ``sum_b |B_b|/n * |acc(B_b) - conf(B_b)|``.
 
-Paper mode scores ROC-AUC and PR-AUC from the hard labels, as the paper's code did when it passed
-`predict` output to scikit-learn; memtax's default uses the probabilities.
+The paper profile scores ROC-AUC and PR-AUC from the hard labels, as the paper's code did when it
+passed `predict` output to scikit-learn; memtax's default uses the probabilities.
+
+The paper's error bars (`kfold_metrics`): model_training.py `train_and_save_taxonomic_models`
+splits the test rows with ``KFold(n_splits=100, shuffle=True)``, computes ROC-AUC and PR-AUC of
+the hard labels, precision, recall and ECE on each fold's *training* part (99% of the rows, so
+the folds overlap almost entirely), skips folds whose labels are one class, and reports the mean
+and `np.std` over folds; its plotting notebook (model_perf_testing.ipynb `set_f1`) derives F1
+from the mean precision P and recall R, ``2PR / (P + R)``, with the propagated error
+``2 / (P + R)^2 * sqrt(R^4 sP^2 + P^4 sR^2)`` (`paper_f1`). The paper's KFold had no seed; memtax
+seeds it.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import KFold
 
 METRICS: tuple[str, ...] = ("precision", "recall", "f1", "roc_auc", "pr_auc", "ece")
 
@@ -264,3 +274,96 @@ def paired_bootstrap(
         rep = {m: [x - z for x, z in zip(reps[a][m], reps[b][m])] for m in METRICS}
         out[f"{a}-{b}"] = frame(point, rep)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's KFold error bars
+
+KFOLD_METRICS: tuple[str, ...] = ("roc_auc", "pr_auc", "precision", "recall", "ece", "f1")
+
+
+def kfold_folds(n: int, n_splits: int = 100, seed: int = 0) -> np.ndarray:
+    """(n,) fold of every row: scikit-learn's ``KFold(n_splits, shuffle=True,
+    random_state=seed)`` (at most n folds)."""
+    fold = np.zeros(n, dtype=np.int64)
+    splits = min(int(n_splits), n)
+    if splits < 2:
+        return fold
+    for k, (_, held) in enumerate(KFold(splits, shuffle=True, random_state=seed).split(
+            np.zeros(n))):
+        fold[held] = k
+    return fold
+
+
+def paper_f1(precision: float, precision_err: float, recall: float,
+             recall_err: float) -> tuple[float, float]:
+    """The paper's notebook F1 and its error from KFold means and stds of precision and recall
+    (model_perf_testing.ipynb `set_f1`); NaN when precision + recall is 0."""
+    total = precision + recall
+    if not total > 0:
+        return float("nan"), float("nan")
+    f1 = 2 * precision * recall / total
+    err = 2 / total**2 * np.sqrt(recall**4 * precision_err**2 + precision**4 * recall_err**2)
+    return float(f1), float(err)
+
+
+def _kept_folds(fold: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The folds whose training part holds both classes (the paper's loop skipped the rest)."""
+    k = int(fold.max()) + 1
+    n = y.size - np.bincount(fold, minlength=k)
+    pos = y.sum() - np.bincount(fold, weights=y, minlength=k)
+    return np.flatnonzero((pos > 0) & (pos < n))
+
+
+def _fold_values(prep: _Prepared, fold: np.ndarray, kept: np.ndarray) -> dict[str, np.ndarray]:
+    """`_weighted` metrics of each kept fold's training part (0/1 weights), in chunks of folds
+    that bound the weight matrix like the bootstrap's."""
+    chunk = int(np.clip(_CHUNK_ELEMENTS // max(fold.size, 1), 1, _MAX_CHUNK))
+    parts: dict[str, list] = {m: [] for m in METRICS}
+    for start in range(0, kept.size, chunk):
+        w = (fold[None, :] != kept[start:start + chunk, None]).astype(np.float64)
+        for m, v in _weighted(prep, w).items():
+            parts[m].append(v)
+    return {m: np.concatenate(v) if v else np.array([]) for m, v in parts.items()}
+
+
+def kfold_metrics(y, probs: dict[str, np.ndarray], *, n_splits: int = 100, seed: int = 0,
+                  threshold: float = 0.5, n_bins: int = 5) -> dict[str, pd.DataFrame]:
+    """The paper's KFold error bars of each model's test predictions (module docstring).
+
+    Returns:
+        name -> DataFrame(metric, value (mean over folds), error (std over folds), folds) with
+        one row per KFOLD_METRICS entry (f1 and its error from `paper_f1`).
+    """
+    y = np.asarray(y).astype(bool)
+    fold = kfold_folds(y.size, n_splits, seed)
+    kept = _kept_folds(fold, y) if y.size > 1 else np.empty(0, dtype=np.int64)
+    out = {}
+    for name, p in probs.items():
+        vals = _fold_values(_prepare(y, p, threshold, n_bins, True), fold, kept)
+        rows = [{"metric": m, "value": float(np.mean(vals[m])) if kept.size else np.nan,
+                 "error": float(np.std(vals[m])) if kept.size else np.nan,
+                 "folds": int(kept.size)} for m in KFOLD_METRICS[:-1]]
+        f1, err = paper_f1(rows[2]["value"], rows[2]["error"], rows[3]["value"],
+                           rows[3]["error"])
+        rows.append({"metric": "f1", "value": f1, "error": err, "folds": int(kept.size)})
+        out[name] = pd.DataFrame(rows)
+    return out
+
+
+def kfold_f1(y: np.ndarray, pred: np.ndarray, fold: np.ndarray) -> float:
+    """`paper_f1` of hard predictions `pred` over the folds `fold` (from `kfold_folds`): the
+    paper's selection score of a partition, from per-fold counts (no metric loop)."""
+    y, pred = np.asarray(y, dtype=bool), np.asarray(pred, dtype=bool)
+    k = int(fold.max()) + 1
+    n_f = np.bincount(fold, minlength=k)
+    pos_f = np.bincount(fold, weights=y, minlength=k)
+    pp_f = np.bincount(fold, weights=pred, minlength=k)
+    tp_f = np.bincount(fold, weights=y & pred, minlength=k)
+    n, pos, pp, tp = y.size - n_f, y.sum() - pos_f, pred.sum() - pp_f, (y & pred).sum() - tp_f
+    ok = (pos > 0) & (pos < n)
+    if not ok.any():
+        return float("nan")
+    precision = np.divide(tp, pp, out=np.zeros(k), where=pp > 0)[ok]
+    recall = (tp / np.where(pos > 0, pos, 1))[ok]
+    return paper_f1(precision.mean(), precision.std(), recall.mean(), recall.std())[0]
