@@ -9,12 +9,18 @@ checkpoint, stride), from any working directory. Scores, samples and index are c
 each other first: the samples' fingerprint, the windowing (lengths, text stride), the
 vocabulary and the tokenizer; a mismatch is refused naming both values. Without --index or
 --tokenizer the features that need them are skipped with a warning.
+
+`--profile paper` computes each feature as the paper's code did (features.pipeline; the table
+of differences is docs/notes/profiles.md) and records the profile in the table; a score run
+recorded under another profile is refused, naming both.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+
+from engine.profiles import PROFILES
 
 OUT_NAME = "features.parquet"
 
@@ -55,6 +61,11 @@ def register(subparsers) -> None:
                         "local one; implies --ray")
     p.add_argument("--ray-cpus", type=int, default=None,
                    help="CPUs of the local Ray cluster started without --ray-address")
+    p.add_argument("--profile", default="default", choices=list(PROFILES),
+                   help="default: the paper's definitions with its code's hazards fixed; paper: "
+                        "each feature as the paper's code computed it (Hugging Face decode "
+                        "cleanup, its templating tests and code band, no last window in "
+                        "duplicates, order-statistic p25/p75, ...); see docs/notes/profiles.md")
 
 
 def run(args) -> int:
@@ -77,7 +88,8 @@ def run(args) -> int:
                         prefix_len=args.prefix_len, cont_len=args.cont_len,
                         chunk_size=args.chunk_size, workers=args.workers,
                         embed_device=args.embed_device, embed_dtype=args.embed_dtype,
-                        progress=not args.quiet, **_cluster(args, target))
+                        progress=not args.quiet, profile=args.profile,
+                        **_cluster(args, target))
     out.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(feats, target)
     if args.ray or args.ray_address is not None:  # the parts were kept for a resume only

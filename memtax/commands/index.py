@@ -3,7 +3,7 @@
     memtax index build --corpus SRC --out DIR [--shard-tokens N --workers K --ray]
                        [--sequence-length 2049] [--dtype uint16|uint32] [--vocab-size V]
                        [--key-batches K]
-    memtax index count --index DIR --queries FILE [--out COUNTS.npy]
+    memtax index count --index DIR --queries FILE [--out COUNTS.npy] [--profile paper]
                        [--ray [--ray-cpus K] | --ray-address ADDRESS]
     memtax index stats DIR
 
@@ -11,6 +11,11 @@ SRC: a .npy token array (1-D: one document, 2-D: one per row) or a GPT-NeoX .bin
 Query FILE: a .npy (Q, n) integer array, or a text file with one query per line (token ids
 separated by spaces or commas; lines may differ in length). Counts are printed one per line
 unless --out is given.
+
+Profiles: an index serves both (`build` takes `--profile` only so that every command of a run
+can be given the same flags; the index is the same). `count --profile paper` counts as the
+paper's duplicate counts did: an occurrence that ends at its document's last token (the last
+window of each training sequence of an index built with --sequence-length) is not counted.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import re
 from pathlib import Path
 
 import numpy as np
+
+from engine.profiles import PROFILES
 
 
 def register(subparsers) -> None:
@@ -48,6 +55,9 @@ def register(subparsers) -> None:
     b.add_argument("--key-batches", type=int, default=None,
                    help="batches of the suffix sort's initial key buffer (N/K x 8 bytes; "
                         "each batch rescans the text; default: the library's, 2)")
+    b.add_argument("--profile", default="default", choices=list(PROFILES),
+                   help="accepted for symmetry with the other commands: the index is the same "
+                        "under both profiles (the paper's rule applies when counting)")
 
     c = sub.add_parser("count", help="count n-gram queries")
     c.add_argument("--index", required=True)
@@ -63,6 +73,9 @@ def register(subparsers) -> None:
     c.add_argument("--ray-cpus", type=int, default=None,
                    help="CPUs of the local Ray cluster started without --ray-address "
                         "(default: all)")
+    c.add_argument("--profile", default="default", choices=list(PROFILES),
+                   help="paper: leave out occurrences that end at their document's last token "
+                        "(the paper's duplicate counts skip each sequence's last window)")
 
     s = sub.add_parser("stats", help="print an index's statistics as JSON")
     s.add_argument("index")
@@ -109,7 +122,10 @@ def _count(args: argparse.Namespace) -> int:
             ray["num_cpus"] = args.ray_cpus
     for n in tqdm(np.unique(lengths), desc="index count", leave=False):
         rows = np.flatnonzero(lengths == n)
-        counts[rows] = idx.count(np.stack([queries[r] for r in rows]), **ray)
+        batch = np.stack([queries[r] for r in rows])
+        counts[rows] = idx.count(batch, **ray)
+        if args.profile == "paper":  # the documents' last windows, found here (one SA search)
+            counts[rows] -= idx.count_ending(batch)
     if args.out:
         out = Path(args.out)
         tmp = out.with_name(out.name + ".tmp.npy")
