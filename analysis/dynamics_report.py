@@ -24,8 +24,10 @@ from analysis.dynamics import NOT_MEMORIZED, STATES, UNSEEN, Dynamics
 from analysis.report import ReportWriter, page_html, publish
 from analysis.taxonomy import CATEGORIES
 from engine.output import write_atomic
+from engine.profiles import same_profile
 
-__all__ = ["write_section", "report_sweep", "categories_from_features", "SECTION_TITLE"]
+__all__ = ["write_section", "report_sweep", "check_sweep_profile", "categories_from_features",
+           "SECTION_TITLE"]
 
 SECTION_TITLE = "Memorization dynamics"
 _COLORS = {"recitation": "#d62728", "reconstruction": "#2ca02c", "recollection": "#1f77b4",
@@ -259,17 +261,35 @@ class _FolderSection(ReportWriter):
 # A sweep folder into a report
 
 
+def check_sweep_profile(sweep, profile: str, *, features=None):
+    """The opened sweep (a path or a Sweep) after checking that it and `features` record
+    `profile` or none (ValueError naming both otherwise)."""
+    import engine
+
+    sw = engine.open_sweep(sweep) if not hasattr(sweep, "labels") else sweep
+    recorded = sw.run.get("profile")
+    inputs = {"the sweep": {"memtax.profile": recorded} if recorded else {}}
+    if features is not None:
+        inputs["the feature table"] = features
+    same_profile(inputs, expected=profile)
+    return sw
+
+
 def report_sweep(sweep, out, *, features=None, recitation_threshold: float = 5,
-                 n_boot: int = 1000, seed: int = 0, force: bool = False) -> Path:
+                 n_boot: int = 1000, seed: int = 0, force: bool = False,
+                 profile: str = "default") -> Path:
     """The dynamics section of an `engine.sweep` folder in report folder `out`.
 
     features: the feature table of the samples (e.g. the report's primary run): its categories
     (`categories_from_features`) give the taxonomy over time; its report folder `out` gains the
     section. Without features, `out` becomes a report of its own (FileExistsError when it holds
-    one, unless force). Returns the index.html path."""
+    one, unless force). profile: the analysis's profile; the sweep (its manifest's run) and the
+    feature table must record the same one or none (ValueError naming both). Returns the
+    index.html path."""
     from analysis import dynamics
 
-    labels = dynamics.from_sweep(sweep)
+    sw = check_sweep_profile(sweep, profile, features=features)
+    labels = dynamics.from_sweep(sw)
     cats, note = None, None
     if features is not None:
         cats = categories_from_features(features, recitation_threshold)

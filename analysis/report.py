@@ -9,7 +9,18 @@ Layout of the output folder::
 Category shares are computed for every run given; the predictive models, dependencies and the
 threshold curve for the *primary* run (the last one unless named). On request the report also
 shows memorization against duplicate count for every run, and, given the checkpoints of each
-model, memorized counts and category shares along training (per model, never pooled).
+model, memorized counts and category shares along training (per model, never pooled, in the
+default profile).
+
+The profile (``profile="default" | "paper"``, `engine.profiles`) selects the definitions of every
+study (the paper profile reproduces the paper's code: pooled shares, its KL study, its
+dependency subsets and xi; `analysis.predict` for the models); it is shown in the report's
+settings table and run.json, and every input table that records a profile must record this one
+(tables made under different profiles are refused before anything is written, naming both).
+`extra_memorized`, a feature table of memorized samples drawn beside the random sample (the
+paper's memorized split), feeds the models' training rows, the threshold study's memorized group
+and, in the paper profile only, the dependencies (the paper computed them on its sample plus
+those rows; the default profile keeps the random sample's prior there).
 
 Every section stands on its own: one that needs memorized rows the data does not have (a model
 that memorized nothing) says how many there were and what it needs, and the rest of the report
@@ -32,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import dependencies, plots, predict, scaling, taxonomy, thresholds
+from engine.profiles import check_profile, same_profile
 
 # predict.fit's own minimum of each class (it may still find too few to split, and says so).
 MIN_CLASS_ROWS = 2
@@ -138,7 +150,8 @@ def build(
     n_boot: int = 1000,
     seed: int = 0,
     search: bool = False,
-    paper: bool = False,
+    profile: str = "default",
+    extra_memorized=None,
     nan_policy: str = "raise",
     force: bool = False,
     progress: bool = True,
@@ -151,24 +164,40 @@ def build(
         tables: run label -> feature table; order is kept (sizes/steps in the shares figure).
         primary: the run whose models, dependencies and threshold curve are reported
             (default: the last).
+        profile: "default" or "paper" (module docstring).
+        extra_memorized: a feature table of further memorized samples of the primary run
+            (module docstring), or None.
         force: replace an existing `out`.
         by_duplicates: add memorization rate against duplicate count, one line per run.
         checkpoints: model -> training step -> feature table: adds memorized counts and
-            category shares per checkpoint, each model on its own.
+            category shares per checkpoint (each model on its own; pooled per step in the paper
+            profile).
     """
     if not tables:
         raise ValueError("no feature tables given")
+    check_profile(profile)
     out = Path(out)
     if out.exists() and not force and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"report folder {out} already exists (use force=True / --force)")
     primary = list(tables)[-1] if primary is None else primary
     if primary not in tables:
         raise ValueError(f"primary run {primary!r} is not among {list(tables)}")
-    settings = _Settings(primary, recitation_threshold, n_boot, seed, search, paper, nan_policy,
-                         progress)
+    same_profile(_inputs(tables, checkpoints, extra_memorized), expected=profile)
+    settings = _Settings(primary, recitation_threshold, n_boot, seed, search, profile,
+                         nan_policy, progress, extra_memorized)
     publish(out, lambda folder: _build_into(ReportWriter(folder), tables, settings,
                                             by_duplicates, checkpoints))
     return out / "index.html"
+
+
+def _inputs(tables, checkpoints, extra_memorized) -> dict[str, object]:
+    """Every input table by a name for `same_profile`'s messages."""
+    named = {f"feature table {label!r}": t for label, t in tables.items()}
+    for model, steps in (checkpoints or {}).items():
+        named.update({f"checkpoint table {model!r} step {s}": t for s, t in steps.items()})
+    if extra_memorized is not None:
+        named["the extra memorized table"] = extra_memorized
+    return named
 
 
 @dataclass(frozen=True)
@@ -178,9 +207,10 @@ class _Settings:
     n_boot: int
     seed: int
     search: bool
-    paper: bool
+    profile: str
     nan_policy: str
     progress: bool
+    extra: object = None
 
 
 def available_features(table) -> tuple[list[str], list[str]]:
@@ -210,6 +240,7 @@ def _build_into(w: ReportWriter, tables, st: _Settings, by_duplicates: bool, che
     table = tables[st.primary]
     feats, missing = available_features(table)
     taxonomy.require_columns(table, ["duplicates", taxonomy.LABEL], f"feature table {st.primary!r}")
+    _settings_section(w, st)
     _taxonomy_section(w, tables, st)
     if by_duplicates:
         _duplicates_section(w, tables)
@@ -225,7 +256,8 @@ def _build_into(w: ReportWriter, tables, st: _Settings, by_duplicates: bool, che
         "n_boot": st.n_boot,
         "seed": st.seed,
         "search": st.search,
-        "paper": st.paper,
+        "profile": st.profile,
+        "extra_memorized_rows": _extra_rows(st),
         "features": feats,
         "missing_features": missing,
         "categories": list(taxonomy.CATEGORIES),
@@ -237,14 +269,29 @@ def _build_into(w: ReportWriter, tables, st: _Settings, by_duplicates: bool, che
     w.write("memtax analysis report")
 
 
+def _extra_rows(st: _Settings) -> int:
+    return 0 if st.extra is None else int(len(taxonomy.labels(st.extra)))
+
+
+def _settings_section(w: ReportWriter, st: _Settings) -> None:
+    w.heading("Settings")
+    rows = [("profile", st.profile), ("primary run", st.primary),
+            ("recitation threshold", f"duplicates > {st.thr}"), ("bootstrap resamples", st.n_boot),
+            ("seed", st.seed), ("partition search", st.search),
+            ("extra memorized rows", _extra_rows(st))]
+    w.table("settings", pd.DataFrame(rows, columns=["setting", "value"]).astype(str),
+            "Settings of this report")
+
+
 def _taxonomy_section(w: ReportWriter, tables, st: _Settings) -> None:
     w.heading("Taxonomy")
+    pooled = ("pooled per model size across its checkpoints, as the paper's notebook did"
+              if st.profile == "paper" else "computed per run")
     w.text(
         f"Recitation: duplicates > {st.thr}; reconstruction: templated (repeating or "
-        "incrementing); recollection: the rest. Shares are of memorized samples, computed "
-        "per run."
+        f"incrementing); recollection: the rest. Shares are of memorized samples, {pooled}."
     )
-    shares = scaling.shares_across(tables, st.thr)
+    shares = scaling.shares_across(tables, st.thr, profile=st.profile)
     empty = [run for run, t in tables.items() if _counts(t)[0] == 0]
     if empty:
         w.note(f"No memorized samples in {', '.join(map(str, empty))}: category shares need "
@@ -252,6 +299,14 @@ def _taxonomy_section(w: ReportWriter, tables, st: _Settings) -> None:
                "still counted).")
     w.figure("shares", lambda p: plots.shares(shares, p), "Category shares per run")
     w.table("shares", shares, "Category shares and counts")
+    table = tables[st.primary]
+    if "code_score" in taxonomy.column_names(table):
+        code = taxonomy.code_shares(table, st.thr, profile=st.profile)
+        band = ("the paper's band: natural language when 1 - code_score >= 0.525, code when "
+                f"<= 0.4; {code.attrs['uncertain']} uncertain rows left out"
+                if st.profile == "paper" else "code when code_score >= 0.5")
+        w.table("code_shares", code, f"Code and natural language per category ({st.primary}; "
+                f"{band})")
 
 
 def _duplicates_section(w: ReportWriter, tables) -> None:
@@ -270,8 +325,10 @@ def _checkpoints_section(w: ReportWriter, checkpoints, st: _Settings) -> None:
              "Memorized samples per checkpoint, one line per model")
     w.table("memorized_by_checkpoint", counts, "Memorized samples per checkpoint (95% Wilson "
             "intervals of the rate)")
-    shares = scaling.shares_by_checkpoint(checkpoints, st.thr)
+    shares = scaling.shares_by_checkpoint(checkpoints, st.thr, profile=st.profile)
     w.figure("shares_by_checkpoint", lambda p: plots.shares_by_checkpoint(shares, p),
+             "Category shares per checkpoint, the models pooled at each step as the paper's "
+             "notebook did" if st.profile == "paper" else
              "Category shares per checkpoint, each model on its own")
     w.table("shares_by_checkpoint", shares, "Category shares and counts per checkpoint")
 
@@ -290,13 +347,21 @@ def _models_section(w: ReportWriter, table, feats, missing, st: _Settings) -> No
     predict.design(table, feats, nan_policy=st.nan_policy)  # bad columns/values raise here
     try:
         res = predict.fit(table, features=feats, recitation_threshold=st.thr, n_boot=st.n_boot,
-                          seed=st.seed, search=st.search, paper=st.paper,
-                          nan_policy=st.nan_policy, progress=st.progress)
+                          seed=st.seed, search=st.search, nan_policy=st.nan_policy,
+                          progress=st.progress, **_model_profile(st))
     except ValueError as exc:  # the inputs passed design(): what is left is too few rows
         w.note(f"Not fitted: {st.primary} has {n_mem} memorized and {n_other} other samples; "
                f"{need} ({exc}).")
         return
     _model_results(w, res)
+
+
+def _model_profile(st: _Settings) -> dict:
+    """`predict.fit`'s keywords for the profile and the extra memorized rows."""
+    if st.extra is not None:
+        raise ValueError("extra memorized rows need predict.fit(extra_memorized=), which this "
+                         "version of analysis.predict does not take")
+    return {"paper": st.profile == "paper"}
 
 
 def _model_results(w: ReportWriter, res) -> None:
@@ -342,8 +407,10 @@ def _dependencies_section(w: ReportWriter, table, feats, st: _Settings) -> None:
         w.note(f"Not computed: {st.primary} has {n_mem} memorized and {n_other} other samples; "
                "a correlation with memorization needs samples of both kinds.")
         return
+    paper = st.profile == "paper"
     dep = dependencies.correlations(table, features=feats, recitation_threshold=st.thr,
-                                    seed=st.seed)
+                                    seed=st.seed, profile=st.profile,
+                                    extra_memorized=st.extra if paper else None)
     w.figure(
         "dependencies",
         lambda p: plots.dependencies(dep, p),
@@ -364,12 +431,13 @@ def _threshold_section(w: ReportWriter, table, st: _Settings) -> None:
                f"compares memorized and other samples at duplicate counts 0-{KL_MAX_DUPLICATES}.")
         return
     kl, suggested = thresholds.kl_by_duplicates(table, max_duplicates=KL_MAX_DUPLICATES,
-                                                seed=st.seed)
-    w.figure(
-        "threshold",
-        lambda p: plots.threshold_curve(kl, suggested, p),
-        "Symmetric KL of continuation perplexity, memorized vs not, by duplicates",
-    )
+                                                seed=st.seed, profile=st.profile,
+                                                extra_memorized=st.extra)
+    what = ("the paper's (KL + KL) / 2 of continuation perplexities, memorized vs all samples "
+            "(bootstrap mean +- sd)" if st.profile == "paper" else
+            "Symmetric KL of continuation perplexity, memorized vs not")
+    w.figure("threshold", lambda p: plots.threshold_curve(kl, suggested, p),
+             f"{what}, by duplicates")
     if not kl["kl"].notna().any():
         n_mem, n_other = _counts(table)
         w.note(f"No curve: {st.primary} has {n_mem} memorized and {n_other} other samples; the "
@@ -380,4 +448,4 @@ def _threshold_section(w: ReportWriter, table, st: _Settings) -> None:
         if suggested is not None
         else "Too few rows per duplicate count to suggest a threshold."
     )
-    w.table("threshold", kl, "Symmetric KL by duplicate count")
+    w.table("threshold", kl, f"{what} by duplicate count")

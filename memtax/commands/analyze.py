@@ -3,6 +3,12 @@
 Each DIR is a folder of parquet files (read together as one table) or one parquet file: the
 feature table of one model or checkpoint. Its label is the `model` (and `revision`) entry of the
 parquet schema metadata when present, else the path's name.
+
+`--profile paper` reproduces the paper's code in every study (`--paper` is the same); every
+table must have been made under the same profile (a table recording another one is refused,
+naming both, and no report is written). `--extra-memorized DIR` adds a feature table of
+memorized samples drawn beside the random sample (the paper's memorized split) to the primary
+run's analysis.
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from engine.profiles import PROFILES
 
 
 def register(subparsers) -> None:
@@ -40,11 +48,13 @@ def register(subparsers) -> None:
     p.add_argument(
         "--search", action="store_true", help="also search the optimally partitioned model"
     )
-    p.add_argument(
-        "--paper",
-        action="store_true",
-        help="also report the paper's hard-label AUCs and test-set LRT",
-    )
+    p.add_argument("--profile", choices=PROFILES, default=None,
+                   help="definitions: 'default' (the paper's hazards fixed) or 'paper' (the "
+                        "paper's code reproduced); default: default")
+    p.add_argument("--paper", action="store_true", help="the same as --profile paper")
+    p.add_argument("--extra-memorized", default=None, metavar="DIR",
+                   help="a feature table of further memorized samples of the primary run "
+                        "(folder of parquet files or one .parquet)")
     p.add_argument(
         "--drop-nonfinite",
         action="store_true",
@@ -121,7 +131,17 @@ def run(args) -> int:
     return 0
 
 
+def profile_of_args(args) -> str:
+    """The profile the flags ask for; `--paper` with `--profile default` is a contradiction."""
+    if args.paper and args.profile == "default":
+        raise ValueError("--paper means --profile paper; it contradicts --profile default")
+    return "paper" if args.paper else (args.profile or "default")
+
+
 def _build(report, tables, args):
+    extra = None
+    if args.extra_memorized:
+        extra = load_features(args.extra_memorized)[1]
     return report.build(
         tables,
         args.out,
@@ -130,7 +150,8 @@ def _build(report, tables, args):
         n_boot=args.n_boot,
         seed=args.seed,
         search=args.search,
-        paper=args.paper,
+        profile=profile_of_args(args),
+        extra_memorized=extra,
         nan_policy="drop" if args.drop_nonfinite else "raise",
         force=args.force,
         progress=not args.no_progress,
@@ -140,9 +161,10 @@ def _build(report, tables, args):
 def _with_sweep(args) -> int:
     """The report of the feature tables (if any) with the dynamics section of the sweep; the
     primary feature table's categories give the taxonomy over time."""
-    from analysis.dynamics_report import report_sweep
+    from analysis.dynamics_report import check_sweep_profile, report_sweep
 
     sweep, args.sweep = args.sweep, None
+    check_sweep_profile(sweep, profile_of_args(args))  # before any report is written
     features = None
     if args.features:
         run(args)
@@ -151,5 +173,5 @@ def _with_sweep(args) -> int:
         features = chosen[-1] if chosen else None
     print(report_sweep(sweep, args.out, features=features,
                        recitation_threshold=args.recitation_threshold, n_boot=args.n_boot,
-                       seed=args.seed, force=args.force))
+                       seed=args.seed, force=args.force, profile=profile_of_args(args)))
     return 0
