@@ -57,7 +57,7 @@ from engine.data import (
 )
 from engine.model_specs import is_hub_id, parse_model_spec
 from engine.output import read_scores, write_bytes_atomic
-from engine.profiles import check_profile
+from engine.profiles import check_profile, profile_metadata
 from engine.revisions import Vocabulary, find_revision, list_revisions, revision_step, vocabulary
 
 __all__ = ["sweep", "open_sweep", "Sweep", "plan_checkpoints", "Checkpoint", "SWEEP_MANIFEST"]
@@ -511,6 +511,12 @@ class Sweep:
         return bool(self.manifest.get("complete"))
 
     @property
+    def profile(self) -> str:
+        """The profile every checkpoint was scored under ("default" for sweeps from before
+        profiles existed)."""
+        return check_profile(self.run.get("profile", "default"))
+
+    @property
     def checkpoints(self) -> list[dict]:
         """The manifest's entries, models in sweep order, revisions in step order."""
         order = list(dict.fromkeys(e["label"] for e in self.manifest["checkpoints"]))
@@ -537,12 +543,13 @@ class Sweep:
     def labels(self, columns=("exact_match", "match_len")) -> pa.Table:
         """One row per (checkpoint, sample): model, revision, step, sequences_seen, sample_id,
         `columns`, and `seen` (sample_id < sequences_seen; null where the stream position or
-        the step is unknown). Only finished checkpoints; ValueError when none is."""
+        the step is unknown); the sweep's profile in the schema metadata. Only finished
+        checkpoints; ValueError when none is."""
         parts = [self._labels_of(e, list(columns)) for e in self.checkpoints if e["complete"]]
         if not parts:
             raise ValueError(f"sweep {str(self.root)!r} has no finished checkpoint yet; rerun "
                              f"the sweep to resume it")
-        return pa.concat_tables(parts)
+        return pa.concat_tables(parts).replace_schema_metadata(profile_metadata(self.profile))
 
     def _labels_of(self, e: dict, columns: list[str]) -> pa.Table:
         t = read_scores(self.root / e["folder"])

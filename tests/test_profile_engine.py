@@ -236,6 +236,7 @@ def test_sweep_records_the_profile_and_refuses_another(folder, tmp_path):
     sw = engine.sweep(str(folder / "ckpts"), rows, revisions="all", out=tmp_path / "sw",
                       progress=False, profile="paper")
     assert sw.run["profile"] == "paper" and sw.run["dtype"] == "fp32"
+    assert sw.profile == "paper" and profile_of(sw.labels()) == "paper"
     for e in sw.checkpoints:
         scores = sw.scores(e["label"], e["revision"])
         assert profile_of(scores) == "paper"
