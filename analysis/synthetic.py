@@ -1,5 +1,6 @@
 """Synthetic feature tables whose labels follow known (planted) logistic models per category:
-for tests, benchmarks and demos of `analysis.predict`."""
+for tests, benchmarks and demos of `analysis.predict` (`synthetic_study` adds a set of extra
+memorized rows for the study design)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from scipy.special import expit
 from analysis import taxonomy
 from analysis.design import CONTINUOUS, FEATURES
 
-__all__ = ["synthetic_table"]
+__all__ = ["synthetic_table", "synthetic_study"]
 
+# Span lengths behind the paper's perplexity columns: each span's log-prob sum over 63.
+_PAPER_SPANS = {"cont_ppl": 32 / 63, "prompt_ppl": 31 / 63, "seq_ppl": 1.0}
 
 
 def synthetic_table(
@@ -29,6 +32,10 @@ def synthetic_table(
     recitation rows, 0..5 elsewhere; is_templating Bernoulli; the rest Gaussian with assorted
     means and scales); within category k, ``P(exact_match) = sigmoid(b0_k + x @ beta_k)`` on the
     *raw* FEATURES. With `differ=False` all categories share one model.
+
+    The paper profile's `*_ppl_paper` columns are the synthetic perplexity columns times the
+    span's share of 63 positions (the Gaussian draws stand for log-perplexities here); labels do
+    not depend on them.
 
     Returns:
         (DataFrame with score and feature columns, {category: (b0, beta (len(FEATURES),))}).
@@ -68,4 +75,26 @@ def synthetic_table(
     df["is_repeating"] = tmpl & (rng.random(n) < 0.5)
     df["is_incrementing"] = tmpl & ~df["is_repeating"].to_numpy()
     df["code_score"] = rng.random(n)
+    for col, share in _PAPER_SPANS.items():
+        df[f"{col}_paper"] = df[col] * share
     return df, planted
+
+
+def synthetic_study(
+    n: int, n_extra: int, *, seed: int = 0, **kwargs
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, tuple[float, np.ndarray]]]:
+    """A random sample of `n` rows and `n_extra` extra memorized rows from one planted
+    population (`synthetic_table` with the same keywords): the random sample is the first `n`
+    rows, the extra rows the first memorized rows after them (their own sample ids).
+
+    Returns:
+        (random sample, extra memorized rows, planted models).
+    """
+    total = n + 4 * n_extra + 1000
+    while True:
+        df, planted = synthetic_table(total, seed=seed, **kwargs)
+        mem = df.iloc[n:][df["exact_match"].to_numpy()[n:]]
+        if len(mem) >= n_extra:
+            return df.iloc[:n].reset_index(drop=True), mem.iloc[:n_extra].reset_index(
+                drop=True), planted
+        total *= 2
