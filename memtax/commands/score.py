@@ -6,6 +6,9 @@
 Writes parquet shards + manifest.json to --out (resumable: rerun the same command after a
 crash), shows a progress bar in samples/s and prints a one-line summary.
 
+--profile paper reproduces the paper's code where it departs from its definitions (the
+*_ppl_paper columns exactly as its perplexity code, fp16 on CUDA): docs/notes/profiles.md.
+
 --mode generate decodes with `engine.options.DecodeOptions`, from --decoder, --screened-head
 and --cuda-graphs; without those flags the environment variables MEMTAX_DECODE_SCREEN
 (auto|on|off) and MEMTAX_DECODE_GRAPHS (1 = on) still set the last two. They change speed only.
@@ -42,7 +45,9 @@ def add_run_arguments(p) -> None:
     p.add_argument("--prefix-len", type=int, default=32)
     p.add_argument("--cont-len", type=int, default=32)
     p.add_argument("--batch-size", type=_batch, default="auto")
-    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="auto: fp32 on CPU; on CUDA the checkpoint's own 16-bit dtype (fp16 for "
+                        "Pythia), else bf16; fp16 with --profile paper")
     p.add_argument("--device", default="auto")
     p.add_argument("--mode", default="exact", choices=["exact", "generate"])
     p.add_argument("--labels-only", action="store_true",
