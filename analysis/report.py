@@ -213,15 +213,17 @@ class _Settings:
     extra: object = None
 
 
-def available_features(table) -> tuple[list[str], list[str]]:
-    """(model features present with at least one value, missing ones) of a feature table.
+def available_features(table, profile: str = "default") -> tuple[list[str], list[str]]:
+    """(model features of the profile present with at least one value, missing ones) of a
+    feature table (`predict.profile_features`: the paper profile's perplexities are the
+    `*_ppl_paper` columns).
 
     `features.compute` skips columns whose inputs were not given (no corpus index, no embedder);
     the report then fits on the rest and says so.
     """
     have = set(taxonomy.column_names(table))
     present, missing = [], []
-    for f in predict.FEATURES:
+    for f in predict.profile_features(profile):
         ok = f in have
         if ok:
             col = taxonomy.column(table, f)
@@ -238,7 +240,7 @@ def _counts(table) -> tuple[int, int]:
 
 def _build_into(w: ReportWriter, tables, st: _Settings, by_duplicates: bool, checkpoints) -> None:
     table = tables[st.primary]
-    feats, missing = available_features(table)
+    feats, missing = available_features(table, st.profile)
     taxonomy.require_columns(table, ["duplicates", taxonomy.LABEL], f"feature table {st.primary!r}")
     _settings_section(w, st)
     _taxonomy_section(w, tables, st)
@@ -348,7 +350,7 @@ def _models_section(w: ReportWriter, table, feats, missing, st: _Settings) -> No
     try:
         res = predict.fit(table, features=feats, recitation_threshold=st.thr, n_boot=st.n_boot,
                           seed=st.seed, search=st.search, nan_policy=st.nan_policy,
-                          progress=st.progress, **_model_profile(st))
+                          progress=st.progress, profile=st.profile, extra_memorized=st.extra)
     except ValueError as exc:  # the inputs passed design(): what is left is too few rows
         w.note(f"Not fitted: {st.primary} has {n_mem} memorized and {n_other} other samples; "
                f"{need} ({exc}).")
@@ -356,23 +358,28 @@ def _models_section(w: ReportWriter, table, feats, missing, st: _Settings) -> No
     _model_results(w, res)
 
 
-def _model_profile(st: _Settings) -> dict:
-    """`predict.fit`'s keywords for the profile and the extra memorized rows."""
-    if st.extra is not None:
-        raise ValueError("extra memorized rows need predict.fit(extra_memorized=), which this "
-                         "version of analysis.predict does not take")
-    return {"paper": st.profile == "paper"}
-
-
 def _model_results(w: ReportWriter, res) -> None:
     for note in res.notes:
         w.text(note)
+    if res.rows is not None:
+        w.table("design_rows", res.rows, f"Rows of each part of the study ({res.design} design)")
     w.table("metrics", res.metrics, "Test-set metrics with 95% bootstrap intervals")
     w.table(
         "metric_differences", res.differences, "Differences against the baseline (paired bootstrap)"
     )
+    for name, df, title in (
+            ("category_metrics", res.category_metrics,
+             "Test-set metrics per category and in aggregate (95% bootstrap intervals)"),
+            ("category_differences", res.category_differences,
+             "Differences against the baseline per category (paired bootstrap)"),
+            ("kfold", res.kfold, "The paper's KFold error bars (mean and standard deviation)")):
+        if df is not None and len(df):
+            w.table(name, df, title)
     lrt = pd.DataFrame([{k: v for k, v in res.lrt.items()}])
     w.table("lrt", lrt, "Likelihood-ratio test: taxonomic vs baseline")
+    if res.paper_lrt is not None and len(res.paper_lrt):
+        w.table("paper_lrt", res.paper_lrt, "The paper's likelihood-ratio test per category "
+                "(log loss of hard predictions on the category's test rows, df = 1)")
     if len(res.skipped):
         w.table("skipped", res.skipped, "Groups too small to fit")
     if res.partition is not None:
@@ -380,7 +387,8 @@ def _model_results(w: ReportWriter, res) -> None:
         w.table(
             "partition_search",
             res.search.sort_values("f1", ascending=False),
-            "Partition search (validation F1)",
+            "Partition search (test-set F1, as the paper selected)" if res.profile == "paper"
+            else "Partition search (validation F1)",
         )
     w.figure(
         "coefficients",

@@ -14,7 +14,8 @@ rows in both groups (both profiles).
 
 Paper profile (``profile="paper"``): the study as the paper's notebook ran it
 (EleutherAI/semantic-memorization, `working_dirs/kyle/results_analysis/ppl_dup_figure.ipynb`,
-``calculate_symetric_kl_divergence``). The two groups are the memorized samples (the random
+``calculate_symetric_kl_divergence``), on its ``generation_perplexity``, the divide-by-63
+continuation perplexity (`cont_ppl_paper`). The two groups are the memorized samples (the random
 sample's memorized rows plus `extra_memorized`, the paper's ``memories`` split) and *all* samples
 (the random sample's non-memorized rows plus those memorized ones: "memorized vs memorized plus
 non-memorized"). For each duplicate count d = 1..max_duplicates (its ``np.arange(1, ...)``) and
@@ -25,7 +26,8 @@ the notebook) and the divergence is ``(entropy(p, q) + entropy(q, p)) / 2`` (sci
 natural log) of those two vectors, position by position: the raw perplexity values are taken for
 probabilities and the i-th memorized sample is paired with the i-th other one. The curve is the
 replicates' mean with mean +- one standard deviation (seaborn's ``errorbar="sd"``) as lo/hi. Its
-memorized group is not resampled. Random draws come from ``numpy.random.default_rng(seed)``
+memorized group is not resampled. Rows without a finite positive perplexity are left out (the
+paper's had none). Random draws come from ``numpy.random.default_rng(seed)``
 through pandas-style index draws (``Generator.choice`` on positions), so a pandas reimplementation
 given the same generator draws the same rows.
 
@@ -64,12 +66,16 @@ def kl_by_duplicates(
     seed: int = 0,
     profile: str = "default",
     extra_memorized=None,
+    perplexity: str | None = None,
 ) -> tuple[pd.DataFrame, int | None]:
     """Symmetric KL per duplicate count 0..max_duplicates (paper profile: 1..max_duplicates,
     module docstring) and the threshold it suggests.
 
     Args:
         extra_memorized: a feature table of further memorized samples (optional).
+        perplexity: the perplexity column; default "cont_ppl", in the paper profile
+            "cont_ppl_paper" (the notebook's ``generation_perplexity`` is the paper's
+            divide-by-63 perplexity of the continuation).
         bins, eps: the default profile's histogram (unused by the paper profile).
 
     Returns:
@@ -80,15 +86,18 @@ def kl_by_duplicates(
     check_profile(profile)
     same_profile({"feature table": table, "extra memorized table": extra_memorized}
                  if extra_memorized is not None else {"feature table": table}, expected=profile)
-    names = ["duplicates", "cont_ppl", taxonomy.LABEL]
+    if perplexity is None:
+        perplexity = "cont_ppl_paper" if profile == "paper" else "cont_ppl"
+    names = ["duplicates", perplexity, taxonomy.LABEL]
     taxonomy.require_columns(table, names, "feature table")
     rows = taxonomy.with_extra_memorized(table, extra_memorized, names)
+    rows = rows.rename(columns={perplexity: "ppl"})
     if profile == "paper":
         df = _paper_curve(rows, max_duplicates, n_boot, min_rows, seed)
         df.attrs["profile"] = profile
         return df, _suggest(df)
     dup = rows["duplicates"].to_numpy(dtype=np.float64)
-    ppl = rows["cont_ppl"].to_numpy(dtype=np.float64)
+    ppl = rows["ppl"].to_numpy(dtype=np.float64)
     y = rows[taxonomy.LABEL].to_numpy(dtype=bool)
     ok = np.isfinite(dup) & np.isfinite(ppl) & (ppl > 0)
     logp = np.log(ppl[ok])
@@ -96,7 +105,7 @@ def kl_by_duplicates(
     rng = np.random.default_rng(seed)
     in_range = dup <= max_duplicates
     if not in_range.any():
-        raise ValueError(f"no rows with duplicates <= {max_duplicates} and a finite cont_ppl")
+        raise ValueError(f"no rows with duplicates <= {max_duplicates} and a finite {perplexity}")
     edges = np.unique(np.quantile(logp[in_range], np.linspace(0, 1, bins + 1)))
     if edges.size < 2:
         edges = np.array([logp[in_range].min() - 0.5, logp[in_range].max() + 0.5])
@@ -162,14 +171,14 @@ def _paper_curve(rows: pd.DataFrame, max_duplicates: int, n_boot: int, min_rows:
     """The paper's bootstrapped curve (module docstring) from the rows of the sample and the
     extra memorized rows: DataFrame(duplicates, n_memorized, n_other, kl, lo, hi)."""
     dup = rows["duplicates"].to_numpy(dtype=np.float64)
-    ppl = rows["cont_ppl"].to_numpy(dtype=np.float64)
+    ppl = rows["ppl"].to_numpy(dtype=np.float64)
     mem = rows[taxonomy.LABEL].to_numpy(dtype=bool)
     if n_boot < 2:
         raise ValueError(f"n_boot must be >= 2 for the paper's mean +- sd curve, got {n_boot}")
     rng = np.random.default_rng(seed)
     out = []
     for d in range(1, max_duplicates + 1):
-        at = (dup == d) & np.isfinite(ppl)
+        at = (dup == d) & np.isfinite(ppl) & (ppl > 0)  # a perplexity is positive
         a, everyone = ppl[at & mem], ppl[at]
         row = {"duplicates": d, "n_memorized": int(a.size), "n_other": int(everyone.size),
                "kl": np.nan, "lo": np.nan, "hi": np.nan}
