@@ -50,14 +50,16 @@ def paper_perplexities(lp: torch.Tensor, tokens: torch.Tensor) -> dict[str, torc
     `inference.py: calculate_perplexity`), from lp (B, L-1) float64, lp[t] = log p(token[t+1] |
     tokens[:t+1]), and the sample's tokens (B, L).
 
-    That function keeps the first n = L - 1 - (count of token id 0 among the L tokens) log-probs
-    (`range(num_normal_tokens - 1)`: it meant to skip end-of-text padding, but Pythia's samples
-    are not padded, so it drops the last log-probs instead of the 0s); splits them at mid = n // 2
-    (the prompt = the first mid, the continuation = the rest: for 64 tokens without a 0, the 31
-    and 32 of the true split; each 0 moves the end, and every second one the split, one token
-    earlier); and divides every sum by n. A row with n < 2 raised inside its `try` and got
-    (-1, -1, -1). It takes softmax probabilities in float64 and then their log; here the
-    log-probs themselves are summed (the same up to rounding).
+    That function keeps the first n = L - 1 - (count of token id 0 among the L tokens)
+    log-probs (`range(num_normal_tokens - 1)`, as if the 0s were padding at the end; Pythia's
+    samples are unpadded and a 0 is a document boundary anywhere, so it drops the last
+    log-probs, not the 0s' own); splits them at mid = n // 2 (prompt = the first mid,
+    continuation = the rest: for 64 tokens without a 0, the 31 and 32 of the true split; each
+    0 moves the end, and every second one the split, one token earlier; other lengths keep the
+    code's n // 2, as the paper scored 32 + 32 only); and divides every sum by n. A row with
+    n < 2 raised inside its `try` and got (-1, -1, -1). It takes softmax probabilities in
+    float64 and then their log; here the log-probs themselves are summed (the same up to
+    rounding).
     """
     count = lp.shape[1]
     kept = count - (tokens == 0).sum(1)                                        # n, per row
