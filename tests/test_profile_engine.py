@@ -158,6 +158,18 @@ def test_paper_columns_equal_the_papers_code_on_hf_logits(model):
             np.testing.assert_array_equal(paper[col].to_numpy(), default[col].to_numpy())
 
 
+def test_generate_and_labels_only_runs_carry_the_profile(model):
+    rows = _rows_with_zeros(4)[:4]
+    exact = engine.score(model, rows, progress=False, profile="paper")
+    gen = engine.score(model, rows, mode="generate", progress=False, profile="paper")
+    assert profile_of(gen) == "paper"
+    for col in ("prompt_ppl_paper", "cont_ppl_paper", "seq_ppl_paper"):
+        np.testing.assert_array_equal(gen.column(col).to_numpy(), exact.column(col).to_numpy())
+    labels = engine.score(model, rows, labels_only=True, progress=False, profile="paper")
+    assert profile_of(labels) == "paper"
+    np.testing.assert_array_equal(labels.column("match_len"), exact.column("match_len"))
+
+
 def test_paper_split_by_hand():
     """lp[t] = -(t + 1) over 63 positions: two 0s keep n = 61 log-probs, split at 30."""
     lp = -torch.arange(1, 64, dtype=torch.float64)[None, :]
