@@ -15,7 +15,8 @@ a sweep manifest is refused):
                                   "profile"},
                                   "checkpoints": [{"model", "label", "revision", "step",
                                   "sequences_seen", "folder", "vocab_size", "tokenizer",
-                                  "parameters", "elapsed_s", "complete"}, ...], "complete": bool}
+                                  "parameters", "dtype", "elapsed_s", "complete"}, ...],
+                                  "complete": bool}
     scores/<label>@<revision>/   one `engine.score` folder per checkpoint (engine.output)
 
 What a sweep adds to running `engine.score` once per checkpoint:
@@ -313,7 +314,7 @@ def _entry(c: Checkpoint, sequences_per_step: int) -> dict:
             "sequences_seen": None if step is None else step * sequences_per_step,
             "folder": c.folder, "vocab_size": c.vocab.size if c.vocab else None,
             "tokenizer": c.vocab.tokenizer if c.vocab else None, "parameters": None,
-            "elapsed_s": None, "complete": False}
+            "dtype": None, "elapsed_s": None, "complete": False}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,6 +431,7 @@ def _score_checkpoint(c: Checkpoint, source, out: Path, options: dict, loading: 
     score the samples into `out / c.folder`; returns the manifest fields it learned."""
     import torch
 
+    from engine.device import dtype_name
     from engine.models import load_model
     from engine.scoring import score
 
@@ -441,7 +443,8 @@ def _score_checkpoint(c: Checkpoint, source, out: Path, options: dict, loading: 
     if c.vocab is None:  # fetched from the hub: its vocabulary is known only now
         check_vocabularies(known + [(f"{c.model}@{c.revision}", Vocabulary(sm.vocab_size, None))])
     fields = {"vocab_size": c.vocab.size if c.vocab else sm.vocab_size,
-              "parameters": int(sum(p.numel() for p in sm.model.parameters()))}
+              "parameters": int(sum(p.numel() for p in sm.model.parameters())),
+              "dtype": dtype_name(sm.dtype)}
     score(sm, source, out=out / c.folder, resume=resume, dtype=loading["dtype"],
           device=loading["device"], **options)
     del sm

@@ -251,7 +251,8 @@ def test_sweep_records_the_profile_and_refuses_another(folder, tmp_path):
     assert sw.profile == "paper" and profile_of(sw.labels()) == "paper"
     for e in sw.checkpoints:
         scores = sw.scores(e["label"], e["revision"])
-        assert profile_of(scores) == "paper"
+        assert profile_of(scores) == "paper" and e["dtype"] == "fp32"
+        assert scores.schema.metadata[b"dtype"] == b"fp32"
     ref = engine.score(str(folder / "ckpts" / "step2"), rows, progress=False, profile="paper")
     assert_same_scores(sw.scores("ckpts", "step2"), ref)
     with pytest.raises(ValueError, match=r"another sweep \(profile 'paper' != 'default'"):
