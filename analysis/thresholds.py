@@ -175,11 +175,16 @@ def _paper_curve(rows: pd.DataFrame, max_duplicates: int, n_boot: int, min_rows:
     mem = rows[taxonomy.LABEL].to_numpy(dtype=bool)
     if n_boot < 2:
         raise ValueError(f"n_boot must be >= 2 for the paper's mean +- sd curve, got {n_boot}")
+    keep = np.isfinite(dup) & np.isfinite(ppl) & (ppl > 0)  # a perplexity is positive
+    # the notebook's frames, in its order: memories (the sample's memorized rows, then the
+    # extra ones) and pd.concat([pile non-memorized, memories])
+    mem_dup, mem_ppl = dup[keep & mem], ppl[keep & mem]
+    all_dup = np.concatenate([dup[keep & ~mem], mem_dup])
+    all_ppl = np.concatenate([ppl[keep & ~mem], mem_ppl])
     rng = np.random.default_rng(seed)
     out = []
     for d in range(1, max_duplicates + 1):
-        at = (dup == d) & np.isfinite(ppl) & (ppl > 0)  # a perplexity is positive
-        a, everyone = ppl[at & mem], ppl[at]
+        a, everyone = mem_ppl[mem_dup == d], all_ppl[all_dup == d]
         row = {"duplicates": d, "n_memorized": int(a.size), "n_other": int(everyone.size),
                "kl": np.nan, "lo": np.nan, "hi": np.nan}
         if a.size >= max(min_rows, 1) and everyone.size >= max(min_rows, 1):
