@@ -63,14 +63,20 @@ def _category_rows(cats: np.ndarray, categories):
 
 
 def category_metrics(y: np.ndarray, cats: np.ndarray, probs: dict[str, np.ndarray], differences,
-                     categories, *, n_boot: int, alpha: float, seed: int,
-                     paper: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     categories, *, n_boot: int, alpha: float, seed: int, paper: bool,
+                     aggregate: tuple[pd.DataFrame, pd.DataFrame] | None = None,
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`bootstrap_metrics` on each category's test rows and on all of them ("aggregate"):
-    (metrics, differences) with a `category` column first."""
+    (metrics, differences) with a `category` column first. `aggregate`: the all-rows result of
+    `bootstrap_metrics` with the same arguments, if already computed (reused, not redone)."""
     mets, diffs = [], []
     for name, rows in _category_rows(cats, categories):
-        m, d = bootstrap_metrics(y[rows], {k: p[rows] for k, p in probs.items()}, differences,
-                                 n_boot=n_boot, alpha=alpha, seed=seed, paper=paper)
+        if name == AGGREGATE and aggregate is not None:
+            m, d = aggregate
+        else:
+            m, d = bootstrap_metrics(y[rows], {k: p[rows] for k, p in probs.items()},
+                                     differences, n_boot=n_boot, alpha=alpha, seed=seed,
+                                     paper=paper)
         mets.append(m.assign(category=name))
         diffs.append(d.assign(category=name))
     return (pd.concat(mets, ignore_index=True)[["model", "category", "scoring", "metric",

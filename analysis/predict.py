@@ -369,7 +369,8 @@ def _evaluate(res: PredictResult, rows: StudyRows, st: _Settings, fitted: list[s
     boot = dict(n_boot=n_boot, alpha=alpha, seed=st.seed, paper=hard)
     res.metrics, res.differences = bootstrap_metrics(y, probs, diffs, **boot)
     res.category_metrics, res.category_differences = category_metrics(
-        y, cats, probs, diffs, taxonomy.CATEGORIES, **boot)
+        y, cats, probs, diffs, taxonomy.CATEGORIES, aggregate=(res.metrics, res.differences),
+        **boot)
     fit = rows.fit
     res.lrt = likelihood_ratio_test(rows.X[fit], rows.y[fit], rows.cats[fit], fitted,
                                     st.features, st.C, st.scaler)
