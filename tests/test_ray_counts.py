@@ -114,6 +114,8 @@ def test_worker_without_the_shard_files_is_refused(cluster, tmp_path):
     gone.rename(tmp_path / "moved")
     with pytest.raises(FileNotFoundError, match=str(gone / "index.json")):
         idx.count(qs, cluster="ray")
+    with pytest.raises(FileNotFoundError, match=str(gone / "index.json")):
+        idx.window_counts(4, cluster="ray")
 
 
 def test_cluster_argument_is_checked(indexes):
@@ -143,3 +145,58 @@ def test_importing_starts_no_ray():
             "print(ray.is_initialized())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _part_recorder(log: str):
+    """The window part task, appending each part's suffix count to `log`."""
+    def task(shards, lo, hi, n, threads):
+        import os
+
+        from features.index.distributed import window_part_task
+
+        out = window_part_task(shards, lo, hi, n, threads)
+        fd = os.open(log, os.O_CREAT | os.O_APPEND | os.O_WRONLY)
+        os.write(fd, f"{int(sum(int(b) - int(a) for a, b in zip(lo, hi)))}\n".encode())
+        os.close(fd)
+        return out
+
+    return task
+
+
+@pytest.mark.parametrize("name", ["random", "repetitive", "uint32"])
+def test_window_counts_by_parts_equal_single_process(cluster, indexes, name, tmp_path):
+    """Parts of about 300 suffixes: many tasks, each holding every shard's share of one range
+    of the n-gram order; their counts equal the single-process merge and brute force."""
+    from features.index.distributed import window_counts_on_ray
+
+    idx, docs, _ = indexes[name]
+    corpus = np.concatenate(docs)
+    doc_end = np.repeat(np.cumsum([len(d) for d in docs]), [len(d) for d in docs])
+    for n in (1, 3, 8):
+        log = tmp_path / f"parts-{n}"
+        got = window_counts_on_ray(idx, n, part_rows=300, task_fn=_part_recorder(str(log)))
+        np.testing.assert_array_equal(got, idx.window_counts(n))
+        sizes = [int(x) for x in log.read_text().split()]
+        assert sum(sizes) == idx.n_tokens  # the parts cover every suffix once
+        # about equal parts; one n-gram's occurrences stay in one part (n = 1: a few big ones)
+        assert max(sizes) <= 3 * 300 + int(got.max())
+        if n == 8 and name != "repetitive":  # mostly distinct 8-grams: cuts anywhere
+            assert len(sizes) >= idx.n_tokens // 300 // 2
+        for p in range(0, idx.n_tokens, 97):  # brute force at every 97th position
+            complete = p + n <= doc_end[p]
+            assert got[p] == (brute_count(docs, corpus[p : p + n]) if complete else 0)
+
+
+def test_equal_row_counts_survives_hash_collisions():
+    """Every row given the same hash (a collision between all rows): the counts are still the
+    brute-force ones, as they are with the real hashes."""
+    from collections import Counter
+
+    from features.index.window_parts import _equal_row_counts
+
+    rows = np.random.default_rng(2).integers(0, 3, size=(500, 3)).astype(np.uint16)
+    want = Counter(map(tuple, rows))
+    expected = np.array([want[tuple(r)] for r in rows])
+    np.testing.assert_array_equal(_equal_row_counts(rows, np.zeros(500, np.uint64)), expected)
+    hashes = np.array([hash(tuple(r)) % 2**63 for r in rows], dtype=np.uint64)
+    np.testing.assert_array_equal(_equal_row_counts(rows, hashes), expected)

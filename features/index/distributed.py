@@ -4,17 +4,24 @@
     counts = idx.count(queries, cluster="ray", ray_address="auto")   # a running cluster
     wc = idx.window_counts(32, cluster="ray")
 
-Each task opens its shard where it lies (the index folder must be on a file system every worker
-mounts at the same path), counts one block of queries in it and returns the block's partial
-counts; the driver adds the partials of a block in shard order, so the result is the
+Each count task opens its shard where it lies (the index folder must be on a file system every
+worker mounts at the same path), counts one block of queries in it and returns the block's
+partial counts; the driver adds the partials of a block in shard order, so the result is the
 single-process one exactly. A task holds one shard (memory-mapped) and one block (`block_rows`
 queries) at a time; at most `in_flight` tasks are queued and about one group of blocks
 (`group_rows` queries) is in the object store, so the driver's and the object store's memory
 stay bounded too. A task whose worker process dies is retried by Ray (`max_retries`); a worker
 that cannot see a shard's files fails the run with FileNotFoundError naming the path.
 
-Window counts: one task per shard computes that shard's local counts; the k-way merge that sums
-equal n-grams across shards (`shard_merge`) then runs in the driver, over every shard at once.
+Placement: a shard's count tasks prefer the node the cluster says holds it (`shard_nodes`: a
+node that declares the custom resource `shard:NAME`, or a `placement` mapping shard -> node).
+They ask for it by soft node affinity, not by requesting the resource: a task that requested a
+resource no alive node has would wait forever, while a soft affinity to a node that is gone
+falls back to any node. Without a declaration or mapping, tasks run anywhere.
+
+Window counts: cut n-grams split every shard's suffix array into parts of the n-gram order
+(`window_parts`); one task per part counts the equal windows of its part over every shard (a
+part holds every occurrence of its n-grams), and the driver writes them at their positions.
 
 Ray starts only when a function here is called (`connect`): never at import.
 """
@@ -138,11 +145,18 @@ def count_task(folder: str, digest: str | None, queries: np.ndarray, threads: in
     return _open_shard(folder, digest).count(queries)
 
 
-def window_task(folder: str, digest: str | None, n: int, threads: int = 1):
-    """The shard's local window counts (run on a worker)."""
-    visible_folder(folder)
+_open_mapped = functools.lru_cache(maxsize=1024)(_open_shard.__wrapped__)  # no sampled keys
+
+
+def window_part_task(shards: list, lo, hi, n: int, threads: int = 1) -> list[np.ndarray]:
+    """One part's window counts (`window_parts.part_counts`) over every shard in `shards`
+    ((folder, header sha256) pairs), SA indices [lo[s], hi[s]) of shard s (run on a worker)."""
+    from features.index.window_parts import part_counts
+
+    for folder, _ in shards:
+        visible_folder(folder)
     _threads(threads)
-    return _open_shard(folder, digest).window_counts(int(n))
+    return part_counts([_open_mapped(f, d) for f, d in shards], lo, hi, int(n))
 
 
 # ------------------------------------------------------------------ driver side
@@ -286,28 +300,35 @@ class _ShardOrderSum:
 
 
 def window_counts_on_ray(index, n: int, *, address: str | None = None,
-                         num_cpus: int | None = None, threads: int = 1, max_retries: int = 3,
-                         placement=None, progress: bool = False) -> np.ndarray:
-    """(N,) int64: `index.window_counts(n)`, each shard's local counts computed by a Ray task
-    (near its shard: `placement` as for `count_arrays_on_ray`), then the cross-shard merge here
-    (which holds every shard's tokens and SA at once)."""
+                         num_cpus: int | None = None, part_rows: int | None = None,
+                         threads: int = 1, max_retries: int = 3, in_flight: int | None = None,
+                         progress: bool = False, task_fn: Callable | None = None) -> np.ndarray:
+    """(N,) int64: `index.window_counts(n)` computed by Ray tasks per part of the n-gram order
+    (`window_parts`): cut n-grams split every shard's suffix array into parts of about
+    `part_rows` suffixes (at least two parts a CPU); a task counts the equal windows of its part
+    over every shard (each part holds all occurrences of its n-grams, so its counts are the
+    corpus's) and this process writes them at their positions. Memory: the output here (8
+    bytes a token), a part's windows in a task; nothing holds every shard at once."""
+    from features.index.window_parts import PART_ROWS, part_edges, plan_cuts
+
+    part_rows = PART_ROWS if part_rows is None else part_rows
+    _positive(part_rows=part_rows, threads=threads)
     ray = connect(address, num_cpus)
-    remote = ray.remote(num_cpus=1, max_retries=int(max_retries))(window_task)
-    nodes = shard_nodes(ray, index, placement)
-    out = np.empty(index.n_tokens, dtype=np.int64)
-    bases = index.shard_starts
+    remote = ray.remote(num_cpus=1, max_retries=int(max_retries))(task_fn or window_part_task)
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    parts = max(2 * cpus, -(-index.n_tokens // int(part_rows)))
+    cuts = plan_cuts(index.shards, int(n), parts)
+    edges = np.stack([part_edges(s, cuts) for s in index.shards], axis=1)  # (R+1, S)
+    out = np.zeros(index.n_tokens, dtype=np.int64)
 
-    def on_result(s, local):
-        out[bases[s] : bases[s + 1]] = local
+    def on_result(r, counts):
+        for s, (shard, c) in enumerate(zip(index.shards, counts)):
+            sa = np.asarray(shard.sa[edges[r, s] : edges[r + 1, s]], dtype=np.int64)
+            out[index.shard_starts[s] + sa] = c
 
-    refs = ((s, _placed(ray, remote, nodes[s], 0).remote(f, d, int(n), threads))
-            for s, (f, d) in enumerate(_shard_refs(index)))
-    limit = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-    run_tasks(ray, refs, on_result, total=len(index.shards), in_flight=limit,
+    shards = _shard_refs(index)
+    refs = ((r, remote.remote(shards, edges[r], edges[r + 1], int(n), threads))
+            for r in range(edges.shape[0] - 1))
+    run_tasks(ray, refs, on_result, total=edges.shape[0] - 1, in_flight=in_flight or 2 * cpus,
               desc="index window counts (ray)", progress=progress)
-    if len(index.shards) > 1:
-        from features.index.shard_merge import merge_window_counts
-
-        bits = max(int(s.values[-1]) for s in index.shards).bit_length()
-        merge_window_counts(index.shards, out, int(n), bits)
     return out
