@@ -163,6 +163,9 @@ def _search(Xf, yf, Xs, ys, cands, features, *, min_class_rows, C, score, key_on
         results.append({"feature_1": a[0], "q1": a[2], "t1": a[3], "feature_2": b[0],
                         "q2": b[2], "t2": b[3], "f1": seen[key]})
     table = pd.DataFrame(results)
-    best = table.iloc[int(np.nanargmax(table["f1"].to_numpy()))].to_dict()
+    scores = table["f1"].to_numpy(dtype=np.float64)
+    # a score is NaN when undefined (the paper's F1 with precision + recall = 0): never chosen
+    # unless every candidate's is
+    best = table.iloc[int(np.nanargmax(scores)) if np.isfinite(scores).any() else 0].to_dict()
     best["distinct_partitions"] = len(seen)
     return best, table

@@ -118,6 +118,7 @@ from analysis.design import (
     CONTINUOUS,
     FEATURES,
     PAPER_FEATURES,
+    PAPER_PERPLEXITIES,
     PAPER_SEARCH_FEATURES,
     QUANTILES,
     SEARCH_FEATURES,
@@ -265,7 +266,7 @@ def fit(
     same_profile(inputs, expected=profile)
     chosen = resolve_design(design, profile, extra_memorized)
     features = tuple(profile_features(profile) if features is None else features)
-    notes: list[str] = []
+    notes = _feature_notes(features, profile)
     if chosen == "study":
         rows = study_rows(table, extra_memorized, features, recitation_threshold, test_size,
                           validation_size, seed, nan_policy, notes)
@@ -283,6 +284,15 @@ def fit(
     _evaluate(res, rows, st, list(tax.models), n_boot=n_boot, alpha=alpha, paper=paper,
               kfold_splits=kfold_splits)
     return res
+
+
+def _feature_notes(features: tuple[str, ...], profile: str) -> list[str]:
+    """A note when the paper profile is asked to model memtax's corrected perplexities."""
+    other = [f for f in features if f in PAPER_PERPLEXITIES] if profile == "paper" else []
+    if not other:
+        return []
+    return [f"paper profile with the corrected perplexities {other}: the paper's models use "
+            f"{[PAPER_PERPLEXITIES[f] for f in other]} (predict.profile_features('paper'))"]
 
 
 def _fit_models(rows: StudyRows, st: _Settings,

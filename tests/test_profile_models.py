@@ -336,3 +336,14 @@ def test_paper_profile_needs_the_paper_perplexities(study):
     with pytest.raises(ValueError, match="cont_ppl_paper"):
         predict.fit(random.drop(columns=["cont_ppl_paper"]), profile="paper", n_boot=0,
                     progress=False)
+
+
+def test_paper_profile_notes_corrected_perplexities_passed_as_features():
+    random, _, _ = synthetic_study(2000, 100, seed=6)
+    res = predict.fit(random, profile="paper", features=predict.FEATURES, n_boot=0,
+                      progress=False)
+    assert any("corrected perplexities ['cont_ppl', 'prompt_ppl', 'seq_ppl']" in n
+               for n in res.notes)
+    assert "cont_ppl" in set(res.coefficients.feature)
+    res = predict.fit(random, profile="paper", n_boot=0, progress=False)
+    assert not any("corrected perplexities" in n for n in res.notes)
