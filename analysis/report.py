@@ -429,9 +429,15 @@ def _dependencies_section(w: ReportWriter, table, feats, st: _Settings) -> None:
 
 def _threshold_section(w: ReportWriter, table, st: _Settings) -> None:
     w.heading(f"Recitation threshold ({st.primary})")
-    taxonomy.require_columns(table, ["duplicates", "cont_ppl"], f"feature table {st.primary!r}")
+    column = "cont_ppl_paper" if st.profile == "paper" else "cont_ppl"
+    if st.profile == "paper" and column not in taxonomy.column_names(table):
+        w.note(f"No curve: the paper profile's study reads {column} (the paper's divide-by-63 "
+               f"continuation perplexity), which the feature table of {st.primary} lacks; score "
+               "with --profile paper.")
+        return
+    taxonomy.require_columns(table, ["duplicates", column], f"feature table {st.primary!r}")
     dup = np.asarray(taxonomy.column(table, "duplicates"), dtype=np.float64)
-    ppl = np.asarray(taxonomy.column(table, "cont_ppl"), dtype=np.float64)
+    ppl = np.asarray(taxonomy.column(table, column), dtype=np.float64)
     n_low = int(((dup <= KL_MAX_DUPLICATES) & np.isfinite(ppl)).sum())
     if n_low == 0:
         w.note(f"No curve: none of the {dup.size} samples of {st.primary} occurs "

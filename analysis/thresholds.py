@@ -28,8 +28,10 @@ probabilities and the i-th memorized sample is paired with the i-th other one. T
 replicates' mean with mean +- one standard deviation (seaborn's ``errorbar="sd"``) as lo/hi. Its
 memorized group is not resampled. Rows without a finite positive perplexity are left out (the
 paper's had none). Random draws come from ``numpy.random.default_rng(seed)``
-through pandas-style index draws (``Generator.choice`` on positions), so a pandas reimplementation
-given the same generator draws the same rows.
+through pandas-style index draws (``Generator.choice`` on positions) over the notebook's frames in
+its order (memorized: the sample's memorized rows, then the extra ones; all samples: the
+sample's non-memorized rows, then the memorized), so the notebook's pandas code given the same
+generator draws the same rows.
 
 `extra_memorized` (both profiles) adds memorized rows to the memorized group (rows whose
 `sample_id` is already in the table are left out); the default profile's other group stays the

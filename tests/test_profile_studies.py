@@ -424,3 +424,14 @@ def test_cli_profile_mismatch_writes_no_report(study_files, capsys):
     # a default-profile analysis of a paper table is refused too
     assert _analyze([files["paper"]], out) != 0
     assert not out.exists()
+
+
+def test_paper_report_without_paper_perplexities_says_so(tmp_path):
+    df, _ = synthetic.synthetic_table(600, seed=2)
+    df = df.drop(columns=["cont_ppl_paper", "prompt_ppl_paper", "seq_ppl_paper"])
+    index = report.build({"r": df}, tmp_path / "rep", profile="paper", n_boot=5,
+                         progress=False)
+    run = json.loads((index.parent / "tables" / "run.json").read_text())
+    assert run["missing_features"] == ["cont_ppl_paper", "prompt_ppl_paper", "seq_ppl_paper"]
+    assert [n for n in run["notes"] if "reads cont_ppl_paper" in n]
+    assert not (index.parent / "tables" / "threshold.csv").exists()
