@@ -80,6 +80,26 @@ def test_paper_f1_is_the_notebooks_formula():
     assert np.isnan(metrics.paper_f1(0.0, 0.0, 0.0, 0.0)[0])
 
 
+def test_hard_label_aucs_and_kfold_on_hand_rows():
+    y = np.array([1, 0, 1, 0], dtype=bool)
+    m = metrics.evaluate(y, np.array([0.9, 0.6, 0.4, 0.1]), hard_auc=True)
+    # hard labels 1, 1, 0, 0: TPR = FPR = 1/2, ROC-AUC = (1 + TPR - FPR) / 2; AP = R1 P1 +
+    # (1 - R1) pos / n with R1 = P1 = 1/2
+    assert m["roc_auc"] == pytest.approx(0.5) and m["pr_auc"] == pytest.approx(0.5)
+    # 5 rows, 100 splits asked: leave-one-out folds; each fold's training part, by hand
+    y = np.array([1, 1, 0, 0, 1], dtype=bool)
+    kf = metrics.kfold_metrics(y, {"m": np.array([0.9, 0.2, 0.7, 0.1, 0.8])})["m"]
+    kf = kf.set_index("metric")
+    precision = [1 / 2, 2 / 3, 1, 2 / 3, 1 / 2]  # dropping row 0, 1, 2, 3, 4
+    recall = [1 / 2, 1, 2 / 3, 2 / 3, 1 / 2]
+    assert (kf["folds"] == 5).all()
+    assert kf.loc["precision", "value"] == pytest.approx(2 / 3)
+    assert kf.loc["precision", "error"] == pytest.approx(np.sqrt(1 / 30))
+    assert kf.loc["recall", "value"] == pytest.approx(np.mean(recall))
+    assert kf.loc["f1", "value"] == pytest.approx(2 / 3)
+    assert np.mean(precision) == pytest.approx(2 / 3)
+
+
 def test_stratified_split_by_label_and_category_counts_every_cell():
     rng = np.random.default_rng(5)
     y = rng.random(2003) < 0.2
