@@ -435,3 +435,24 @@ def test_paper_report_without_paper_perplexities_says_so(tmp_path):
     assert run["missing_features"] == ["cont_ppl_paper", "prompt_ppl_paper", "seq_ppl_paper"]
     assert [n for n in run["notes"] if "reads cont_ppl_paper" in n]
     assert not (index.parent / "tables" / "threshold.csv").exists()
+
+
+def test_a_sweep_of_another_profile_is_refused():
+    from analysis.dynamics_report import check_sweep_profile
+
+    class FakeSweep:  # what check_sweep_profile reads of an engine.Sweep
+        def __init__(self, run):
+            self.run = run
+
+        def labels(self):
+            raise AssertionError("not read")
+
+    paper = FakeSweep({"profile": "paper"})
+    assert check_sweep_profile(paper, "paper") is paper
+    with pytest.raises(ValueError, match="the sweep was made with profile 'paper'.*'default'"):
+        check_sweep_profile(paper, "default")
+    old = FakeSweep({})  # a sweep from before profiles: accepted by either
+    assert check_sweep_profile(old, "paper") is old
+    df, _ = synthetic.synthetic_table(50, seed=1)
+    with pytest.raises(ValueError, match="the feature table was made with profile 'default'"):
+        check_sweep_profile(paper, "paper", features=_tagged(df, "default"))
