@@ -191,9 +191,10 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
     chunk_size, workers: samples per streamed chunk; processes for the text features.
     cluster: "ray" computes each chunk's features in a Ray task, keeping finished chunks as
         parts so a rerun resumes (`features.distributed`); cluster_options: ray_address,
-        num_cpus (of a local cluster), parts_dir (default: a temporary folder), max_retries.
+        num_cpus (of a local cluster), parts_dir (default: a temporary folder), max_retries,
+        group_samples, block_rows, placement.
     profile: "default" or "paper" (the module docstring); the score table must not record
-        another profile. The paper profile runs in this process only (not with cluster="ray").
+        another profile.
     Returns a pyarrow.Table (see the module docstring). Raises ValueError for ids missing from
     the samples, vocabularies that do not match, a score table of another profile, or an empty
     selection.
@@ -204,9 +205,6 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
     for name, value in (("chunk_size", chunk_size), ("workers", workers)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if cluster == "ray" and profile == "paper":
-        raise ValueError("profile='paper' is computed in this process only; run it without "
-                         "cluster='ray'")
     table = read_table(table)
     if table is not None:
         same_profile({"the score table": table}, expected=profile)
@@ -233,7 +231,7 @@ def compute(table, samples, *, index=None, tokenizer=None, reference=None,
         from features.distributed import RayFeatureStream
 
         stream = RayFeatureStream(index, tok, prefix_len=prefix_len, cont_len=cont_len,
-                                  keep_text=do_sem, options=cluster_options)
+                                  keep_text=do_sem, options=cluster_options, profile=profile)
     else:
         stream = FeatureStream(index, tok, prefix_len=prefix_len, workers=workers,
                                keep_text=do_sem, profile=profile)

@@ -443,9 +443,6 @@ def test_profile_bad_name_and_mismatched_score_table(setup, tok, tmp_path, capsy
     # the matching profile is accepted and kept
     got = features.compute(paper_scores, samples, index=idx, progress=False, profile="paper")
     assert profile_of(got) == "paper"
-    with pytest.raises(ValueError, match="cluster='ray'"):
-        features.compute(table, samples, index=idx, progress=False, profile="paper",
-                         cluster="ray")
     # the CLI: an unknown name exits 2 naming it; a mismatch exits non-zero, writing nothing
     np.save(tmp_path / "samples.npy", samples)
     pq.write_table(paper_scores, tmp_path / "scores.parquet")
