@@ -42,9 +42,11 @@ The paper profile (`profile="paper"`, `paper_classify`) reproduces the paper's c
   parses) become ints, every other non-blank piece (punctuation included) a string;
 - incrementing: exactly three items that are all ints pass when c - 2b + a < 1e-5 with step
   c - b (signed: "10 7 1" passes with step -6); fewer than three never; more than four drop the
-  first and last; then the smallest period whose phases are consistent decides, with the step
-  remembered from any earlier period (the paper's `diff` is not reset between periods);
-  incrementing needs a nonzero step;
+  first and last; then periods are tried from the smallest: a period whose phases are
+  consistent decides when no step has been seen (not incrementing) or when a step was confirmed
+  in it (incrementing); a consistent period with an unconfirmed step does not decide. The step
+  is remembered from any earlier period, even one that failed (the paper's `diff` is not reset
+  between periods); incrementing needs it nonzero;
 - repeating (only when not incrementing): the raw characters, nothing dropped or collapsed, have
   a period <= len/2.
 """
