@@ -44,15 +44,16 @@ _OPTIONS = ("ray_address", "num_cpus", "parts_dir", "max_retries", "in_flight", 
 def chunk_task(setup: list, ids: np.ndarray, tokens: np.ndarray) -> dict[str, np.ndarray]:
     """The text features (by the single-process chunk code) and token frequencies of one
     chunk. `setup`: [tokenizer or None, prefix_len, unigram counts or None, whether the index
-    declared its vocabulary] (run on a worker)."""
+    declared its vocabulary, profile] (run on a worker)."""
     import numba
 
     from features.feature_stream import FeatureStream
     from features.token_stats import token_frequency_stats
 
     numba.set_num_threads(1)  # one CPU per task: Ray schedules by CPUs
-    tok, prefix_len, unigrams, declared = setup
-    stream = FeatureStream(None, tok, prefix_len=prefix_len, workers=1, keep_text=False)
+    tok, prefix_len, unigrams, declared, profile = setup
+    stream = FeatureStream(None, tok, prefix_len=prefix_len, workers=1, keep_text=False,
+                           profile=profile)
     stream._add_chunk(ids, tokens)
     while stream.pending:
         stream._collect(stream.pending.pop(0))
@@ -61,14 +62,16 @@ def chunk_task(setup: list, ids: np.ndarray, tokens: np.ndarray) -> dict[str, np
         hi = int(tokens.max())
         if hi >= unigrams.size and not declared:  # an id the corpus never holds: count 0
             unigrams = np.concatenate([unigrams, np.zeros(hi + 1 - unigrams.size, np.int64)])
-        cols.update(token_frequency_stats(tokens, unigrams))
+        cols.update(token_frequency_stats(tokens, unigrams, profile=profile))
     return cols
 
 
 def group_counts(index, tokens: np.ndarray, *, prefix_len: int, tokenizer=None,
-                 **count_options) -> dict[str, np.ndarray]:
-    """`duplicates.duplicate_counts(index, tokens)` by the distributed count path: the distinct
-    rows of each kind, counted by Ray tasks per (shard, block) in one stream, then spread back."""
+                 profile: str = "default", **count_options) -> dict[str, np.ndarray]:
+    """`duplicates.duplicate_counts(index, tokens, profile=profile)` by the distributed count
+    path: the distinct rows of each kind, counted by Ray tasks per (shard, block) in one stream
+    (the paper profile: without the occurrences that end at their document's last token), then
+    spread back."""
     from features.duplicates import _distinct_rows
     from features.index.distributed import checked_queries, count_arrays_on_ray
 
@@ -76,7 +79,7 @@ def group_counts(index, tokens: np.ndarray, *, prefix_len: int, tokenizer=None,
              "sample_duplicates": tokens}
     distinct = {k: _distinct_rows(np.ascontiguousarray(q)) for k, q in kinds.items()}
     arrays = [checked_queries(index, rows, tokenizer) for rows, _ in distinct.values()]
-    counts = count_arrays_on_ray(index, arrays, **count_options)
+    counts = count_arrays_on_ray(index, arrays, skip_ending=profile == "paper", **count_options)
     return {k: c[inverse] for (k, (_, inverse)), c in zip(distinct.items(), counts)}
 
 
@@ -85,7 +88,8 @@ class RayFeatureStream:
     chunks are computed on a Ray cluster and kept as parquet parts in `parts_dir`."""
 
     def __init__(self, index, tok, *, prefix_len: int, cont_len: int, keep_text: bool,
-                 options: dict | None = None):
+                 options: dict | None = None, profile: str = "default"):
+        from engine.profiles import check_profile
         from features.feature_stream import _index_tokenizer, _unigrams, _vocab_declared
 
         options = dict(options or {})
@@ -97,7 +101,8 @@ class RayFeatureStream:
             raise ValueError(f"group_samples must be a positive integer, got {group!r}")
         self.index, self.tok, self.prefix_len, self.keep_text = index, tok, prefix_len, keep_text
         self.options, self.group_samples = options, group
-        self.settings = _settings(index, tok, prefix_len, cont_len)
+        self.profile = check_profile(profile)
+        self.settings = dict(_settings(index, tok, prefix_len, cont_len), profile=self.profile)
         # vocabulary checks here, before any task: a mismatch fails at once
         self.unigrams = _unigrams(index, tok) if index is not None else None
         self.declared = _vocab_declared(index) if index is not None else True
@@ -128,7 +133,8 @@ class RayFeatureStream:
         self._ray = ray
         self._remote = ray.remote(num_cpus=1, max_retries=int(self.options.get("max_retries", 3)))(
             chunk_task)
-        self._setup = ray.put([self.tok, self.prefix_len, self.unigrams, self.declared])
+        self._setup = ray.put([self.tok, self.prefix_len, self.unigrams, self.declared,
+                               self.profile])
         wanted = np.sort(table_ids) if table_ids is not None else None
         chunks: list[np.ndarray] = []
         group: list[tuple[int, np.ndarray, np.ndarray]] = []
@@ -166,7 +172,8 @@ class RayFeatureStream:
         if self.index is not None:
             tokens = np.concatenate([t for _, _, t in group])
             counts = group_counts(self.index, tokens, prefix_len=self.prefix_len,
-                                  tokenizer=self.idx_tok, **self._count_options())
+                                  tokenizer=self.idx_tok, profile=self.profile,
+                                  **self._count_options())
         start = 0
         for (b, ids, _), ref in zip(group, refs):
             cols = {"sample_id": ids, **get_result(self._ray, ref)}
@@ -182,8 +189,10 @@ class RayFeatureStream:
     def _decode(self, tokens: np.ndarray) -> None:
         from features.tokenizers import decode_batch
 
-        self.texts.extend(decode_batch(self.tok, tokens))
-        self.prompts.extend(decode_batch(self.tok, tokens[:, : self.prefix_len]))
+        clean_up = self.profile == "paper"  # Hugging Face's decode cleanup, as FeatureStream
+        self.texts.extend(decode_batch(self.tok, tokens, clean_up_spaces=clean_up))
+        self.prompts.extend(decode_batch(self.tok, tokens[:, : self.prefix_len],
+                                         clean_up_spaces=clean_up))
 
     def _read_part(self, parts_dir: Path, b: int, ids: np.ndarray) -> None:
         import pyarrow.parquet as pq

@@ -145,6 +145,19 @@ def count_task(folder: str, digest: str | None, queries: np.ndarray, threads: in
     return _open_shard(folder, digest).count(queries)
 
 
+def count_not_ending_task(folder: str, digest: str | None, queries: np.ndarray,
+                          threads: int = 1):
+    """(Q,) int64 counts of `queries` in the shard at `folder`, less the occurrences that end
+    at their document's last token (`ends.count_ending`; the paper profile's counts; run on a
+    worker)."""
+    from features.index.ends import count_ending
+
+    visible_folder(folder)
+    _threads(threads)
+    shard = _open_shard(folder, digest)
+    return shard.count(queries) - count_ending(shard, queries)
+
+
 _open_mapped = functools.lru_cache(maxsize=1024)(_open_shard.__wrapped__)  # no sampled keys
 
 
@@ -243,18 +256,23 @@ def count_on_ray(index, queries: np.ndarray, **options) -> np.ndarray:
 def count_arrays_on_ray(index, arrays: list[np.ndarray], *, address: str | None = None,
                         num_cpus: int | None = None, block_rows: int = BLOCK_ROWS,
                         group_rows: int = GROUP_ROWS, threads: int = 1, max_retries: int = 3,
-                        in_flight: int | None = None, placement=None, progress: bool = False,
+                        in_flight: int | None = None, placement=None, skip_ending: bool = False,
+                        progress: bool = False,
                         task_fn: Callable | None = None) -> list[np.ndarray]:
     """`[index.count(q) for q in arrays]` (each (Q_i,) int64) computed by one stream of Ray tasks
     per (shard, block of `block_rows` queries of one array); the arrays may differ in n. Each
     array: (Q_i, n_i) in the index's token dtype. Blocks go out in groups of about `group_rows`
     queries (what the object store holds at once), shard by shard within a group, so a worker
     mostly meets the shard it opened last. `placement`: where each shard's tasks prefer to run
-    (`shard_nodes`). `threads`: Numba threads per task. `task_fn`: the function run per task
-    (default `count_task`; same arguments), an instrumentation hook."""
+    (`shard_nodes`). `skip_ending`: leave out the occurrences that end at their document's last
+    token (`index.count(q) - index.count_ending(q)`, the paper profile's duplicate counts).
+    `threads`: Numba threads per task. `task_fn`: the function run per task (default
+    `count_task`, or `count_not_ending_task` with skip_ending; same arguments), an
+    instrumentation hook."""
     _positive(block_rows=block_rows, group_rows=group_rows, threads=threads)
     ray = connect(address, num_cpus)
-    remote = ray.remote(num_cpus=1, max_retries=int(max_retries))(task_fn or count_task)
+    task_fn = task_fn or (count_not_ending_task if skip_ending else count_task)
+    remote = ray.remote(num_cpus=1, max_retries=int(max_retries))(task_fn)
     shards = _shard_refs(index)
     nodes = shard_nodes(ray, index, placement)
     blocks = [(a, start) for a, q in enumerate(arrays)
