@@ -22,7 +22,7 @@ from analysis import metrics as _metrics
 from analysis.logistic import fit_model, log_likelihood
 
 __all__ = ["bootstrap_metrics", "category_metrics", "kfold_error_bars", "hard_log_loss",
-           "paper_lrt", "likelihood_ratio_test", "paper_likelihood_ratio"]
+           "paper_lrt", "likelihood_ratio_test"]
 
 AGGREGATE = "aggregate"
 # scikit-learn's log_loss clip for float64 predictions (eps="auto").
@@ -31,12 +31,12 @@ _EPS = float(np.finfo(np.float64).eps)
 
 def bootstrap_metrics(y: np.ndarray, probs: dict[str, np.ndarray], differences, *,
                       n_boot: int, alpha: float, seed: int,
-                      paper: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+                      hard: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(metrics: model, scoring, metric, value, lo, hi; differences: comparison, scoring,
     metric, value, lo, hi) of each model's test probabilities, by paired bootstrap over the
-    test rows. Scoring "prob" always; with `paper` also "hard" (AUCs from hard labels)."""
+    test rows. Scoring "prob" always; with `hard` also "hard" (AUCs from hard labels)."""
     rows, drows = [], []
-    for scoring in ("prob", "hard") if paper else ("prob",):
+    for scoring in ("prob", "hard") if hard else ("prob",):
         boot = _metrics.paired_bootstrap(y, probs, n_boot=n_boot, alpha=alpha, seed=seed,
                                          hard_auc=scoring == "hard",
                                          differences=tuple(differences))
@@ -63,7 +63,7 @@ def _category_rows(cats: np.ndarray, categories):
 
 
 def category_metrics(y: np.ndarray, cats: np.ndarray, probs: dict[str, np.ndarray], differences,
-                     categories, *, n_boot: int, alpha: float, seed: int, paper: bool,
+                     categories, *, n_boot: int, alpha: float, seed: int, hard: bool,
                      aggregate: tuple[pd.DataFrame, pd.DataFrame] | None = None,
                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`bootstrap_metrics` on each category's test rows and on all of them ("aggregate"):
@@ -76,7 +76,7 @@ def category_metrics(y: np.ndarray, cats: np.ndarray, probs: dict[str, np.ndarra
         else:
             m, d = bootstrap_metrics(y[rows], {k: p[rows] for k, p in probs.items()},
                                      differences, n_boot=n_boot, alpha=alpha, seed=seed,
-                                     paper=paper)
+                                     hard=hard)
         mets.append(m.assign(category=name))
         diffs.append(d.assign(category=name))
     return (pd.concat(mets, ignore_index=True)[["model", "category", "scoring", "metric",
@@ -151,17 +151,3 @@ def likelihood_ratio_test(X, y, cats, fitted, features, C, scaler=None) -> dict:
         "ll_baseline": ll_base,
         "ll_taxonomic": ll_tax,
     }
-
-
-def paper_likelihood_ratio(y: np.ndarray, p_baseline: np.ndarray,
-                           p_taxonomic: np.ndarray) -> dict:
-    """The legacy `paper=True` report: pooled test-set log-likelihoods of the two models'
-    (clipped) probabilities, one degree of freedom. {"paper_statistic", "paper_pvalue"}. This is
-    *not* the paper's test (that is `paper_lrt`: per category, hard predictions)."""
-    eps = 1e-15
-    pb = np.clip(p_baseline, eps, 1 - eps)
-    pt = np.clip(p_taxonomic, eps, 1 - eps)
-    llb = np.sum(y * np.log(pb) + (~y) * np.log1p(-pb))
-    llt = np.sum(y * np.log(pt) + (~y) * np.log1p(-pt))
-    statistic = float(-2 * (llb - llt))
-    return {"paper_statistic": statistic, "paper_pvalue": float(stats.chi2.sf(statistic, 1))}

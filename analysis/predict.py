@@ -7,7 +7,7 @@ Signature: ``fit(table, *, extra_memorized=None, profile="default", design="auto
 features=None, recitation_threshold=5, test_size=0.2, validation_size=0.2, n_boot=1000,
 alpha=0.05, seed=0, C=1.0, min_class_rows=10, nan_policy="raise", search=False,
 search_features=None, search_rows=100_000, inference_rows=500_000, kfold_splits=100,
-paper=False, progress=True)``.
+progress=True)``.
 
 Features (the paper's final `model_parameters.py`, EleutherAI/semantic-memorization, mapped to
 memtax's column names): 13 continuous features, standardized, plus the binary `is_templating`
@@ -64,8 +64,7 @@ profile fits one scaler on every modelled row (random sample and extra rows) *be
 Metrics (`analysis.metrics`), on the test set, in aggregate (`metrics`, `differences`) and per
 category (`category_metrics`, `category_differences`: each category's test rows and
 "aggregate"), with bootstrap intervals over the test rows; differences between models use paired
-resamples. Scoring "prob" uses probabilities; the paper profile (and the legacy `paper=True`)
-adds scoring "hard": ROC-AUC and PR-AUC of the hard labels ``p > 0.5``, as the paper passed
+resamples. Scoring "prob" uses probabilities; the paper profile adds scoring "hard": ROC-AUC and PR-AUC of the hard labels ``p > 0.5``, as the paper passed
 `predict` output to scikit-learn. The paper profile also reports `kfold`: the paper's error bars
 (`analysis.metrics.kfold_metrics`: 100-fold KFold over the test rows, metrics on each fold's 99%
 training part, mean and standard deviation; F1 from the mean precision and recall), per category
@@ -83,10 +82,7 @@ nested models on the fitted rows of the fitted categories: both refit *without* 
 the likelihood is a true likelihood), statistic ``2 (sum_k ll_k - ll_base)`` with degrees of
 freedom equal to the number of extra parameters. The paper profile adds `paper_lrt`, the paper's
 test: per category, on that category's test rows, from the log loss of hard predictions, df = 1
-(`analysis.evaluation.paper_lrt`; it counts errors rather than measuring likelihood). The legacy
-`paper=True` (kept for callers of the earlier API) adds hard-label rows and `paper_statistic` /
-`paper_pvalue` to `lrt`: a pooled test-set LRT on clipped probabilities, which is *not* the
-paper's; use `profile="paper"`.
+(`analysis.evaluation.paper_lrt`; it counts errors rather than measuring likelihood).
 
 The paper profile follows the paper's code where memtax fixes its hazards (divide-by-63
 perplexities, AUCs from hard labels, the per-category hard-label LRT, the scaler fitted before
@@ -133,7 +129,6 @@ from analysis.evaluation import (
     category_metrics,
     kfold_error_bars,
     likelihood_ratio_test,
-    paper_likelihood_ratio,
     paper_lrt,
 )
 from analysis.logistic import (
@@ -167,7 +162,7 @@ class PredictResult:
     metrics: pd.DataFrame  # model, scoring, metric, value, lo, hi
     differences: pd.DataFrame  # comparison, scoring, metric, value, lo, hi (paired bootstrap)
     coefficients: pd.DataFrame  # model, group, feature, coef, se, z, p, lo, hi, note
-    lrt: dict  # statistic, df, pvalue, rows (+ paper_* with the legacy paper=True)
+    lrt: dict  # statistic, df, pvalue, rows, ll_baseline, ll_taxonomic
     skipped: pd.DataFrame  # model, group, reason
     test_labels: np.ndarray
     test_probs: dict[str, np.ndarray]
@@ -229,7 +224,6 @@ def fit(
     search_rows: int = 100_000,
     inference_rows: int = 500_000,
     kfold_splits: int = 100,
-    paper: bool = False,
     progress: bool = True,
 ) -> PredictResult:
     """Fit and evaluate the baseline, taxonomic and (with `search`) partition models.
@@ -253,8 +247,6 @@ def fit(
             the profile's search features among `features`) on at most `search_rows` rows.
         inference_rows: rows per model for the statsmodels coefficient table.
         kfold_splits: folds of the paper profile's KFold error bars (the paper's 100).
-        paper: legacy: also report ROC-AUC/PR-AUC from hard labels and a pooled test-set LRT
-            on probabilities (not the paper's test; use profile="paper").
 
     Returns:
         PredictResult.
@@ -281,7 +273,7 @@ def fit(
         if search_features is None:
             search_features = tuple(f for f in profile_search_features(profile) if f in features)
         _add_partition(res, rows, st, base, search_features, search_rows, kfold_splits, progress)
-    _evaluate(res, rows, st, list(tax.models), n_boot=n_boot, alpha=alpha, paper=paper,
+    _evaluate(res, rows, st, list(tax.models), n_boot=n_boot, alpha=alpha,
               kfold_splits=kfold_splits)
     return res
 
@@ -369,14 +361,13 @@ def _study_search(rows: StudyRows, st: _Settings, kfold_splits: int,
 
 
 def _evaluate(res: PredictResult, rows: StudyRows, st: _Settings, fitted: list[str], *,
-              n_boot: int, alpha: float, paper: bool, kfold_splits: int) -> None:
+              n_boot: int, alpha: float, kfold_splits: int) -> None:
     """Test-set metrics (aggregate and per category), likelihood-ratio tests and, in the paper
     profile, the paper's LRT and KFold error bars."""
     y, cats, probs = res.test_labels, res.test_categories, res.test_probs
     diffs = [("taxonomic", "baseline")] + ([("partition", "baseline")] if "partition" in probs
                                            else [])
-    hard = paper or st.profile == "paper"
-    boot = dict(n_boot=n_boot, alpha=alpha, seed=st.seed, paper=hard)
+    boot = dict(n_boot=n_boot, alpha=alpha, seed=st.seed, hard=st.profile == "paper")
     res.metrics, res.differences = bootstrap_metrics(y, probs, diffs, **boot)
     res.category_metrics, res.category_differences = category_metrics(
         y, cats, probs, diffs, taxonomy.CATEGORIES, aggregate=(res.metrics, res.differences),
@@ -384,8 +375,6 @@ def _evaluate(res: PredictResult, rows: StudyRows, st: _Settings, fitted: list[s
     fit = rows.fit
     res.lrt = likelihood_ratio_test(rows.X[fit], rows.y[fit], rows.cats[fit], fitted,
                                     st.features, st.C, st.scaler)
-    if paper:
-        res.lrt.update(paper_likelihood_ratio(y, probs["baseline"], probs["taxonomic"]))
     if st.profile == "paper":
         res.paper_lrt = paper_lrt(y, cats, probs["baseline"], probs["taxonomic"], fitted)
         res.kfold = kfold_error_bars(y, cats, probs, taxonomy.CATEGORIES, n_splits=kfold_splits,
