@@ -245,7 +245,7 @@ def _build_into(w: ReportWriter, tables, st: _Settings, by_duplicates: bool, che
     _settings_section(w, st)
     _taxonomy_section(w, tables, st)
     if by_duplicates:
-        _duplicates_section(w, tables)
+        _duplicates_section(w, tables, st)
     if checkpoints is not None:
         _checkpoints_section(w, checkpoints, st)
     _models_section(w, table, feats, missing, st)
@@ -311,9 +311,9 @@ def _taxonomy_section(w: ReportWriter, tables, st: _Settings) -> None:
                 f"{band})")
 
 
-def _duplicates_section(w: ReportWriter, tables) -> None:
+def _duplicates_section(w: ReportWriter, tables, st: _Settings) -> None:
     w.heading("Memorization and duplicates")
-    df = scaling.memorization_by_duplicates(tables)
+    df = scaling.memorization_by_duplicates(tables, profile=st.profile)
     w.figure("memorization_vs_duplicates", lambda p: plots.memorization_vs_duplicates(df, p),
              "Share memorized by duplicate count of the continuation (log-spaced bins, 95% "
              "Wilson intervals), one line per run")
@@ -322,7 +322,7 @@ def _duplicates_section(w: ReportWriter, tables) -> None:
 
 def _checkpoints_section(w: ReportWriter, checkpoints, st: _Settings) -> None:
     w.heading("Along training")
-    counts = scaling.memorized_by_checkpoint(checkpoints)
+    counts = scaling.memorized_by_checkpoint(checkpoints, profile=st.profile)
     w.figure("memorized_by_checkpoint", lambda p: plots.memorized_by_checkpoint(counts, p),
              "Memorized samples per checkpoint, one line per model")
     w.table("memorized_by_checkpoint", counts, "Memorized samples per checkpoint (95% Wilson "

@@ -146,10 +146,11 @@ def duplicate_bins(max_duplicates: int) -> np.ndarray:
     return np.asarray(edges, dtype=np.int64)
 
 
-def memorization_by_duplicates(tables: Mapping[str, object], *, alpha: float = 0.05
-                               ) -> pd.DataFrame:
+def memorization_by_duplicates(tables: Mapping[str, object], *, alpha: float = 0.05,
+                               profile: str = "default") -> pd.DataFrame:
     """Memorization rate per log-spaced bin of continuation duplicates, per run (Carlini et al.
-    2022's figure): each table counted on its own.
+    2022's figure): each table counted on its own, in both profiles (the paper has no such
+    figure); `profile` checks the tables' recorded profiles.
 
     Returns:
         DataFrame(run, parameters, step, bin_lo, bin_hi (inclusive), n, memorized, rate, lo, hi)
@@ -157,6 +158,7 @@ def memorization_by_duplicates(tables: Mapping[str, object], *, alpha: float = 0
     """
     if not tables:
         raise ValueError("no tables given")
+    _check_inputs(tables, profile)
     dups = {label: np.asarray(taxonomy.column(t, "duplicates"), dtype=np.float64)
             for label, t in tables.items()}
     finite = [d[np.isfinite(d)] for d in dups.values()]
@@ -191,8 +193,10 @@ def _checkpoint_items(checkpoints: Mapping[str, Mapping[int, object]]):
 
 
 def memorized_by_checkpoint(checkpoints: Mapping[str, Mapping[int, object]], *,
-                            alpha: float = 0.05) -> pd.DataFrame:
-    """Memorized count and rate of every checkpoint of every model, each counted on its own.
+                            alpha: float = 0.05, profile: str = "default") -> pd.DataFrame:
+    """Memorized count and rate of every checkpoint of every model, each counted on its own (in
+    both profiles: the paper's count figures are per model too); `profile` checks the tables'
+    recorded profiles.
 
     Args:
         checkpoints: model -> step -> feature or score table (with `exact_match`).
@@ -201,8 +205,11 @@ def memorized_by_checkpoint(checkpoints: Mapping[str, Mapping[int, object]], *,
         DataFrame(model, step, samples, memorized, rate, lo, hi), steps ascending per model,
         with the Wilson interval of the rate.
     """
+    check_profile(profile)
+    items = list(_checkpoint_items(checkpoints))
+    same_profile({f"feature table {m!r} step {s}": t for m, s, t in items}, expected=profile)
     rows = []
-    for model, step, table in _checkpoint_items(checkpoints):
+    for model, step, table in items:
         mem = taxonomy.labels(table)
         rows.append({"model": model, "step": step, "samples": int(mem.size),
                      "memorized": int(mem.sum())})

@@ -456,3 +456,19 @@ def test_a_sweep_of_another_profile_is_refused():
     df, _ = synthetic.synthetic_table(50, seed=1)
     with pytest.raises(ValueError, match="the feature table was made with profile 'default'"):
         check_sweep_profile(paper, "paper", features=_tagged(df, "default"))
+
+
+def test_paper_report_pools_checkpoints_per_step(tmp_path):
+    frames = [synthetic.synthetic_table(400, seed=s)[0] for s in (1, 2, 3)]
+    ckpt = {"70m": {10: frames[0], 20: frames[1]}, "160m": {20: frames[2]}}
+    index = report.build({"pythia-160m": frames[2]}, tmp_path / "rep", profile="paper",
+                         n_boot=5, progress=False, by_duplicates=True, checkpoints=ckpt)
+    shares = pd.read_csv(index.parent / "tables" / "shares_by_checkpoint.csv")
+    assert set(shares.model) == {"pooled"}
+    at_20 = shares[shares.step == 20]
+    assert set(at_20.pooled_models) == {"70m + 160m"}
+    want = (taxonomy.shares(frames[1])["memorized"].to_numpy()
+            + taxonomy.shares(frames[2])["memorized"].to_numpy())
+    assert at_20["memorized"].tolist() == want.tolist()
+    counts = pd.read_csv(index.parent / "tables" / "memorized_by_checkpoint.csv")
+    assert len(counts) == 3  # counts stay per model and step
