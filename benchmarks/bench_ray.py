@@ -41,7 +41,9 @@ SCALE = [int(float(x)) for x in os.environ.get("MEMTAX_BENCH_RAY_SCALE", "1e7,1e
 SHARDS = int(os.environ.get("MEMTAX_BENCH_RAY_SHARDS", "16"))
 SHARD_TOKENS = int(float(os.environ.get("MEMTAX_BENCH_RAY_SHARD_TOKENS", "1e7")))
 QUERIES = int(float(os.environ.get("MEMTAX_BENCH_RAY_QUERIES", "1e6")))
-OUT = Path(__file__).parent / "results" / "bench_ray.json"
+OUT = Path(os.environ.get("MEMTAX_BENCH_RAY_OUT",
+                         Path(__file__).parent / "results" / "bench_ray.json"))
+SAMPLES = int(float(os.environ.get("MEMTAX_BENCH_RAY_SAMPLES", "1e5")))
 RESULTS: dict = {"machine_cpus": os.cpu_count(), "scale": {}, "distributed": {}}
 
 
@@ -174,10 +176,51 @@ def distributed(tmp: Path) -> dict:
         empty_s, _ = _timed(lambda: idx.count(tiny, cluster="ray", block_rows=16))
         res["empty_tasks"] = 16 * len(idx.shards)
         res["wall_per_empty_task_s"] = empty_s / res["empty_tasks"]
+        res["load_before_features_counts"] = _load()
+        res["feature_counts"] = feature_counts(idx, threads)
+        res["load_before_window_counts"] = _load()
+        res["window_counts"] = window_counts(idx, threads)
     finally:
         ray.shutdown()
     res["load_end"] = _load()
     return res
+
+
+def feature_counts(idx, threads: int) -> dict:
+    """The features' duplicate counts (continuation, prompt, whole sample; distinct rows) of
+    SAMPLES 64-token windows of the first shard: single process (`duplicate_counts`, all threads) against
+    the Ray features path (`group_counts`: count tasks per (shard, block), one stream)."""
+    import numba
+
+    from features.distributed import group_counts
+    from features.duplicates import duplicate_counts
+
+    toks = np.asarray(idx.shards[0].tokens)
+    starts = np.random.default_rng(5).integers(0, toks.shape[0] - 2 * N_GRAM, size=SAMPLES)
+    samples = toks[starts[:, None] + np.arange(2 * N_GRAM)]  # windows of the corpus
+    numba.set_num_threads(threads)
+    out = {"samples": SAMPLES, "sample_tokens": 2 * N_GRAM}
+    out["single_all_threads_s"], single = _timed(lambda: duplicate_counts(idx, samples))
+    out["ray_s"], got = _timed(lambda: group_counts(idx, samples, prefix_len=N_GRAM))
+    out["identical"] = all(np.array_equal(single[k], got[k]) for k in single)
+    out["speedup_vs_single_all_threads"] = out["single_all_threads_s"] / out["ray_s"]
+    return out
+
+
+def window_counts(idx, threads: int, n: int = N_GRAM) -> dict:
+    """window_counts(n) of the whole sharded index: single process (each shard's local counts,
+    then the k-way merge holding every shard, all threads) against Ray tasks per part of the
+    n-gram order (`window_parts`)."""
+    import numba
+
+    numba.set_num_threads(threads)
+    out = {"n": n, "tokens": idx.n_tokens}
+    out["single_all_threads_s"], single = _timed(lambda: idx.window_counts(n))
+    out["ray_s"], got = _timed(lambda: idx.window_counts(n, cluster="ray"))
+    out["identical"] = bool(np.array_equal(single, got))
+    out["ray_parts"] = max(4, -(-idx.n_tokens // (1 << 21)))
+    out["speedup_vs_single_all_threads"] = out["single_all_threads_s"] / out["ray_s"]
+    return out
 
 
 # ----------------------------------------------------------------- 3. the Pile, from the above
@@ -246,6 +289,8 @@ def main() -> dict:
 def test_bench_ray():
     out = main()
     assert out["distributed"]["identical"]
+    assert out["distributed"]["feature_counts"]["identical"]
+    assert out["distributed"]["window_counts"]["identical"]
 
 
 if __name__ == "__main__":
