@@ -456,7 +456,8 @@ def _threshold_section(w: ReportWriter, table, st: _Settings) -> None:
         n_mem, n_other = _counts(table)
         w.note(f"No curve: {st.primary} has {n_mem} memorized and {n_other} other samples; the "
                f"divergence at a duplicate count needs at least {KL_MIN_ROWS} memorized and "
-               f"{KL_MIN_ROWS} other samples with that count (counts 0-{KL_MAX_DUPLICATES}).")
+               f"{KL_MIN_ROWS} other samples with that count (counts "
+               f"{int(kl['duplicates'].min())}-{KL_MAX_DUPLICATES}).")
     w.text(
         f"Suggested threshold: duplicates > {suggested}"
         if suggested is not None
