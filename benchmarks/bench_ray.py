@@ -44,6 +44,7 @@ QUERIES = int(float(os.environ.get("MEMTAX_BENCH_RAY_QUERIES", "1e6")))
 OUT = Path(os.environ.get("MEMTAX_BENCH_RAY_OUT",
                          Path(__file__).parent / "results" / "bench_ray.json"))
 SAMPLES = int(float(os.environ.get("MEMTAX_BENCH_RAY_SAMPLES", "1e5")))
+FEATURE_SAMPLES = int(float(os.environ.get("MEMTAX_BENCH_RAY_FEATURE_SAMPLES", "2e4")))
 RESULTS: dict = {"machine_cpus": os.cpu_count(), "scale": {}, "distributed": {}}
 
 
@@ -178,6 +179,8 @@ def distributed(tmp: Path) -> dict:
         res["wall_per_empty_task_s"] = empty_s / res["empty_tasks"]
         res["load_before_features_counts"] = _load()
         res["feature_counts"] = feature_counts(idx, threads)
+        res["load_before_features"] = _load()
+        res["features"] = features_table(idx, threads)
         res["load_before_window_counts"] = _load()
         res["window_counts"] = window_counts(idx, threads)
     finally:
@@ -204,6 +207,37 @@ def feature_counts(idx, threads: int) -> dict:
     out["ray_s"], got = _timed(lambda: group_counts(idx, samples, prefix_len=N_GRAM))
     out["identical"] = all(np.array_equal(single[k], got[k]) for k in single)
     out["speedup_vs_single_all_threads"] = out["single_all_threads_s"] / out["ray_s"]
+    return out
+
+
+def features_table(idx, threads: int) -> dict:
+    """features.compute of FEATURE_SAMPLES 64-token windows (gpt-neox tokenizer, no semantic
+    matches, chunks of 2,048): single process (2 text workers, all Numba threads) against
+    cluster="ray" (chunk tasks + count tasks per (shard, block))."""
+    import warnings
+
+    import numba
+
+    import features
+    from features.tokenizers import load_tokenizer
+
+    toks = np.asarray(idx.shards[1].tokens)
+    starts = np.random.default_rng(6).integers(0, toks.shape[0] - 2 * N_GRAM, size=FEATURE_SAMPLES)
+    samples = toks[starts[:, None] + np.arange(2 * N_GRAM)].astype(np.int64)
+    tok = load_tokenizer("gpt-neox")
+    numba.set_num_threads(threads)
+
+    def run(**kw):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "skipping semantic matches"
+            return features.compute(None, samples, index=idx, tokenizer=tok, semantic=False,
+                                    chunk_size=2048, progress=False, **kw)
+
+    out = {"samples": FEATURE_SAMPLES, "chunk_size": 2048}
+    out["single_s"], single = _timed(run)
+    out["ray_s"], got = _timed(lambda: run(cluster="ray"))
+    out["identical"] = bool(got.equals(single, check_metadata=True))
+    out["speedup_vs_single"] = out["single_s"] / out["ray_s"]
     return out
 
 
@@ -290,6 +324,7 @@ def test_bench_ray():
     out = main()
     assert out["distributed"]["identical"]
     assert out["distributed"]["feature_counts"]["identical"]
+    assert out["distributed"]["features"]["identical"]
     assert out["distributed"]["window_counts"]["identical"]
 
 
