@@ -28,6 +28,9 @@ COLORS = {
 }
 
 
+_HATCH = {"natural language": "//", "code": ".."}
+
+
 def _subplots(nrows: int = 1, ncols: int = 1, *, figsize, **kw):
     """(figure, axes) like pyplot.subplots, on a figure of its own (no pyplot state)."""
     fig = Figure(figsize=figsize)
@@ -137,8 +140,11 @@ def dependencies(dep: pd.DataFrame, path) -> Path:
     methods = list(dict.fromkeys(dep["method"]))
     feats = list(dict.fromkeys(dep["feature"]))
     subsets = list(dict.fromkeys(dep["subset"]))
+    # the paper profile's subsets cross categories with code / natural language: taller bars
+    # group, each category's colour hatched by code type
+    per_feature = 0.3 * max(1.0, len(subsets) / 6)
     fig, axes = _subplots(
-        1, len(methods), figsize=(4.2 * len(methods), 0.3 * len(feats) + 2), sharey=True
+        1, len(methods), figsize=(4.2 * len(methods), per_feature * len(feats) + 2), sharey=True
     )
     axes = np.atleast_1d(axes)
     h = 0.8 / max(1, len(subsets))
@@ -146,18 +152,22 @@ def dependencies(dep: pd.DataFrame, path) -> Path:
         for k, s in enumerate(subsets):
             sub = dep[(dep.method == m) & (dep.subset == s)].set_index("feature")["statistic"]
             vals = np.nan_to_num(np.array([sub.get(f, np.nan) for f in feats], dtype=float))
+            base, _, kind = s.partition(" / ")
             ax.barh(
                 np.arange(len(feats)) + (k - (len(subsets) - 1) / 2) * h,
                 vals,
                 height=h,
                 label=s,
-                color=COLORS.get(s),
+                color=COLORS.get(base),
+                hatch=_HATCH.get(kind),
+                edgecolor="white" if kind else None,
+                linewidth=0,
             )
         ax.axvline(0, color="k", lw=0.5)
         ax.set_title(m)
     axes[0].set_yticks(range(len(feats)), feats, fontsize=8)
     axes[0].invert_yaxis()
-    axes[-1].legend(fontsize=7)
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle("Dependence of memorization on each feature")
     return _save(fig, path)
 
