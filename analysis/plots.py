@@ -57,12 +57,18 @@ def shares(df: pd.DataFrame, path) -> Path:
         vals = np.nan_to_num(vals)
         ax.bar(range(len(runs)), vals, bottom=bottom, color=COLORS[c], label=c)
         bottom += vals
-    ax.set_xticks(range(len(runs)), [r.split("/")[-1] for r in runs], rotation=30, ha="right")
+    ax.set_xticks(range(len(runs)), [_run_tick(r) for r in runs], rotation=30, ha="right",
+                  fontsize=8)
     ax.set_ylabel("share of memorized samples")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title("Memorization categories per run")
     return _save(fig, path)
+
+
+def _run_tick(run: str) -> str:
+    """A run's tick label: each pooled run's name without its organisation, one per line."""
+    return "\n+ ".join(part.split("/")[-1] for part in run.split(" + "))
 
 
 def coefficients(coef: pd.DataFrame, path) -> Path:
