@@ -176,3 +176,59 @@ def test_another_config_is_refused_and_nothing_changes(study, tmp_path):
                              progress=False)
     assert (copy / "suite" / "suite.json").is_file() and (copy / "summary.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
+
+
+def test_paper_profile_reaches_every_stage(study, tmp_path):
+    """`profile="paper"` on a reused suite: every output records it, and the duplicates follow
+    the paper's hashing loop (each training sequence's last window left out: brute force over
+    the sequences without their last token)."""
+    out, _ = study
+    copy = tmp_path / "demo"
+    shutil.copytree(out, copy)
+    with pytest.warns(UserWarning, match="semantic=False"):
+        demo.run_suite_study(corpus(), copy, config=CONFIG, samples=40, seed=1, n_boot=10,
+                             semantic=False, profile="paper", progress=False)
+    key = b"memtax.profile"
+    for folder in (copy / "scores").iterdir():
+        assert read_scores(folder).schema.metadata[key] == b"paper"
+    feats = pq.read_table(copy / "features.parquet")
+    assert feats.schema.metadata[key] == b"paper"
+    assert json.loads((copy / "summary.json").read_text())["profile"] == "paper"
+    assert json.loads((copy / "report" / "tables" / "run.json").read_text())["profile"] == "paper"
+    seqs = stream_sequences(copy)
+    f = feats.to_pandas()
+    rows = seqs[f["sample_id"].to_numpy(), :PREFIX + CONT]
+    np.testing.assert_array_equal(f["duplicates"],
+                                  brute_duplicates(seqs[:, :-1], rows[:, PREFIX:]))
+
+
+def test_unknown_profile_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match=r"profile 'papr'.*'default', 'paper'"):
+        demo.run_suite_study(corpus(), tmp_path / "demo", config=CONFIG, profile="papr",
+                             progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_command_takes_the_profile(monkeypatch, capsys):
+    """`memtax demo --profile paper` hands the profile to the demo; an unknown one exits 2 naming
+    it (argparse choices), before anything runs."""
+    from memtax import cli
+
+    seen = {}
+
+    def fake_run_demo(out, **kwargs):
+        seen.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(demo, "run_demo", fake_run_demo)
+    # the command sets these for its own process: keep them out of the test process
+    monkeypatch.setattr("signal.signal", lambda *args: None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["demo", "--profile", "papr", "--quiet"])
+    assert exc.value.code == 2 and "'papr'" in capsys.readouterr().err
+    assert seen == {}
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--profile", "paper", "--quiet"])
+    assert seen["profile"] == "paper"

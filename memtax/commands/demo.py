@@ -62,6 +62,9 @@ def register(subparsers) -> None:
                    "the CPU has native bf16 matmuls, else fp32)")
     p.add_argument("--n-boot", type=_positive, default=1000,
                    help="bootstrap resamples for the report's intervals (default 1000)")
+    p.add_argument("--profile", choices=["default", "paper"], default="default",
+                   help="definitions of every stage: 'default' (the paper's hazards fixed) or "
+                   "'paper' (the paper's code reproduced; docs/notes/profiles.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -83,6 +86,7 @@ def run(args) -> int:
     result = run_demo(args.out, samples=args.samples, seed=args.seed, model=args.model,
                       tokenizer=args.tokenizer, prefix_len=args.prefix_len,
                       cont_len=args.cont_len, batch_size=args.batch_size,
-                      dtype=args.dtype, n_boot=args.n_boot, progress=not args.quiet)
+                      dtype=args.dtype, n_boot=args.n_boot, profile=args.profile,
+                      progress=not args.quiet)
     print(format_summary(result), flush=True)
     return 0

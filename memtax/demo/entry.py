@@ -46,7 +46,7 @@ def default_cpu_dtype() -> str:
 def run_demo(out=DEFAULT_OUT, *, model=None, samples: int | None = None,
              seed: int = DEFAULT_SEED, tokenizer=None, prefix_len: int = 32, cont_len: int = 32,
              batch_size: int | str = "auto", dtype: str | None = None, n_boot: int = 1000,
-             suite_config=None, progress: bool = True) -> DemoResult:
+             suite_config=None, profile: str = "default", progress: bool = True) -> DemoResult:
     """The demo on this machine's text (`memtax.demo_corpus`: the standard library's source and
     the installed packages' license/readme/metadata files, one document per file).
 
@@ -58,14 +58,20 @@ def run_demo(out=DEFAULT_OUT, *, model=None, samples: int | None = None,
         the tokenizer defaults to the model's own).
     dtype: the scoring dtype; None picks bf16 where the CPU multiplies bf16 natively, else fp32
         (the suite's models are scored in fp32 unless given).
+    profile: "default" or "paper" (`engine.profiles`), for every stage after training: scores,
+        features, models and report (the suite and the index serve both).
     """
+    from engine.profiles import check_profile
+
+    check_profile(profile)
     if model is None:
         from memtax import suite
 
         return run_suite_study(
             demo_corpus.gather_files(), out, config=suite_config or suite.DEMO_CONFIG,
             samples=samples, seed=seed, prefix_len=prefix_len, cont_len=cont_len,
-            batch_size=batch_size, dtype=dtype or "fp32", n_boot=n_boot, progress=progress)
+            batch_size=batch_size, dtype=dtype or "fp32", n_boot=n_boot, profile=profile,
+            progress=progress)
     label = None
     if str(model) == SMOLLM2:
         model, label = smollm2_gguf(), SMOLLM2_LABEL
@@ -74,4 +80,5 @@ def run_demo(out=DEFAULT_OUT, *, model=None, samples: int | None = None,
         model, tokenizer if tokenizer is not None else model, demo_corpus.gather_files(), out,
         samples=DEFAULT_SAMPLES if samples is None else samples, seed=seed,
         prefix_len=prefix_len, cont_len=cont_len, batch_size=batch_size,
-        dtype=dtype or default_cpu_dtype(), n_boot=n_boot, label=label, progress=progress)
+        dtype=dtype or default_cpu_dtype(), n_boot=n_boot, label=label, profile=profile,
+        progress=progress)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.profiles import check_profile
 from memtax.demo.corpus import (
     DEFAULT_SEED,
     DEFAULT_START_SHARE,
@@ -92,7 +93,8 @@ def _draw_samples(corpus: _Corpus, tok, n: int, seed, seq_len, start_share, root
 
 
 def generate_check(sm, rows: np.ndarray, ids: np.ndarray, scores, prefix_len, cont_len,
-                   batch_size, root: Path, clock: StageClock, progress) -> dict:
+                   batch_size, root: Path, clock: StageClock, progress,
+                   profile: str = "default") -> dict:
     """Generate mode on the memorized rows and near misses of `scores` (samples `rows` with
     sample ids `ids`); whether it agrees with the one-pass labels (written to
     generate.parquet)."""
@@ -101,7 +103,7 @@ def generate_check(sm, rows: np.ndarray, ids: np.ndarray, scores, prefix_len, co
     pick = np.flatnonzero(exact | (match_len >= (cont_len + 1) // 2))
     with clock("generate", "samples") as t:
         gen = _generate(sm, rows, ids, scores.column("sample_id").to_numpy()[pick],
-                        prefix_len, cont_len, batch_size, progress)
+                        prefix_len, cont_len, batch_size, progress, profile)
         t.amount = len(pick)
     write_parquet(gen, root / "generate.parquet")
     gen_exact = gen.column("exact_match").to_numpy(zero_copy_only=False).astype(bool)
@@ -113,7 +115,8 @@ def generate_check(sm, rows: np.ndarray, ids: np.ndarray, scores, prefix_len, co
     }
 
 
-def _generate(sm, rows, ids, want: np.ndarray, prefix_len, cont_len, batch_size, progress):
+def _generate(sm, rows, ids, want: np.ndarray, prefix_len, cont_len, batch_size, progress,
+              profile: str = "default"):
     """Generate-mode columns for the samples `want` (sample ids)."""
     import pyarrow as pa
 
@@ -130,7 +133,7 @@ def _generate(sm, rows, ids, want: np.ndarray, prefix_len, cont_len, batch_size,
     table = engine.score(sm, ArraySource(sub, sub.shape[1], sample_ids=want,
                                          description="memtax demo: memorized and near misses"),
                          prefix_len=prefix_len, cont_len=cont_len, mode="generate",
-                         batch_size=batch_size, progress=progress)
+                         batch_size=batch_size, profile=profile, progress=progress)
     return table.select([f.name for f in fields])
 
 
@@ -162,6 +165,7 @@ def run_pipeline(
     n_boot: int = 1000,
     label: str | None = None,
     semantic: bool = True,
+    profile: str = "default",
     progress: bool = True,
 ) -> DemoResult:
     """Run the whole study on one model (see the module docstring) and write it to `out`.
@@ -172,6 +176,7 @@ def run_pipeline(
     documents: corpus documents in order, each with `.name` and `.part` and either `.text`
         (`TextDocument`) or `.path` (`demo_corpus.CorpusFile`).
     n_boot: bootstrap resamples behind the report's intervals.
+    profile: "default" or "paper" for scoring, features, models and report (`engine.profiles`).
     dtype: the scoring dtype, as for `engine.load_model` ('auto' is fp32 on CPU).
     The report is written whatever the scores hold: sections that need memorized rows say how
     many there were (`DemoResult.report_notes`). Raises ValueError/FileNotFoundError for bad
@@ -182,6 +187,7 @@ def run_pipeline(
     from engine.models import load_tokenizer
 
     _check_counts(samples, n_boot)
+    check_profile(profile)
     out = Path(out)
     clock = StageClock()
     seq_len = prefix_len + cont_len
@@ -195,19 +201,19 @@ def run_pipeline(
             t.amount = int(corpus.starts[-1])
         drawn = _draw_samples(corpus, tok, samples, seed, seq_len, start_share, root, clock)
         with clock("load model", "models") as t:
-            sm = engine.load_model(model, dtype=dtype)
+            sm = engine.load_model(model, dtype=dtype, profile=profile)
             t.amount = 1
         with clock("score (exact)", "samples") as t:
             scores = engine.score(sm, drawn.source, prefix_len=prefix_len, cont_len=cont_len,
                                   mode="exact", batch_size=batch_size, out=root / "scores",
-                                  resume=False, progress=progress)
+                                  resume=False, profile=profile, progress=progress)
             t.amount = scores.num_rows
         checks = generate_check(sm, drawn.rows, drawn.ids, scores, prefix_len, cont_len,
-                                batch_size, root, clock, progress)
+                                batch_size, root, clock, progress, profile)
         label = label or _model_label(sm)
         study = classify_and_report(
             {label: scores}, drawn.source, idx, tok, root, clock, label=label, seed=seed,
-            n_boot=n_boot, semantic=semantic, progress=progress)
+            n_boot=n_boot, semantic=semantic, profile=profile, progress=progress)
         result = DemoResult(
             out=out, report=out / "report" / "index.html", n_samples=int(scores.num_rows),
             n_memorized=study.n_memorized, corpus=corpus.summary,
@@ -220,7 +226,7 @@ def run_pipeline(
         write_summary(result, root, {
             "seed": seed, "samples": int(samples), "prefix_len": prefix_len,
             "cont_len": cont_len, "start_share": start_share, "n_boot": n_boot,
-            "samples_at_document_starts": int((drawn.offset == 0).sum())})
+            "profile": profile, "samples_at_document_starts": int((drawn.offset == 0).sum())})
     return result
 
 

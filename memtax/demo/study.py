@@ -66,6 +66,7 @@ def classify_and_report(
     progress: bool,
     checkpoints: Mapping[str, Mapping[int, object]] | None = None,
     by_duplicates: bool = False,
+    profile: str = "default",
 ) -> Study:
     """Features of the run `label` (one of `runs`, label -> score table), its categories, and the
     report over every run (features joined onto each run's scores).
@@ -80,7 +81,7 @@ def classify_and_report(
 
     with clock("features", "samples") as t:
         feats = features.compute(runs[label], source, index=index, tokenizer=tok,
-                                 semantic=semantic, progress=progress)
+                                 semantic=semantic, profile=profile, progress=progress)
         t.amount = feats.num_rows
     write_parquet(feats, root / "features.parquet")
     with clock("classify", "samples") as t:
@@ -100,7 +101,8 @@ def classify_and_report(
     with clock("models + report", "samples") as t:
         analysis.report.build(tables, root / "report", primary=label, search=True,
                               n_boot=n_boot, seed=seed, nan_policy="drop", progress=progress,
-                              by_duplicates=by_duplicates, checkpoints=per_checkpoint)
+                              by_duplicates=by_duplicates, checkpoints=per_checkpoint,
+                              profile=profile)
         t.amount = feats.num_rows
     return Study(feats, cats, feats.column("exact_match").to_numpy(zero_copy_only=False)
                  .astype(bool), feats.column("sample_id").to_numpy(),

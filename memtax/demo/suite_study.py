@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.profiles import check_profile
 from memtax.demo.corpus import DEFAULT_SEED, corpus_summary, read_documents
 from memtax.demo.pipeline import generate_check
 from memtax.demo.stages import StageClock, staging, write_parquet
@@ -198,18 +199,20 @@ def _checkpoint_rows(s, tables) -> tuple[list[dict], object]:
 def run_suite_study(documents: Sequence, out, *, config, samples: int | None = None,
                     seed: int = DEFAULT_SEED, prefix_len: int = 32, cont_len: int = 32,
                     batch_size: int | str = "auto", dtype: str = "fp32", n_boot: int = 1000,
-                    semantic: bool = True, workers: int = 2,
+                    semantic: bool = True, workers: int = 2, profile: str = "default",
                     progress: bool = True) -> DemoResult:
     """Build (or reuse) a suite from `documents` in `out/suite` and run the whole study on it
     (see the module docstring). documents: as for `run_pipeline` (`.name`, `.part`, and `.text`
     or `.path`). config: a `memtax.suite.SuiteConfig`. workers: processes scoring checkpoints
-    (one core each). Raises as `run_pipeline` does; a failed run leaves an earlier output as it
+    (one core each). profile: "default" or "paper" for scores, features, models and report
+    (training and the index serve both). Raises as `run_pipeline` does; a failed run leaves an earlier output as it
     was, and a suite being built stays resumable."""
     import engine
     from engine.models import load_tokenizer
 
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    check_profile(profile)
     out = Path(out)
     clock = StageClock()
     with staging(out, keep=(SUITE_DIR,)) as root:
@@ -224,16 +227,18 @@ def run_suite_study(documents: Sequence, out, *, config, samples: int | None = N
         idx = _index_stage(s, tok, root / "index", clock, progress)
         sw, tables = _score_all(s, models, ids, rows, root, clock, workers=workers,
                                 progress=progress, prefix_len=prefix_len, cont_len=cont_len,
-                                batch_size=batch_size, dtype=dtype)
+                                batch_size=batch_size, dtype=dtype, profile=profile)
         big, final = models[-1], max(s.models[models[-1]])
-        checks = generate_check(engine.load_model(s.spec(big, final), dtype=dtype), rows, ids,
+        checks = generate_check(engine.load_model(s.spec(big, final), dtype=dtype,
+                                                  profile=profile), rows, ids,
                                 tables[big][final], prefix_len, cont_len, batch_size, root,
-                                clock, progress)
+                                clock, progress, profile)
         label = f"{big}@step{final}"
         study = classify_and_report(
             {f"{m}@step{max(s.models[m])}": tables[m][max(s.models[m])] for m in models},
             source, idx, tok, root, clock, label=label, seed=seed, n_boot=n_boot,
-            semantic=semantic, progress=progress, checkpoints=tables, by_duplicates=True)
+            semantic=semantic, progress=progress, checkpoints=tables, by_duplicates=True,
+            profile=profile)
         _dynamics(sw, study, root, clock, n_boot=n_boot, seed=seed)
         counts, per_ckpt = _checkpoint_rows(s, tables)
         write_parquet(per_ckpt, root / "checkpoints.parquet")
@@ -248,7 +253,7 @@ def run_suite_study(documents: Sequence, out, *, config, samples: int | None = N
             report_notes=report_notes(root / "report"))
         write_summary(result, root, {"seed": seed, "samples": samples,
                                      "prefix_len": prefix_len, "cont_len": cont_len,
-                                     "n_boot": n_boot})
+                                     "n_boot": n_boot, "profile": profile})
     return result
 
 
