@@ -472,3 +472,16 @@ def test_paper_report_pools_checkpoints_per_step(tmp_path):
     assert at_20["memorized"].tolist() == want.tolist()
     counts = pd.read_csv(index.parent / "tables" / "memorized_by_checkpoint.csv")
     assert len(counts) == 3  # counts stay per model and step
+
+
+def test_default_kl_counts_the_extra_memorized_rows_as_memorized():
+    df, extra, _ = synthetic.synthetic_study(1500, 300, seed=5)
+    for frame in (df, extra):
+        frame["cont_ppl"] = np.abs(frame["cont_ppl"]) + 1
+    plain, _ = thresholds.kl_by_duplicates(df, n_boot=5, max_duplicates=5)
+    more, _ = thresholds.kl_by_duplicates(df, n_boot=5, max_duplicates=5, extra_memorized=extra)
+    new = extra[~np.isin(extra["sample_id"], df["sample_id"])]
+    for d in range(6):
+        assert (more.loc[d, "n_memorized"] - plain.loc[d, "n_memorized"]
+                == (new["duplicates"] == d).sum())
+        assert more.loc[d, "n_other"] == plain.loc[d, "n_other"]  # the sample's own
