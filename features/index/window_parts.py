@@ -142,11 +142,18 @@ def part_counts(shards, lo, hi, n: int) -> list[np.ndarray]:
     total = sum(int(pos.shape[0]) for _, pos in found)
     rows = np.empty((total, n), dtype=shards[0].tokens.dtype)
     hashes = np.empty(total, dtype=np.uint64)
-    start = 0
+    orders, start = [], 0
     for s, (_, pos) in zip(shards, found):
-        _gather_hash(np.asarray(s.tokens), pos, n, rows, hashes, start)
+        # read the windows in position order (nearly sequential), not SA order (random)
+        order = np.argsort(pos)
+        _gather_hash(np.asarray(s.tokens), pos[order], n, rows, hashes, start)
+        orders.append(order + start)
         start += pos.shape[0]
-    counts = _equal_row_counts(rows, hashes) if total else np.zeros(0, dtype=np.int64)
+    counts = np.zeros(0, dtype=np.int64)
+    if total:
+        by_position = _equal_row_counts(rows, hashes)
+        counts = np.empty(total, dtype=np.int64)
+        counts[np.concatenate(orders)] = by_position
     out, start = [], 0
     for ok, pos in found:
         c = np.zeros(ok.shape[0], dtype=np.int64)
