@@ -17,9 +17,10 @@ reads) and gathered into groups of about `group_samples` samples. For a group:
   then rename).
 A rerun with the same inputs reads the finished parts instead of recomputing them. The caller
 assembles the table from the parts in chunk order, so the output is the single-process one
-exactly. Memory here is bounded by a group (its tokens, distinct rows and counts) and the
-finished parts' columns. Semantic matches need every text at once: they still run in the
-calling process, after the chunks.
+exactly. Memory here is bounded by two groups (the one being counted and the next, whose
+chunk tasks are queued beside those counts: tokens, distinct rows, counts) and the finished
+parts' columns. Semantic matches need every text at once: they still run in the calling
+process, after the chunks.
 """
 
 from __future__ import annotations
@@ -124,7 +125,6 @@ class RayFeatureStream:
     def _run(self, parts_dir: Path, source, table_ids, chunk_size: int, progress: bool) -> None:
         from tqdm.auto import tqdm
 
-        from features.feature_stream import select_rows
         from features.index.distributed import connect
 
         _check_plan(parts_dir, dict(self.settings, chunk_size=chunk_size,
@@ -135,39 +135,55 @@ class RayFeatureStream:
             chunk_task)
         self._setup = ray.put([self.tok, self.prefix_len, self.unigrams, self.declared,
                                self.profile])
-        wanted = np.sort(table_ids) if table_ids is not None else None
         chunks: list[np.ndarray] = []
-        group: list[tuple[int, np.ndarray, np.ndarray]] = []
         bar = tqdm(total=_n_chunks(source, chunk_size), desc="features (ray)", unit="chunk",
                    disable=not progress, leave=False)
         try:
-            for ids, tokens in source.batches(chunk_size):
-                ids, tokens = select_rows(ids, tokens, wanted)
-                if not ids.size:
-                    continue
-                chunks.append(ids)
-                if self.keep_text:
-                    self._decode(tokens)
-                if _part(parts_dir, len(chunks) - 1).is_file():
-                    bar.update(1)
-                    continue
-                group.append((len(chunks) - 1, ids, tokens))
-                if sum(len(g[1]) for g in group) >= self.group_samples:
-                    self._run_group(parts_dir, group, bar)
-                    group = []
-            if group:
-                self._run_group(parts_dir, group, bar)
+            # group g+1's chunk tasks are queued before group g's counts run, so the cluster
+            # has text work while a group's count tasks finish
+            queued = None
+            for group in self._groups(parts_dir, source, table_ids, chunk_size, chunks, bar):
+                refs = [self._remote.remote(self._setup, ids, tokens) for _, ids, tokens in group]
+                if queued is not None:
+                    self._finish_group(parts_dir, *queued, bar)
+                queued = (group, refs)
+            if queued is not None:
+                self._finish_group(parts_dir, *queued, bar)
         finally:
             bar.close()
         for b, ids in enumerate(chunks):
             self._read_part(parts_dir, b, ids)
 
-    def _run_group(self, parts_dir: Path, group: list, bar) -> None:
-        """One group of unfinished chunks: their text/frequency tasks, queued first, run beside
-        the group's count tasks; each chunk's part is written once both are in."""
+    def _groups(self, parts_dir: Path, source, table_ids, chunk_size: int, chunks: list, bar):
+        """Groups of about `group_samples` samples of unfinished chunks, as lists of (chunk
+        number, ids, tokens); every chunk's ids are appended to `chunks` (and its texts kept)
+        on the way, finished ones included."""
+        from features.feature_stream import select_rows
+
+        wanted = np.sort(table_ids) if table_ids is not None else None
+        group: list[tuple[int, np.ndarray, np.ndarray]] = []
+        for ids, tokens in source.batches(chunk_size):
+            ids, tokens = select_rows(ids, tokens, wanted)
+            if not ids.size:
+                continue
+            chunks.append(ids)
+            if self.keep_text:
+                self._decode(tokens)
+            if _part(parts_dir, len(chunks) - 1).is_file():
+                bar.update(1)
+                continue
+            group.append((len(chunks) - 1, ids, tokens))
+            if sum(len(g[1]) for g in group) >= self.group_samples:
+                yield group
+                group = []
+        if group:
+            yield group
+
+    def _finish_group(self, parts_dir: Path, group: list, refs: list, bar) -> None:
+        """One group of unfinished chunks whose text/frequency tasks are queued: the group's
+        counts (count tasks per (shard, block), run here), then each chunk's part."""
         from features.index.distributed import get_result
 
-        refs = [self._remote.remote(self._setup, ids, tokens) for _, ids, tokens in group]
         counts = {}
         if self.index is not None:
             tokens = np.concatenate([t for _, _, t in group])
