@@ -96,8 +96,18 @@ def kl_by_duplicates(
     rows = rows.rename(columns={perplexity: "ppl"})
     if profile == "paper":
         df = _paper_curve(rows, max_duplicates, n_boot, min_rows, seed)
-        df.attrs["profile"] = profile
-        return df, _suggest(df)
+    else:
+        df = _histogram_curve(rows, max_duplicates, n_boot, bins, min_rows, alpha, eps, seed,
+                              perplexity)
+    df.attrs["profile"] = profile
+    return df, _suggest(df)
+
+
+def _histogram_curve(rows: pd.DataFrame, max_duplicates: int, n_boot: int, bins: int,
+                     min_rows: int, alpha: float, eps: float, seed: int,
+                     perplexity: str) -> pd.DataFrame:
+    """The default profile's curve (module docstring): DataFrame(duplicates, n_memorized,
+    n_other, kl, lo, hi) over counts 0..max_duplicates."""
     dup = rows["duplicates"].to_numpy(dtype=np.float64)
     ppl = rows["ppl"].to_numpy(dtype=np.float64)
     y = rows[taxonomy.LABEL].to_numpy(dtype=bool)
@@ -107,23 +117,18 @@ def kl_by_duplicates(
     rng = np.random.default_rng(seed)
     in_range = dup <= max_duplicates
     if not in_range.any():
-        raise ValueError(f"no rows with duplicates <= {max_duplicates} and a finite {perplexity}")
+        raise ValueError(f"no rows with duplicates <= {max_duplicates} and a finite positive "
+                         f"{perplexity}")
     edges = np.unique(np.quantile(logp[in_range], np.linspace(0, 1, bins + 1)))
     if edges.size < 2:
         edges = np.array([logp[in_range].min() - 0.5, logp[in_range].max() + 0.5])
     edges[0], edges[-1] = -np.inf, np.inf
-    rows = []
+    out = []
     for d in range(max_duplicates + 1):
         at = dup == d
         a, b = logp[at & y], logp[at & ~y]
-        row = {
-            "duplicates": d,
-            "n_memorized": int(a.size),
-            "n_other": int(b.size),
-            "kl": np.nan,
-            "lo": np.nan,
-            "hi": np.nan,
-        }
+        row = {"duplicates": d, "n_memorized": int(a.size), "n_other": int(b.size),
+               "kl": np.nan, "lo": np.nan, "hi": np.nan}
         if a.size >= min_rows and b.size >= min_rows:
             row["kl"] = symmetric_kl(a, b, edges, eps)
             reps = [
@@ -132,10 +137,8 @@ def kl_by_duplicates(
             ]
             if reps:
                 row["lo"], row["hi"] = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    df.attrs["profile"] = profile
-    return df, _suggest(df)
+        out.append(row)
+    return pd.DataFrame(out)
 
 
 def _suggest(df: pd.DataFrame) -> int | None:
