@@ -20,7 +20,9 @@ assembles the table from the parts in chunk order, so the output is the single-p
 exactly. Memory here is bounded by two groups (the one being counted and the next, whose
 chunk tasks are queued beside those counts: tokens, distinct rows, counts) and the finished
 parts' columns. Semantic matches need every text at once: they still run in the calling
-process, after the chunks.
+process, after the chunks. The profile ("paper": its decode cleanup, templating, code band,
+percentiles, and counts without the occurrences that end a document) goes to the chunk tasks,
+the driver's decoding and the count tasks, so either profile's table is the single-process one.
 """
 
 from __future__ import annotations
