@@ -191,8 +191,9 @@ def distributed(tmp: Path) -> dict:
 
 def feature_counts(idx, threads: int) -> dict:
     """The features' duplicate counts (continuation, prompt, whole sample; distinct rows) of
-    SAMPLES 64-token windows of the first shard: single process (`duplicate_counts`, all threads) against
-    the Ray features path (`group_counts`: count tasks per (shard, block), one stream)."""
+    SAMPLES 64-token windows of the first shard: single process (`duplicate_counts`, all
+    threads) against the Ray features path (`group_counts`: count tasks per (shard, block), one
+    stream)."""
     import numba
 
     from features.distributed import group_counts
@@ -222,7 +223,8 @@ def features_table(idx, threads: int) -> dict:
     from features.tokenizers import load_tokenizer
 
     toks = np.asarray(idx.shards[1].tokens)
-    starts = np.random.default_rng(6).integers(0, toks.shape[0] - 2 * N_GRAM, size=FEATURE_SAMPLES)
+    starts = np.random.default_rng(6).integers(0, toks.shape[0] - 2 * N_GRAM,
+                                               size=FEATURE_SAMPLES)
     samples = toks[starts[:, None] + np.arange(2 * N_GRAM)].astype(np.int64)
     tok = load_tokenizer("gpt-neox")
     numba.set_num_threads(threads)
