@@ -285,6 +285,9 @@ def pile_plan(res: dict) -> dict:
     text_core_s = PILE["sequences"] * PILE["text_feature_core_s_per_sample"]
     cores = PILE["node_cores"]
     stages = {"build": build_core_s * shards, "count": count_core_s, "text features": text_core_s}
+    windows = res["distributed"].get("window_counts")
+    if windows:  # Ray parts: 2 workers' seconds per token, at 1e8-1e9 tokens as measured
+        stages["window counts (parts)"] = PILE["tokens"] * windows["ray_s"] * 2 / windows["tokens"]
     plan = {"assumptions": PILE, "shards": shards,
             "disk_tb": PILE["tokens"] * big["disk_bytes"] / big["tokens"] / 1e12,
             "build_peak_gb_per_shard": big["build_bytes_per_token"] * PILE["shard_tokens"] / 1e9,
