@@ -246,11 +246,17 @@ def features_table(idx, threads: int) -> dict:
 def window_counts(idx, threads: int, n: int = N_GRAM) -> dict:
     """window_counts(n) of the whole sharded index: single process (each shard's local counts,
     then the k-way merge holding every shard, all threads) against Ray tasks per part of the
-    n-gram order (`window_parts`)."""
+    n-gram order (`window_parts`), warm."""
     import numba
+
+    from features import CorpusIndex
 
     numba.set_num_threads(threads)
     out = {"n": n, "tokens": idx.n_tokens}
+    # the workers load window_parts' jit caches on a small index first (outside the timing)
+    small = CorpusIndex.build(zipf_tokens(40_000, 9), Path(idx.path).parent / "warm-windows",
+                              sequence_length=SEQ, shard_tokens=20_000, progress=False)
+    small.window_counts(n, cluster="ray", part_rows=2_000)
     out["single_all_threads_s"], single = _timed(lambda: idx.window_counts(n))
     out["ray_s"], got = _timed(lambda: idx.window_counts(n, cluster="ray"))
     out["identical"] = bool(np.array_equal(single, got))
