@@ -200,3 +200,29 @@ def test_equal_row_counts_survives_hash_collisions():
     np.testing.assert_array_equal(_equal_row_counts(rows, np.zeros(500, np.uint64)), expected)
     hashes = np.array([hash(tuple(r)) % 2**63 for r in rows], dtype=np.uint64)
     np.testing.assert_array_equal(_equal_row_counts(rows, hashes), expected)
+
+
+def test_worker_killed_mid_window_part_is_retried(cluster, indexes, tmp_path):
+    """A window part task that SIGKILLs its own worker on its first attempt: Ray retries it
+    and the window counts are the single-process ones."""
+    from features.index.distributed import window_counts_on_ray
+
+    marker = tmp_path / "killed"
+
+    def task(shards, lo, hi, n, threads, marker=str(marker)):
+        import os
+        import signal
+
+        from features.index.distributed import window_part_task
+
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return window_part_task(shards, lo, hi, n, threads)
+        os.close(fd)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    idx = indexes["repetitive"][0]
+    got = window_counts_on_ray(idx, 6, part_rows=1000, max_retries=3, task_fn=task)
+    assert marker.exists()
+    np.testing.assert_array_equal(got, idx.window_counts(6))
