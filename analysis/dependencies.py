@@ -68,18 +68,7 @@ def xi_correlation(x, y, *, seed: int = 0) -> tuple[float, float]:
     if denom == 0:
         return float("nan"), float("nan")  # y constant
     xi = 1.0 - n * np.sum(np.abs(np.diff(r))) / (2.0 * denom)
-    # Variance under independence with ties in y (XICOR's formula).
-    fr = np.sort(r / n)
-    gr = ell / n
-    ind = np.arange(1, n + 1, dtype=np.float64)
-    ind2 = 2 * n - 2 * ind + 1
-    a = np.mean(ind2 * fr * fr) / n
-    c = np.mean(ind2 * fr) / n
-    cq = np.cumsum(fr)
-    m = (cq + (n - ind) * fr) / n
-    b = np.mean(m * m)
-    cu = np.mean(gr * (1 - gr))
-    var = (a - 2 * b + c * c) / (cu * cu)
+    var = _tied_variance(r, ell, n)
     p = float(stats.norm.sf(np.sqrt(n) * xi / np.sqrt(var))) if var > 0 else float("nan")
     return float(xi), p
 
