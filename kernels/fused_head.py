@@ -56,16 +56,21 @@ def fused_head(
     """Argmax, log-sum-exp and target log-prob of `hidden @ weight.T` without the logits.
 
     impl: "auto" (Triton on CUDA, torch elsewhere), "triton" (anywhere Triton runs, including
-    its CPU interpreter under TRITON_INTERPRET=1), "torch", or "bf16x2": bf16 inputs on a CPU
-    with bf16 dot products through two bf16 GEMMs (`kernels.fused_head_bf16_cpu`; other inputs
-    go to the torch twin).
-    verify: check the Triton kernel against the torch twin on first use and fall back to the
-    twin if it fails (`kernels.verify`); False (benchmarks) launches it unchecked.
+    its CPU interpreter under TRITON_INTERPRET=1), "torch", or one of the opt-in CPU bf16
+    heads, for bf16 inputs on a CPU with bf16 dot products (other inputs go to the torch twin):
+    "bf16x2" (logits from two bf16 GEMMs, `kernels.fused_head_bf16_cpu`) or "screened" (one
+    bf16 GEMM screens, fp32 decides, rows it cannot vouch for from the twin,
+    `kernels.fused_head_screened_cpu`).
+    verify: check the Triton kernel (or the CPU bf16 head) against the torch twin on first use
+    and fall back to the twin if it fails (`kernels.verify`); False (benchmarks) launches it
+    unchecked.
     """
     options = dict(bias=bias, logit_scale=logit_scale, softcap=softcap,
                    masked_token=masked_token)
     if impl == "bf16x2":
         return _bf16x2(hidden, weight, targets, options, verify)
+    if impl == "screened":
+        return _screened(hidden, weight, targets, options, verify)
     if resolve_impl(impl, hidden) == "torch":
         return fused_head_torch(hidden, weight, targets, **options)
     if verify:
@@ -87,12 +92,27 @@ def _bf16x2(hidden, weight, targets, options: dict, verify: bool):
     return bf16x2.fused_head_bf16x2(hidden, weight, targets, **options)
 
 
+def _screened(hidden, weight, targets, options: dict, verify: bool):
+    """The screened CPU bf16 head where it applies (checked on first use unless
+    verify=False), else the twin."""
+    from kernels import fused_head_bf16_cpu as cpu_heads
+    from kernels import fused_head_screened_cpu as screened
+
+    if not screened.screened_applies(hidden, weight):
+        return fused_head_torch(hidden, weight, targets, **options)
+    if verify:
+        return cpu_heads.checked_cpu_head(
+            "screened", lambda *a, **k: screened.fused_head_screened(*a, **k),
+            hidden, weight, targets, **options)
+    return screened.fused_head_screened(hidden, weight, targets, **options)
+
+
 def head_implementation_note(impl: str, device, dtype: torch.dtype) -> str:
     """Which implementation `fused_head(impl=impl)` ran on `device` / `dtype` in this process
-    (`kernels.verify.implementation_note`; impl="bf16x2" answers from the CPU bf16 head's own
-    first-use verdict, `kernels.fused_head_bf16_cpu.bf16x2_note`)."""
-    if impl == "bf16x2":
-        from kernels.fused_head_bf16_cpu import bf16x2_note
+    (`kernels.verify.implementation_note`; impl="bf16x2" or "screened" answers from that CPU
+    bf16 head's own first-use verdict, `kernels.fused_head_bf16_cpu.cpu_head_note`)."""
+    if impl in ("bf16x2", "screened"):
+        from kernels.fused_head_bf16_cpu import cpu_head_note
 
-        return bf16x2_note(device, dtype)
+        return cpu_head_note(impl, device, dtype)
     return implementation_note("fused_head", impl, device, dtype)

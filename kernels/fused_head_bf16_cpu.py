@@ -44,7 +44,8 @@ from kernels.fused_head_twin import fused_head_torch
 from kernels.validation import check_head_inputs, check_targets
 from kernels.verify import TOLERANCES, KernelVerificationWarning, sample_rows
 
-__all__ = ["fused_head_bf16x2", "bf16x2_applies", "BF16X2_CHUNK", "BF16X2_ROW_BLOCK"]
+__all__ = ["fused_head_bf16x2", "bf16x2_applies", "BF16X2_CHUNK", "BF16X2_ROW_BLOCK",
+           "checked_cpu_head", "cpu_head_note", "weight_norm_max", "tile_logits_epilogue"]
 
 # (ROW_BLOCK, CHUNK) tiles: the bf16 GEMMs like long vocabulary chunks; 2048 x 4096 fp32 is
 # 32 MiB of tile plus 2 x 16 MiB of bf16 buffers.
@@ -118,7 +119,7 @@ def _reduce(logits, st: _Rows, rows: slice, start: int, targets, mcol: int | Non
 _NORMS: dict[tuple, float] = {}      # one entry: the last head's max row norm, by its stamp
 
 
-def _weight_norm_max(weight: torch.Tensor) -> float:
+def weight_norm_max(weight: torch.Tensor) -> float:
     """max_v |w_v| in fp32, remembered for the last head seen (a pass over the whole head per
     call would cost as much as the widening the bf16x2 head avoids); the stamp changes when the
     head is written in place."""
@@ -131,7 +132,7 @@ def _weight_norm_max(weight: torch.Tensor) -> float:
 
 def _argmax_bound(hidden, weight, bias, logit_scale) -> torch.Tensor:
     """Per row, twice the largest |bf16x2 logit - any fp32 head's logit| (module docstring)."""
-    w_max = _weight_norm_max(weight)
+    w_max = weight_norm_max(weight)
     b_max = float(bias.float().abs().max()) if bias is not None else 0.0
     h_norm = torch.linalg.vector_norm(hidden, dim=1, dtype=torch.float32)
     gamma = (hidden.shape[1] + 2) * _GAMMA_U32
@@ -206,29 +207,39 @@ def tile_logits_epilogue(logits, bias32, logit_scale, softcap) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# First use per process: sampled rows against the twin (kernels.verify's bf16 tolerances)
+# First use per process: sampled rows against the twin (kernels.verify's bf16 tolerances).
+# Each CPU bf16 head ("bf16x2" here, "screened" in kernels.fused_head_screened_cpu) keeps its
+# own verdict.
 
-_CHECKED: dict[str, str | None] = {}     # "cpu" -> None (passed) or what went wrong
+_CHECKED: dict[str, str | None] = {}     # head name -> None (passed) or what went wrong
 
 
 def checked_bf16x2(hidden, weight, targets, **options):
     """`fused_head_bf16x2`, its first launch in this process compared with the twin on sampled
     rows; after a failure (warned once) every call goes to the twin."""
-    state = _CHECKED.get("cpu", "unchecked")
+    return checked_cpu_head("bf16x2", lambda *a, **k: fused_head_bf16x2(*a, **k),
+                            hidden, weight, targets, **options)
+
+
+def checked_cpu_head(name: str, head, hidden, weight, targets, **options):
+    """`head(hidden, weight, targets, **options)` (a CPU bf16 head named `name`), its first
+    call in this process compared with the twin on sampled rows; after a failure (warned
+    once) every call goes to the twin."""
+    state = _CHECKED.get(name, "unchecked")
     if state is not None and state != "unchecked":
         return fused_head_torch(hidden, weight, targets, **options)
-    out = fused_head_bf16x2(hidden, weight, targets, **options)
+    out = head(hidden, weight, targets, **options)
     if state is None or hidden.shape[0] == 0:
         return out
     rows = sample_rows(hidden.shape[0])
     want = fused_head_torch(hidden[rows], weight, targets[rows], **options)
     problem = _compare(tuple(o[rows] for o in out), want)
-    _CHECKED["cpu"] = problem
+    _CHECKED[name] = problem
     if problem is None:
         return out
-    warnings.warn(f"fused_head_bf16x2 on cpu failed verification against its torch twin: "
+    warnings.warn(f"fused_head_{name} on cpu failed verification against its torch twin: "
                   f"{problem}; using the torch twin for the rest of this process",
-                  KernelVerificationWarning, stacklevel=3)
+                  KernelVerificationWarning, stacklevel=4)
     return fused_head_torch(hidden, weight, targets, **options)
 
 
@@ -246,20 +257,25 @@ def _compare(got, want) -> str | None:
 
 
 def bf16x2_note(device, dtype: torch.dtype) -> str:
-    """What impl="bf16x2" ran on `device` / `dtype` in this process: "torch" where it does not
-    apply, "bf16x2" (checked), "bf16x2 (unverified)" (no checked call yet), or
-    "torch (bf16x2 failed verification: <why>)"."""
+    """What impl="bf16x2" ran on `device` / `dtype` in this process (`cpu_head_note`)."""
+    return cpu_head_note("bf16x2", device, dtype)
+
+
+def cpu_head_note(name: str, device, dtype: torch.dtype) -> str:
+    """What impl=`name` ("bf16x2", "screened") ran on `device` / `dtype` in this process:
+    "torch" where it does not apply, `name` (checked), "<name> (unverified)" (no checked call
+    yet), or "torch (<name> failed verification: <why>)"."""
     from kernels.capability import native_bf16
 
     if (torch.device(device).type != "cpu" or dtype != torch.bfloat16
             or not native_bf16("cpu")):
         return "torch"
-    state = _CHECKED.get("cpu", "unchecked")
+    state = _CHECKED.get(name, "unchecked")
     if state == "unchecked":
-        return "bf16x2 (unverified)"
-    return "bf16x2" if state is None else f"torch (bf16x2 failed verification: {state})"
+        return f"{name} (unverified)"
+    return name if state is None else f"torch ({name} failed verification: {state})"
 
 
 def reset_bf16x2_verification() -> None:
-    """Forget the first-use verdict (tests)."""
+    """Forget the first-use verdicts of every CPU bf16 head (tests)."""
     _CHECKED.clear()
