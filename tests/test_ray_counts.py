@@ -226,3 +226,23 @@ def test_worker_killed_mid_window_part_is_retried(cluster, indexes, tmp_path):
     got = window_counts_on_ray(idx, 6, part_rows=1000, max_retries=3, task_fn=task)
     assert marker.exists()
     np.testing.assert_array_equal(got, idx.window_counts(6))
+
+
+def test_worker_shard_cache_keeps_what_fits(indexes, monkeypatch):
+    """A worker keeps the shards it opened, most recently used, while their sampled keys (8
+    bytes a 32 tokens) fit the budget; a shard bigger than the budget is still kept alone."""
+    import features.index.distributed as dist
+
+    idx = indexes["random"][0]
+    refs = dist._shard_refs(idx)[:3]
+    keys = [s.n_tokens // 32 * 8 for s in idx.shards[:3]]
+    monkeypatch.setattr(dist, "_OPENED", dist.OrderedDict())
+    monkeypatch.setattr(dist, "SHARD_CACHE_BYTES", keys[1] + keys[2])
+    first = dist._open_shard(*refs[0])
+    assert dist._open_shard(*refs[0]) is first  # kept: the same object
+    for ref in refs[1:]:
+        dist._open_shard(*ref)
+    assert list(dist._OPENED) == [tuple(r) for r in refs[1:]]  # the oldest left
+    monkeypatch.setattr(dist, "SHARD_CACHE_BYTES", 1)
+    dist._open_shard(*refs[0])
+    assert list(dist._OPENED) == [tuple(refs[0])]
