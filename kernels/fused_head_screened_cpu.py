@@ -25,12 +25,13 @@ a = gamma (|h| max_v |w_v| + |c|) + 2^-22 (|h| max|w| + max|b| + |c|) (the epilo
   largest |s|; the masked token excluded from the max), outside which no token's logit can
   reach the logit of the max-z token, so the exact argmax over S is the fp32 head's.
 - lse: tokens outside S enter through exp(z). Their error exp(z_v) - exp(logit_v) lies in
-  +-rho_max e^rho_max exp(z_v); the bf16 rounding of the accumulator is round-to-nearest of a
+  +-rho_v e^rho_max exp(z_v); the bf16 rounding of the accumulator is round-to-nearest of a
   value whose low 16 bits are effectively random, so the errors are independent and zero-mean
   (an assumption, not a worst case: in the worst case the errors add up and no T short of the
   whole vocabulary would do), and Hoeffding's inequality bounds the tail sum's error, with
   probability 1 - 1e-9 per row, by
-        t = 6.54 rho_max e^rho_max sqrt(sum_rest exp(2 z_v)).
+        t = 6.54 e^rho_max sqrt(sum_rest rho_v^2 exp(2 z_v)),
+  with rho_v^2 <= 2 scale^2 (u^2 s_v^2 + a^2).
   Each row's lse error is then at most -log(1 - t / Z), Z = the row's sum of exp. A row is accepted when that is within `rtol` |NLL| + 2^-20 |lse| (the
   second term: the twin's own distance from float64, 2.5e-5 nats on SmolLM2-135M's real-text
   rows with lse up to 44, is ~7 fp32 ulps of lse; no second fp32 implementation can promise
@@ -169,28 +170,30 @@ def _block(head: _Head, h16, t, bufs: _Buffers, out, twin, rtol: float) -> int:
     if not head.plain:
         head.epilogue(z.add_(off[:, None]))
         off = torch.zeros_like(off)
-    rho_max = _rho_max(head, h32, c, s16)
+    rho_a, rho_max = _error_scale(head, h32, c, s16)
     top, top_arg = _row_max(head, z)
     window = top_arg - 2.0 * rho_max * 1.001                    # S always holds the window
     rs, cs, exact = _exact_set(head, h32, z, torch.minimum(top - head.tail, window), window, off)
     argmax = _argmax(head, rs, cs, exact, h16.shape[0])
     twin |= argmax == head.weight.shape[0]                       # no candidate: non-finite
     out[0].copy_(argmax)
-    z_t = head.epilogue(raw_t.clone()) - off
-    lse, bound = _lse(z, rs, cs, exact, top, rho_max)
+    z_t = head.epilogue(raw_t.clone(), t) - off                  # t: each row's own bias
+    lse, bound = _lse(head, z, s16, rs, cs, exact, top, rho_a, rho_max)
     twin |= ~(bound <= rtol * (lse - z_t).abs() + _LSE_FLOOR * (lse + off).abs())
     out[1].copy_(lse + off)
     out[2].copy_(z_t - lse)
     return int(rs.numel())
 
 
-def _rho_max(head: _Head, h32, c, s16) -> torch.Tensor:
-    """Per row, rho_max = |scale| (u max_v |s_v| + a) >= |z_v - logit_v| for every v."""
+def _error_scale(head: _Head, h32, c, s16):
+    """Per row, (a |scale|, rho_max): rho_v = |scale| (u |s_v| + a) >= |z_v - logit_v| for
+    every v, and its largest value over the row."""
     norm = torch.linalg.vector_norm(h32, dim=1) * head.w_max
     cabs = c.float().abs()
     a = head.gamma * (norm + cabs) + 2.0 ** -22 * (norm + head.b_max + cabs) + 2.0 ** -100
     s_abs = torch.maximum(s16.amax(dim=1).float().abs(), s16.amin(dim=1).float().abs())
-    return (_U_OUT * s_abs + a) * abs(head.scale) * 1.001
+    scale = abs(head.scale) * 1.001
+    return a * scale, (_U_OUT * s_abs + a) * scale
 
 
 def _row_max(head: _Head, z):
@@ -233,15 +236,17 @@ def _argmax(head: _Head, rs, cs, exact, n: int) -> torch.Tensor:
     return torch.full((n,), v, dtype=torch.int64).scatter_reduce(0, rs[win], cs[win], "amin")
 
 
-def _lse(z, rs, cs, exact, top, rho_max):
-    """(lse of the shifted logits, bound on its error) per row (module docstring); z holds
-    exp(z - top) afterwards, zero on S."""
+def _lse(head: _Head, z, s16, rs, cs, exact, top, rho_a, rho_max):
+    """(lse of the shifted logits, bound on its error) per row (module docstring); z is
+    scratch afterwards."""
     z.sub_(top[:, None]).exp_()                                  # the screen's exp(z - top)
     z[rs, cs] = 0.0                                              # S is counted exactly instead
     tail = z.sum(dim=1)
-    spread = torch.linalg.vector_norm(z, dim=1)                  # sqrt(sum_rest exp(2 (z - top)))
+    spread = torch.linalg.vector_norm(z, dim=1).square()         # sum_rest exp(2 (z - top))
+    spread_s = torch.linalg.vector_norm(z.mul_(s16), dim=1).square()    # ... times s_v^2
     total = torch.zeros_like(top).index_add_(0, rs, torch.exp(exact - top[rs])) + tail
-    ratio = _HOEFFDING * rho_max * torch.exp(rho_max) * spread / total
+    var = 2.0 * ((head.scale * 1.001 * _U_OUT) ** 2 * spread_s + rho_a ** 2 * spread)
+    ratio = _HOEFFDING * torch.exp(rho_max) * var.sqrt() / total
     bound = torch.where(ratio < 0.5, -torch.log1p(-ratio.clamp(max=0.5)),
                         torch.full_like(ratio, float("inf")))
     return top + torch.log(total), bound
