@@ -35,7 +35,8 @@ a = gamma (|h| max_v |w_v| + |c|) + 2^-22 (|h| max|w| + max|b| + |c|) (the epilo
   Each row's lse error is then at most -log(1 - t / Z), Z = the row's sum of exp. A row is accepted when that is within `rtol` |NLL| + 2^-20 |lse| (the
   second term: the twin's own distance from float64, 2.5e-5 nats on SmolLM2-135M's real-text
   rows with lse up to 44, is ~7 fp32 ulps of lse; no second fp32 implementation can promise
-  the twin's bits); otherwise the row goes to the twin. Rows whose S union makes the block's
+  the twin's bits); otherwise the row goes to the twin (and once more than half the rows so far
+  have, the rest of the call goes to the twin without screening). Rows whose S union makes the block's
   fp32 GEMM exceed `union_max` of the vocabulary are screened with the argmax window only.
 
 Measured (docs/notes/kernels.md, "bf16 on CPU"): on this 2-core AMD EPYC (AVX512-BF16, no
@@ -60,6 +61,7 @@ __all__ = ["fused_head_screened", "screened_applies", "SCREEN_TAIL_NATS", "SCREE
 SCREEN_TAIL_NATS = 4.0        # S: within this many nats of the row's max screened logit
 SCREEN_ROW_BLOCK = 256        # rows per bf16 GEMM (the whole vocabulary at once: 25 MB bf16)
 SCREEN_UNION_MAX = 0.25       # the block's exact fp32 GEMM covers at most this share of V
+SCREEN_GIVE_UP = 0.5          # past this share of rows handed to the twin, it takes the rest
 _U_OUT = 2.0 ** -8 / (1.0 - 2.0 ** -8)
 _U32 = 2.0 ** -24
 _HOEFFDING = math.sqrt(2.0 * math.log(2.0 / 1e-9))     # 6.54: failure probability 1e-9 a row
@@ -83,6 +85,7 @@ class _Head:
         self.weight, self.scale, self.softcap = weight, logit_scale, softcap
         self.bias32 = bias.float() if bias is not None else None
         self.masked, self.tail, self.union_max = masked_token, tail_nats, union_max
+        self.window_only = False      # set once a block's S was too large (flat rows)
         self.plain = bias is None and logit_scale == 1.0 and softcap is None
         self.w_max = weight_norm_max(weight)
         self.b_max = float(self.bias32.abs().max()) if bias is not None else 0.0
@@ -131,6 +134,9 @@ def fused_head_screened(
     bufs = _Buffers(min(row_block, max(n, 1)), weight.shape[0])
     pairs = 0
     for r0 in range(0, n, row_block):
+        if r0 and int(twin[:r0].sum()) > SCREEN_GIVE_UP * r0:
+            twin[r0:] = True            # this head's rows fail the bound: the twin does the rest
+            break
         rows = slice(r0, min(r0 + row_block, n))
         pairs += _block(head, hidden[rows], targets[rows], bufs,
                         tuple(o[rows] for o in out), twin[rows], rtol)
@@ -210,14 +216,18 @@ def _row_max(head: _Head, z):
 
 def _exact_set(head: _Head, h32, z, thr, window, off):
     """(rows, cols, exact shifted logits) of S; where the block's union of S would pass
-    `union_max` of V, S shrinks to the argmax window."""
+    `union_max` of V, S shrinks to the argmax window, for this block and the call's later
+    ones (flat distributions: their rows are alike)."""
     v = z.shape[1]
-    mask = z >= thr[:, None]
-    if int(torch.count_nonzero(mask)) > head.union_max * v * _PAIRS_PER_UNION:
+    mask = z >= (window if head.window_only else thr)[:, None]
+    if not head.window_only and (int(torch.count_nonzero(mask))
+                                 > head.union_max * v * _PAIRS_PER_UNION):
+        head.window_only = True
         mask = torch.ge(z, window[:, None], out=mask)
     rs, cs = mask.nonzero(as_tuple=True)
     cols, inv = torch.unique(cs, return_inverse=True)
-    if cols.numel() > head.union_max * v:
+    if cols.numel() > head.union_max * v and not head.window_only:
+        head.window_only = True
         rs, cs = torch.ge(z, window[:, None], out=mask).nonzero(as_tuple=True)
         cols, inv = torch.unique(cs, return_inverse=True)
     raw = h32 @ head.weight[cols].float().T                      # (rows, |union|) fp32

@@ -127,7 +127,8 @@ def test_shape_sweep_against_the_twin(n, d, v, row_block):
 
 def test_rows_the_bound_rejects_come_from_the_twin(monkeypatch):
     """With no tolerance at all (rtol 0, no fp32 floor) only rows without any tail could be
-    vouched for, so every row here is the twin's own, bit for bit; a NaN hidden row too."""
+    vouched for, so every row here is the twin's own, bit for bit; a NaN hidden row too. Once
+    more than half the rows so far failed, the rest is not screened at all."""
     hidden, weight, targets = make(20, 32, 300, seed=11, h_std=2.0)
     hidden[7] = float("nan")
     calls = []
@@ -136,12 +137,20 @@ def test_rows_the_bound_rejects_come_from_the_twin(monkeypatch):
         calls.append(h.shape[0])
         return fused_head_torch(h, *args, **kw)
 
+    blocks = []
+    real_block = sc._block
+
+    def counted(*args, **kw):
+        blocks.append(args[1].shape[0])
+        return real_block(*args, **kw)
+
     monkeypatch.setattr(sc, "fused_head_torch", spy)
+    monkeypatch.setattr(sc, "_block", counted)
     monkeypatch.setattr(sc, "_LSE_FLOOR", 0.0)
     stats = {}
-    got = sc.fused_head_screened(hidden, weight, targets, rtol=0.0, stats=stats)
+    got = sc.fused_head_screened(hidden, weight, targets, rtol=0.0, row_block=8, stats=stats)
     want = fused_head_torch(hidden, weight, targets)
-    assert calls == [20] and stats["twin_rows"] == 20
+    assert calls == [20] and stats["twin_rows"] == 20 and blocks == [8]
     assert torch.equal(got[0], want[0])
     for g, w in zip(got[1:], want[1:]):
         assert torch.equal(g.isnan(), w.isnan()) and torch.equal(g.nan_to_num(), w.nan_to_num())
