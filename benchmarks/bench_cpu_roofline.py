@@ -11,6 +11,13 @@ difference, rows beyond 1e-4 |NLL| + 2^-20 |lse|), the share of rows the screene
 to the twin, and the load average before and after.
 
     .venv/bin/python benchmarks/bench_cpu_roofline.py [--samples 64] [--tokens 64] [--repeats 3]
+        [--error-sweep]
+
+--error-sweep also prints, per shape, what an ideal single-GEMM screen would achieve whatever
+its bound: the bf16 screen (centred on the target's logit, as the screened head computes it)
+with the exact fp32 logits substituted for every token within T nats of the row's max, for
+T = 2, 4, 6, 8: logits recomputed per row, the 256-row block's union of them (the fp32 GEMM
+the head would run) and the rows beyond 1e-4 |NLL| + 2^-20 |lse| of the twin.
 """
 
 from __future__ import annotations
@@ -101,6 +108,35 @@ def accuracy(want, got) -> dict:
                 beyond=int((err > tol).sum()), rows=int(err.numel()))
 
 
+def error_sweep(sm, hidden, targets, block: int = 256) -> None:
+    """The ideal screen's accuracy against the twin for several T (module docstring)."""
+    from kernels.fused_head_twin import fused_head_torch
+
+    _, lse_tw, tlp_tw = fused_head_torch(hidden, sm.weight, targets)
+    nll_tw, w32 = -tlp_tw.double(), sm.weight.float()
+    res: dict = {}
+    for r0 in range(0, hidden.shape[0], block):
+        x = hidden[r0 : r0 + block].float() @ w32.T                       # fp32 logits
+        x_t = x.gather(1, targets[r0 : r0 + block, None]).squeeze(1)
+        c = x_t.bfloat16().float()[:, None]
+        s = (x - c).bfloat16().float()                                   # the centred screen
+        for t in (2.0, 4.0, 6.0, 8.0):
+            in_s = s >= (s.amax(dim=1) - t)[:, None]
+            nll = torch.logsumexp(torch.where(in_s, x - c, s).double(), 1) - (x_t - c[:, 0])
+            got = res.setdefault(t, {"nll": [], "per_row": [], "union": []})
+            got["nll"].append(nll)
+            got["per_row"].append(in_s.sum(dim=1).double())
+            got["union"].append(float(in_s.any(dim=0).sum()))
+    tol = 1e-4 * nll_tw.abs() + 2.0 ** -20 * lse_tw.double().abs()
+    for t, got in res.items():
+        err = (torch.cat(got["nll"]) - nll_tw).abs()
+        print(f"  ideal screen T={t:.0f}: {torch.cat(got['per_row']).mean():.0f} exact logits "
+              f"a row, block union {statistics.mean(got['union']) / sm.vocab_size:.0%} of V; "
+              f"rows beyond 1e-4 |NLL| + 2^-20 |lse|: {int((err > tol).sum())} of {err.numel()}, "
+              f"beyond 1e-4 |NLL|: {int((err > 1e-4 * nll_tw.abs()).sum())}; worst "
+              f"{float(err.max()):.1e} nats")
+
+
 def report(r: dict, roof: dict) -> None:
     med, gf = r["med"], roof["roofline"]
     print(f"\n{r['name']}: bf16 GEMM rate head {roof['head']:.0f} / mlp {roof['mlp']:.0f} "
@@ -128,6 +164,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--error-sweep", action="store_true")
     args = ap.parse_args()
     print(f"load average before: {os.getloadavg()}; torch threads {torch.get_num_threads()}")
     from memtax.demo import smollm2_gguf
@@ -144,6 +181,10 @@ def main() -> None:
         roof = roofline_gflops(sm.hidden_size, cfg.intermediate_size, sm.vocab_size,
                                args.samples * args.tokens)
         report(run_shape(name, sm, x, args.repeats), roof)
+        if args.error_sweep:
+            with torch.inference_mode():
+                hidden = sm.backbone(x[:, :-1]).hidden.reshape(-1, sm.hidden_size)
+                error_sweep(sm, hidden, x[:, 1:].reshape(-1))
     print(f"\nload average after: {os.getloadavg()}")
 
 
