@@ -191,3 +191,25 @@ def test_dispatch_and_first_use_check(monkeypatch):
         assert head_implementation_note("bf16x2", "cpu", torch.bfloat16) == "bf16x2 (unverified)"
     finally:
         cpu_heads.reset_bf16x2_verification()
+
+
+def test_engine_score_with_the_screened_head_records_it():
+    """engine.score(head_impl="screened") on a bf16 model: the scores of the widened twin
+    (labels exact, floats to 1e-4) and "screened" in the run's metadata."""
+    import numpy as np
+    from helpers import assert_same_scores
+
+    import engine
+    from memtax.testing import tiny_model
+
+    cpu_heads.reset_bf16x2_verification()
+    model = tiny_model("gpt_neox").to(torch.bfloat16)
+    samples = np.random.default_rng(0).integers(0, 301, (6, 16))
+    kw = dict(prefix_len=8, cont_len=8, dtype="bf16", device="cpu", progress=False)
+    try:
+        got = engine.score(model, samples, head_impl="screened", **kw)
+        want = engine.score(model, samples, head_impl="torch", **kw)
+        assert got.schema.metadata[b"head_impl"] == b"screened"
+        assert_same_scores(got, want, rtol=1e-4)
+    finally:
+        cpu_heads.reset_bf16x2_verification()
