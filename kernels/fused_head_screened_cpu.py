@@ -8,7 +8,9 @@ recomputes in fp32 only what decides the outputs:
     s     = bf16(h . w - c)                          exact: addmm with C = -c enters oneDNN's
                                                      fp32 accumulator before the one rounding
     z     = epilogue(s + c) (- c where there is no epilogue)     fp32, the row's logits shifted
-    S     = {v : z_v >= max z - T}                   T = tail_nats (default 4)
+    S     = {v : z_v >= max z - T}                   T per row: what the tail bound below
+                                                     asks for one token outside S, at most
+                                                     tail_nats (12)
     exact = fp32 logits of S (one fp32 GEMM of the block against the union of its rows' S,
             the twin's bias -> scale -> soft-cap epilogue) and of the target
     lse   = log(sum_S exp(exact) + sum_rest exp(z))
@@ -58,7 +60,7 @@ from kernels.validation import check_head_inputs, check_targets
 __all__ = ["fused_head_screened", "screened_applies", "SCREEN_TAIL_NATS", "SCREEN_ROW_BLOCK",
            "SCREEN_UNION_MAX"]
 
-SCREEN_TAIL_NATS = 4.0        # S: within this many nats of the row's max screened logit
+SCREEN_TAIL_NATS = 12.0       # S reaches at most this many nats below the row's max
 SCREEN_ROW_BLOCK = 256        # rows per bf16 GEMM (the whole vocabulary at once: 25 MB bf16)
 SCREEN_UNION_MAX = 0.25       # the block's exact fp32 GEMM covers at most this share of V
 SCREEN_GIVE_UP = 0.5          # past this share of rows handed to the twin, it takes the rest
@@ -178,17 +180,29 @@ def _block(head: _Head, h16, t, bufs: _Buffers, out, twin, rtol: float) -> int:
         off = torch.zeros_like(off)
     rho_a, rho_max = _error_scale(head, h32, c, s16)
     top, top_arg = _row_max(head, z)
+    z_t = head.epilogue(raw_t.clone(), t) - off                  # t: each row's own bias
     window = top_arg - 2.0 * rho_max * 1.001                    # S always holds the window
-    rs, cs, exact = _exact_set(head, h32, z, torch.minimum(top - head.tail, window), window, off)
+    thr = torch.minimum(top - _tail_nats(head, top, z_t, off, rho_max, rtol), window)
+    rs, cs, exact = _exact_set(head, h32, z, thr, window, off)
     argmax = _argmax(head, rs, cs, exact, h16.shape[0])
     twin |= argmax == head.weight.shape[0]                       # no candidate: non-finite
     out[0].copy_(argmax)
-    z_t = head.epilogue(raw_t.clone(), t) - off                  # t: each row's own bias
     lse, bound = _lse(head, z, s16, rs, cs, exact, top, rho_a, rho_max)
     twin |= ~(bound <= rtol * (lse - z_t).abs() + _LSE_FLOOR * (lse + off).abs())
     out[1].copy_(lse + off)
     out[2].copy_(z_t - lse)
     return int(rs.numel())
+
+
+def _tail_nats(head: _Head, top, z_t, off, rho_max, rtol: float) -> torch.Tensor:
+    """Per row, how far below the max S must reach for the bound to accept the row if one
+    token just outside S held the tail: 6.54 rho_max e^rho_max exp(-T) <= half the row's
+    tolerance (the NLL at least top - z_t - rho_max, the lse at least top + off - rho_max,
+    Z >= 1), at most `tail_nats`."""
+    nll = (top - z_t - rho_max).clamp(min=0.0)
+    tol = rtol * nll + _LSE_FLOOR * (top + off - rho_max).abs()
+    need = torch.log(2.0 * _HOEFFDING * rho_max * torch.exp(rho_max) / tol)
+    return need.nan_to_num(nan=head.tail).clamp(min=0.0, max=head.tail)
 
 
 def _error_scale(head: _Head, h32, c, s16):
