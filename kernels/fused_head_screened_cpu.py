@@ -33,13 +33,14 @@ a = gamma (|h| max_v |w_v| + |c|) + 2^-22 (|h| max|w| + max|b| + |c|) (the epilo
   whole vocabulary would do), and Hoeffding's inequality bounds the tail sum's error, with
   probability 1 - 1e-9 per row, by
         t = 6.54 e^rho_max sqrt(sum_rest rho_v^2 exp(2 z_v)),
-  with rho_v^2 <= 2 scale^2 (u^2 s_v^2 + a^2).
-  Each row's lse error is then at most -log(1 - t / Z), Z = the row's sum of exp. A row is accepted when that is within `rtol` |NLL| + 2^-20 |lse| (the
-  second term: the twin's own distance from float64, 2.5e-5 nats on SmolLM2-135M's real-text
-  rows with lse up to 44, is ~7 fp32 ulps of lse; no second fp32 implementation can promise
-  the twin's bits); otherwise the row goes to the twin (and once more than half the rows so far
-  have, the rest of the call goes to the twin without screening). Rows whose S union makes the block's
-  fp32 GEMM exceed `union_max` of the vocabulary are screened with the argmax window only.
+  with rho_v^2 <= 2 scale^2 (u^2 s_v^2 + a^2). Each row's lse error is then at most
+  -log(1 - t / Z), Z = the row's sum of exp. A row is accepted when that is within
+  `rtol` |NLL| + 2^-20 |lse| (the second term: the twin's own distance from float64, 2.5e-5
+  nats on SmolLM2-135M's real-text rows with lse up to 44, is ~7 fp32 ulps of lse; no second
+  fp32 implementation can promise the twin's bits); otherwise the row goes to the twin (and
+  once more than half the rows so far have, the rest of the call goes to the twin without
+  screening). Where a block's union of S would make its fp32 GEMM pass `union_max` of the
+  vocabulary, S is the argmax window only (for that block and the call's later ones).
 
 Measured (docs/notes/kernels.md, "bf16 on CPU"): on this 2-core AMD EPYC (AVX512-BF16, no
 AMX) a bf16 GEMM runs only ~2x an fp32 one, and on real SmolLM2-135M text the mass within 4-12
