@@ -50,6 +50,28 @@ def reference_logits(hidden, weight, bias=None, scale=1.0, softcap=None):
     return logits
 
 
+def bf16_head_inputs(n, d, v, seed=0, h_std=1.0):
+    """(hidden (n, d), weight (v, d)) in bf16 with the scale of a trained head (std h_std and
+    2/sqrt(d)), and targets (n,) int64, from a seeded generator."""
+    g = torch.Generator().manual_seed(seed)
+    hidden = (torch.randn(n, d, generator=g) * h_std).bfloat16()
+    weight = (torch.randn(v, d, generator=g) * (2.0 / d**0.5)).bfloat16()
+    targets = torch.randint(0, v, (n,), generator=g)
+    return hidden, weight, targets
+
+
+def reference_head(hidden, weight, targets, *, bias=None, logit_scale=1.0, softcap=None,
+                   masked_token=None):
+    """(argmax, lse, nll) in float64 with `kernels.fused_head`'s keywords: lse and nll over the
+    unmasked distribution, argmax with `masked_token` excluded."""
+    logits = reference_logits(hidden.float(), weight.float(), bias, logit_scale, softcap)
+    lse = torch.logsumexp(logits, dim=1)
+    nll = lse - logits.gather(1, targets[:, None]).squeeze(1)
+    if masked_token is not None:
+        logits[:, masked_token] = float("-inf")
+    return logits.argmax(dim=1), lse, nll
+
+
 def assert_same_scores(a, b, rtol: float = 2e-6):
     """Score tables equal: ids, labels and match lengths exactly; floats to `rtol` (BLAS may
     round a row differently when the batch it sits in has another size)."""

@@ -6,7 +6,8 @@ check."""
 
 import pytest
 import torch
-from helpers import reference_logits
+from helpers import bf16_head_inputs as make
+from helpers import reference_head
 
 import kernels.fused_head_bf16_cpu as bx
 from kernels import fused_head, fused_head_torch, native_bf16
@@ -17,30 +18,12 @@ pytestmark = pytest.mark.skipif(not native_bf16("cpu"),
                                 reason="the bf16x2 head runs on CPUs with bf16 dot products")
 
 
-def make(n, d, v, seed=0, h_std=1.0):
-    g = torch.Generator().manual_seed(seed)
-    hidden = (torch.randn(n, d, generator=g) * h_std).bfloat16()
-    weight = (torch.randn(v, d, generator=g) * (2.0 / d**0.5)).bfloat16()
-    targets = torch.randint(0, v, (n,), generator=g)
-    return hidden, weight, targets
-
-
-def float64_head(hidden, weight, targets, bias=None, scale=1.0, softcap=None, masked=None):
-    logits = reference_logits(hidden.float(), weight.float(), None if bias is None
-                              else bias.float(), scale, softcap)
-    lse = torch.logsumexp(logits, dim=1)
-    nll = lse - logits.gather(1, targets[:, None]).squeeze(1)
-    if masked is not None:
-        logits[:, masked] = float("-inf")
-    return logits.argmax(dim=1), lse, nll
-
-
 @pytest.mark.parametrize("d", [512, 768], ids=["pythia-70m", "pythia-160m"])
 def test_pythia_shapes_match_the_widened_head(d):
     hidden, weight, targets = make(96, d, 50304, seed=d, h_std=3.0)
     got = bx.fused_head_bf16x2(hidden, weight, targets, masked_token=0, chunk=8192)
     want = fused_head_torch(hidden, weight, targets, masked_token=0)
-    ref_arg, ref_lse, ref_nll = float64_head(hidden, weight, targets, masked=0)
+    ref_arg, ref_lse, ref_nll = reference_head(hidden, weight, targets, masked_token=0)
     assert torch.equal(got[0], want[0]) and torch.equal(got[0], ref_arg)
     nll, want_nll = -got[2].double(), -want[2].double()
     assert ((nll - want_nll).abs() <= 1e-4 * want_nll.abs()).all()

@@ -6,7 +6,8 @@ come from the twin; dispatch and the first-use check."""
 
 import pytest
 import torch
-from helpers import reference_logits
+from helpers import bf16_head_inputs as make
+from helpers import reference_head, reference_logits
 
 import kernels.fused_head_bf16_cpu as cpu_heads
 import kernels.fused_head_screened_cpu as sc
@@ -16,24 +17,6 @@ from kernels.verify import KernelVerificationWarning
 
 pytestmark = pytest.mark.skipif(not native_bf16("cpu"),
                                 reason="the screened head runs on CPUs with bf16 dot products")
-
-
-def make(n, d, v, seed=0, h_std=1.0):
-    g = torch.Generator().manual_seed(seed)
-    hidden = (torch.randn(n, d, generator=g) * h_std).bfloat16()
-    weight = (torch.randn(v, d, generator=g) * (2.0 / d**0.5)).bfloat16()
-    targets = torch.randint(0, v, (n,), generator=g)
-    return hidden, weight, targets
-
-
-def float64_head(hidden, weight, targets, masked=None, **opts):
-    logits = reference_logits(hidden.float(), weight.float(), opts.get("bias"),
-                              opts.get("logit_scale", 1.0), opts.get("softcap"))
-    lse = torch.logsumexp(logits, dim=1)
-    nll = lse - logits.gather(1, targets[:, None]).squeeze(1)
-    if masked is not None:
-        logits[:, masked] = float("-inf")
-    return logits.argmax(dim=1), lse, nll
 
 
 def assert_matches(got, want, rtol=1e-4):
@@ -53,7 +36,7 @@ def test_pythia_shapes_match_the_twin_and_float64(d, h_std):
     got = sc.fused_head_screened(hidden, weight, targets, masked_token=0, row_block=64,
                                  stats=stats)
     assert_matches(got, fused_head_torch(hidden, weight, targets, masked_token=0))
-    arg, lse, nll = float64_head(hidden, weight, targets, masked=0)
+    arg, lse, nll = reference_head(hidden, weight, targets, masked_token=0)
     assert torch.equal(got[0], arg)
     assert ((-got[2].double() - nll).abs() <= 1e-4 * nll + 2.0**-19 * lse.abs()).all()
     if h_std == 0.3:   # logits of a random-init model (|logit| < ~3): the screen decides all
@@ -95,7 +78,7 @@ def test_ties_within_the_bound_are_decided_in_fp32():
     stats = {}
     got = sc.fused_head_screened(hidden, weight, targets, row_block=3, stats=stats)
     want = fused_head_torch(hidden, weight, targets)
-    arg, _, _ = float64_head(hidden, weight, targets)
+    arg, _, _ = reference_head(hidden, weight, targets)
     assert stats["twin_rows"] == 0                                 # decided by the screen
     assert (got[0][:4] == 20).all()
     assert torch.equal(got[0], want[0]) and torch.equal(got[0], arg)
@@ -125,8 +108,7 @@ def test_options_match_the_twin_from_the_screen(opts):
     assert_matches(got, fused_head_torch(hidden, weight, targets, **opts))
     assert stats["twin_rows"] == 0 and stats["exact_pairs"] > 2 * 40
     masked = opts.get("masked_token")
-    arg, _, _ = float64_head(hidden, weight, targets, masked=masked,
-                             **{k: v for k, v in opts.items() if k != "masked_token"})
+    arg, _, _ = reference_head(hidden, weight, targets, **opts)
     assert torch.equal(got[0], arg) and torch.isin(got[0], top).all()
     assert masked is None or (got[0] != masked).all()
 
