@@ -59,11 +59,9 @@ def run_demo(out=DEFAULT_OUT, *, model=None, samples: int | None = None,
     dtype: the scoring dtype; None picks bf16 where the CPU multiplies bf16 natively, else fp32
         (the suite's models are scored in fp32 unless given).
     profile: "default" or "paper" (`engine.profiles`), for every stage after training: scores,
-        features, models and report (the suite and the index serve both).
+        features, models and report (the suite and the index serve both); checked by the route
+        taken, before anything is written.
     """
-    from engine.profiles import check_profile
-
-    check_profile(profile)
     if model is None:
         from memtax import suite
 
