@@ -11,13 +11,20 @@ difference, rows beyond 1e-4 |NLL| + 2^-20 |lse|), the share of rows the screene
 to the twin, and the load average before and after.
 
     .venv/bin/python benchmarks/bench_cpu_roofline.py [--samples 64] [--tokens 64] [--repeats 3]
-        [--error-sweep]
+        [--error-sweep] [--compile]
 
 --error-sweep also prints, per shape, what an ideal single-GEMM screen would achieve whatever
 its bound: the bf16 screen (centred on the target's logit, as the screened head computes it)
 with the exact fp32 logits substituted for every token within T nats of the row's max, for
 T = 2, 4, 6, 8: logits recomputed per row, the 256-row block's union of them (the fp32 GEMM
 the head would run) and the rows beyond 1e-4 |NLL| + 2^-20 |lse| of the twin.
+
+--compile also measures the backbone compiled by `torch.compile` (Inductor's C++ kernels fuse
+the element-wise work around oneDNN's GEMMs), as Inductor does by default and with
+`emulate_precision_casts` (rounding to bf16 wherever eager rounds): the compile time (the first
+call), the median of the repeats against eager's in the same run, the rows after which the
+compile time is paid back, and the scores through the twin head against eager's (labels
+identical, worst relative NLL difference, rows beyond 1e-4 |NLL| + 2^-20 |lse|).
 """
 
 from __future__ import annotations
@@ -104,6 +111,7 @@ def accuracy(want, got) -> dict:
     err = (nll_new - nll_old).abs()
     tol = 1e-4 * nll_old.abs() + 2.0 ** -20 * want[1].double().abs()
     return dict(labels_equal=bool(torch.equal(want[0], got[0])),
+                labels_diff=int((want[0] != got[0]).sum()),
                 nll_rel=float((err / nll_old.abs().clamp_min(1e-30)).max()),
                 beyond=int((err > tol).sum()), rows=int(err.numel()))
 
@@ -137,6 +145,45 @@ def error_sweep(sm, hidden, targets, block: int = 256) -> None:
               f"{float(err.max()):.1e} nats")
 
 
+def compiled_backbone(sm, ids: torch.Tensor, repeats: int) -> None:
+    """Eager vs `torch.compile`d backbone: time, compile time, pay-back rows, scores (docstring)."""
+    import torch._inductor.config as inductor
+
+    inputs, targets = ids[:, :-1], ids[:, 1:].reshape(-1)
+    base = sm.model.base_model
+
+    def scores(fn):
+        with torch.inference_mode():
+            hidden = fn(input_ids=inputs, use_cache=False).last_hidden_state
+            return sm.head(hidden.reshape(-1, sm.hidden_size), targets, impl="torch",
+                           masked_token=sm.eos_token_id, verify=False)
+
+    def timed(fn) -> float:
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            fn(input_ids=inputs, use_cache=False)
+            return time.perf_counter() - t0
+
+    eager_out = scores(base)
+    for emulate in (False, True):
+        torch._dynamo.reset()
+        with inductor.patch(emulate_precision_casts=emulate):
+            fn = torch.compile(base, dynamic=False)
+            t0 = time.perf_counter()
+            out = scores(fn)
+            compile_s = time.perf_counter() - t0
+            pairs = [(timed(base), timed(fn)) for _ in range(repeats)]
+        eager, comp = (statistics.median(x) for x in zip(*pairs))
+        saved = (eager - comp) / inputs.shape[0]
+        payback = f"{compile_s / saved:,.0f} rows" if saved > 0 else "never"
+        acc = accuracy(eager_out, out)
+        print(f"  compiled backbone{' (emulate_precision_casts)' if emulate else ''}: "
+              f"{comp:.3f} s vs eager {eager:.3f} s (x{eager / comp:.2f}); compile {compile_s:.1f} s, "
+              f"paid back after {payback} of {inputs.shape[1]} tokens; vs eager: labels differ on "
+              f"{acc['labels_diff']} of {acc['rows']} rows, worst NLL rel diff {acc['nll_rel']:.2e}, rows beyond 1e-4 "
+              f"|NLL| + 2^-20 |lse|: {acc['beyond']} of {acc['rows']}")
+
+
 def report(r: dict, roof: dict) -> None:
     med, gf = r["med"], roof["roofline"]
     print(f"\n{r['name']}: bf16 GEMM rate head {roof['head']:.0f} / mlp {roof['mlp']:.0f} "
@@ -165,6 +212,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--error-sweep", action="store_true")
+    ap.add_argument("--compile", action="store_true")
     args = ap.parse_args()
     print(f"load average before: {os.getloadavg()}; torch threads {torch.get_num_threads()}")
     from memtax.demo import smollm2_gguf
@@ -185,6 +233,8 @@ def main() -> None:
             with torch.inference_mode():
                 hidden = sm.backbone(x[:, :-1]).hidden.reshape(-1, sm.hidden_size)
                 error_sweep(sm, hidden, x[:, 1:].reshape(-1))
+        if args.compile:
+            compiled_backbone(sm, x, args.repeats)
     print(f"\nload average after: {os.getloadavg()}")
 
 
