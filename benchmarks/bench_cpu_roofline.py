@@ -23,8 +23,8 @@ the head would run) and the rows beyond 1e-4 |NLL| + 2^-20 |lse| of the twin.
 the element-wise work around oneDNN's GEMMs), as Inductor does by default and with
 `emulate_precision_casts` (rounding to bf16 wherever eager rounds): the compile time (the first
 call), the median of the repeats against eager's in the same run, the rows after which the
-compile time is paid back, and the scores through the twin head against eager's (labels
-identical, worst relative NLL difference, rows beyond 1e-4 |NLL| + 2^-20 |lse|).
+compile time is paid back, and the scores through the twin head against eager's (rows whose
+label differs, worst relative NLL difference, rows beyond 1e-4 |NLL| + 2^-20 |lse|).
 """
 
 from __future__ import annotations
@@ -178,10 +178,11 @@ def compiled_backbone(sm, ids: torch.Tensor, repeats: int) -> None:
         payback = f"{compile_s / saved:,.0f} rows" if saved > 0 else "never"
         acc = accuracy(eager_out, out)
         print(f"  compiled backbone{' (emulate_precision_casts)' if emulate else ''}: "
-              f"{comp:.3f} s vs eager {eager:.3f} s (x{eager / comp:.2f}); compile {compile_s:.1f} s, "
-              f"paid back after {payback} of {inputs.shape[1]} tokens; vs eager: labels differ on "
-              f"{acc['labels_diff']} of {acc['rows']} rows, worst NLL rel diff {acc['nll_rel']:.2e}, rows beyond 1e-4 "
-              f"|NLL| + 2^-20 |lse|: {acc['beyond']} of {acc['rows']}")
+              f"{comp:.3f} s vs eager {eager:.3f} s (x{eager / comp:.2f}); compile "
+              f"{compile_s:.1f} s, paid back after {payback} of {inputs.shape[1]} tokens; vs "
+              f"eager: labels differ on {acc['labels_diff']} of {acc['rows']} rows, worst NLL "
+              f"rel diff {acc['nll_rel']:.2e}, rows beyond 1e-4 |NLL| + 2^-20 |lse|: "
+              f"{acc['beyond']} of {acc['rows']}")
 
 
 def report(r: dict, roof: dict) -> None:
